@@ -1,0 +1,1 @@
+"""Metrics for generated videos and the reports built from them."""

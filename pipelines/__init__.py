@@ -1,0 +1,1 @@
+"""Ray jobs that build the project's datasets. Nothing else imports this package."""

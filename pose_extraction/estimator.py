@@ -1,0 +1,127 @@
+"""The pose estimator interface shared by every backend.
+
+An estimator takes a batch of RGB uint8 images and returns, per image, the
+people it found as :class:`Poses` in the COCO-17 layout of
+:mod:`datasets.keypoints`. Backends are built from a :class:`PoseConfig` by
+:func:`build_estimator`; the model is loaded once, in ``__init__``, so a Ray
+actor or a DataLoader worker builds one estimator and reuses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, Sequence
+
+import numpy as np
+
+from datasets.keypoints import as_keypoints, empty_keypoints
+
+Backend = Literal["mmpose", "mediapipe"]
+
+
+@dataclass(frozen=True)
+class Poses:
+    """The people found in one image."""
+
+    keypoints: np.ndarray
+    """``(P, 17, 3)`` float32: x, y, score in pixels of the input image."""
+    boxes: np.ndarray
+    """``(P, 4)`` float32 person boxes ``x1, y1, x2, y2``."""
+    box_scores: np.ndarray
+    """``(P,)`` float32 detection scores of the boxes."""
+
+    def __post_init__(self) -> None:
+        keypoints = as_keypoints(self.keypoints)
+        boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        box_scores = np.asarray(self.box_scores, dtype=np.float32).reshape(-1)
+        if not len(keypoints) == len(boxes) == len(box_scores):
+            raise ValueError(
+                f"persons disagree: {len(keypoints)} keypoint sets, {len(boxes)} boxes, {len(box_scores)} scores"
+            )
+        object.__setattr__(self, "keypoints", keypoints)
+        object.__setattr__(self, "boxes", boxes)
+        object.__setattr__(self, "box_scores", box_scores)
+
+    @classmethod
+    def empty(cls) -> "Poses":
+        return cls(empty_keypoints(), np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+
+class PoseEstimator(Protocol):
+    """What every backend offers."""
+
+    name: str
+    """Identifies the backend and model, recorded with every sample (e.g. ``mmpose/td-hm_hrnet-w32``)."""
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[Poses]:
+        """Estimate poses on RGB uint8 ``(H, W, 3)`` images; one :class:`Poses` per image, in order."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoseConfig:
+    """Which pose model to run and how."""
+
+    backend: Backend = "mediapipe"
+    """``mmpose`` (person detector + top-down HRNet, the paper's choice) or ``mediapipe`` (BlazePose, bundled weights)."""
+    device: str = "auto"
+    """Torch device for MMPose: ``auto`` picks ``cuda`` when there is one, else ``cpu``."""
+    batch_size: int = 16
+    """Person crops per forward pass of the pose model."""
+    pose_config: str = "td-hm_hrnet-w32_8xb64-210e_coco-256x192"
+    """MMPose model config: a name from mmpose's model zoo or a path to a config file."""
+    pose_checkpoint: str | None = None
+    """MMPose weights: local path or URL. None leaves random weights (tests only; the builder refuses it unless allowed)."""
+    det_config: str = "rtmdet_tiny_8xb32-300e_coco"
+    """MMDet person detector config: a name from mmdet's model zoo or a path."""
+    det_checkpoint: str | None = None
+    """MMDet detector weights: local path or URL. None leaves random weights (tests only)."""
+    det_score_threshold: float = 0.5
+    """Person boxes scoring at or below this are dropped before pose estimation."""
+    det_max_persons: int = 20
+    """At most this many person boxes per image (highest scores first)."""
+    nms_iou_threshold: float = 0.65
+    """IoU above which overlapping person boxes are merged."""
+    whole_image_when_no_detector: bool = False
+    """MMPose only: skip detection and treat the whole image as one person box."""
+    mediapipe_min_detection_confidence: float = 0.5
+    """MediaPipe: minimum person-detection confidence."""
+    mediapipe_max_persons: int = 1
+    """MediaPipe BlazePose finds one person per pass; more than 1 re-runs it with found people masked out."""
+    allow_random_weights: bool = False
+    """Allow MMPose without checkpoints (random weights). For tests and benchmarks of the plumbing only."""
+    extra: dict = field(default_factory=dict)
+    """Backend-specific options passed through unchanged."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("mmpose", "mediapipe"):
+            raise ValueError(f"unknown pose backend {self.backend!r}; choose 'mmpose' or 'mediapipe'")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if not 0.0 <= self.det_score_threshold < 1.0:
+            raise ValueError("det_score_threshold must be in [0, 1)")
+        if self.mediapipe_max_persons < 1 or self.det_max_persons < 1:
+            raise ValueError("max persons must be at least 1")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; anything else unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_estimator(config: PoseConfig) -> PoseEstimator:
+    """Load the backend named by ``config`` (imports its heavy libraries only now)."""
+    if config.backend == "mediapipe":
+        from pose_extraction.mediapipe_backend import MediaPipePoseEstimator
+
+        return MediaPipePoseEstimator(config)
+    from pose_extraction.mmpose_backend import MMPoseEstimator
+
+    return MMPoseEstimator(config)

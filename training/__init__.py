@@ -1,0 +1,1 @@
+"""The two-stage Follow-Your-Pose model, its trainers and the generation pipeline."""
