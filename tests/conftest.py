@@ -1,0 +1,45 @@
+"""Shared fixtures: real photos of people that install with the project's packages."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+
+def _load_photos() -> dict[str, np.ndarray]:
+    import matplotlib.cbook
+    import skimage.data
+    from PIL import Image
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+        grace = np.asarray(Image.open(handle).convert("RGB"))
+    camera = skimage.data.camera()
+    return {
+        "astronaut": skimage.data.astronaut(),
+        "camera": np.repeat(camera[..., None], 3, axis=2),
+        "grace_hopper": grace,
+    }
+
+
+@pytest.fixture(scope="session")
+def people_photos() -> dict[str, np.ndarray]:
+    """Real RGB uint8 photos with one person each: scikit-image astronaut and camera, matplotlib grace_hopper."""
+    return _load_photos()
+
+
+@pytest.fixture(scope="session")
+def scenery_photo() -> np.ndarray:
+    """A real photo with no person in it (scikit-image coffee cup)."""
+    import skimage.data
+
+    return skimage.data.coffee()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline_hub():
+    """Tests never reach a model hub: every model is built from a config and loaded from a local folder."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    yield
