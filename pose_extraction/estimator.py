@@ -91,6 +91,8 @@ class PoseConfig:
     """MediaPipe: minimum person-detection confidence."""
     mediapipe_max_persons: int = 1
     """MediaPipe BlazePose finds one person per pass; more than 1 re-runs it with found people masked out."""
+    mediapipe_model_complexity: int = 1
+    """MediaPipe landmark model: 0 lite, 1 full (bundled with the wheel), 2 heavy (0 and 2 must already be on disk)."""
     allow_random_weights: bool = False
     """Allow MMPose without checkpoints (random weights). For tests and benchmarks of the plumbing only."""
     extra: dict = field(default_factory=dict)
@@ -105,6 +107,12 @@ class PoseConfig:
             raise ValueError("det_score_threshold must be in [0, 1)")
         if self.mediapipe_max_persons < 1 or self.det_max_persons < 1:
             raise ValueError("max persons must be at least 1")
+        if self.mediapipe_model_complexity not in (0, 1, 2):
+            raise ValueError(f"mediapipe_model_complexity must be 0, 1 or 2, got {self.mediapipe_model_complexity}")
+        if not 0.0 <= self.mediapipe_min_detection_confidence <= 1.0:
+            raise ValueError("mediapipe_min_detection_confidence must be in [0, 1]")
+        if not 0.0 < self.nms_iou_threshold <= 1.0:
+            raise ValueError("nms_iou_threshold must be in (0, 1]")
 
 
 def resolve_device(device: str) -> str:
