@@ -1,0 +1,203 @@
+"""Cutting one span of an open source video into an mp4 clip: frame-exact re-encode, or keyframe-aligned stream copy.
+
+Exact mode: the span ``[start, end)`` becomes the output times
+``start + i / fps`` (``ceil((end - start) * fps)`` frames, see
+:func:`datasets.clips.output_times`); each output frame is the source frame on
+screen at that time (the last one starting at or before it), so resampling to
+a lower, equal or higher rate and variable-frame-rate sources all follow one
+rule. Frames are decoded from the keyframe before ``start`` and streamed
+through resize + center-crop (:class:`datasets.clips.CropGeometry`) into the
+encoder; a clip never holds more than two decoded frames in memory.
+
+Copy mode: packets are copied unchanged from the keyframe at or before
+``start`` up to (not including) the first keyframe at or after ``end``, so the
+clip covers ``[keyframe, next keyframe)``, recorded as ``cut`` in the annotation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterator
+
+import numpy as np
+
+from datasets.clips import displayed_frames, output_times, square_geometry
+from pipelines.hdvila.config import CutConfig
+from pipelines.hdvila.encoding import make_encoder, read_and_remove, temporary_mp4
+from pipelines.hdvila.probe import ClipError, SourceInfo, check_span
+
+
+@dataclass(frozen=True)
+class CutClip:
+    """An encoded clip and what it covers."""
+
+    data: bytes
+    frames: int
+    fps: Fraction
+    width: int
+    height: int
+    cut_start: Fraction
+    cut_end: Fraction
+    scene_distance: float | None = None
+    """Largest histogram distance between consecutive frames (when the scene check ran)."""
+
+
+def color_histogram(frame: np.ndarray) -> np.ndarray:
+    """Normalised 16x4x4 HSV histogram of an RGB frame (on a 64x64 thumbnail)."""
+    import cv2
+
+    small = cv2.resize(frame, (64, 64), interpolation=cv2.INTER_AREA)
+    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
+    hist = cv2.calcHist([hsv], [0, 1, 2], None, [16, 4, 4], [0, 180, 0, 256, 0, 256]).ravel()
+    return hist / max(float(hist.sum()), 1.0)
+
+
+def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Half the L1 distance of two normalised histograms: 0 same colours, 1 disjoint."""
+    return 0.5 * float(np.abs(a - b).sum())
+
+
+def _seek(container, stream, info: SourceInfo, start: Fraction) -> None:
+    container.seek(math.floor((info.origin + start) / info.time_base), stream=stream, backward=True, any_frame=False)
+
+
+def _decoded(container, stream, info: SourceInfo, start: Fraction) -> Iterator[tuple[Fraction, object]]:
+    """``(time, frame)`` from the keyframe at or before ``start`` on, in presentation order."""
+    import av
+
+    _seek(container, stream, info, start)
+    previous = None
+    try:
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            time = frame.pts * info.time_base - info.origin
+            if previous is not None and time <= previous:
+                continue
+            previous = time
+            yield time, frame
+    except av.error.FFmpegError as error:
+        raise ClipError("undecodable_video", f"decoding failed after {float(previous or 0):.3f} s: {error}") from error
+
+
+def _picked(decoded: Iterator[tuple[Fraction, object]], times: list[Fraction], info: SourceInfo) -> Iterator[np.ndarray]:
+    """For each output time, the RGB array of the source frame on screen then (see :func:`datasets.clips.displayed_frames`)."""
+    index, held, held_time, held_array = 0, None, None, None
+
+    def array(frame):
+        return frame.to_ndarray(format="rgb24", width=info.width, height=info.height)
+
+    for time, frame in decoded:
+        while index < len(times) and times[index] < time:
+            if held is None:  # the span starts before the first frame: show the first frame
+                held, held_time = frame, time
+            if held_array is None:
+                held_array = array(held)
+            yield held_array
+            index += 1
+        if index >= len(times):
+            return
+        held, held_time, held_array = frame, time, None
+    if held is None:
+        raise ClipError("truncated_video", "no frame could be decoded in the span")
+    shown_until = held_time + info.frame_interval
+    while index < len(times):
+        if times[index] >= shown_until:
+            raise ClipError(
+                "truncated_video", f"frames stop at {float(shown_until):.3f} s, before the span's frame at {float(times[index]):.3f} s"
+            )
+        if held_array is None:
+            held_array = array(held)
+        yield held_array
+        index += 1
+
+
+def exact_cut(container, stream, info: SourceInfo, start: Fraction, end: Fraction, config: CutConfig) -> CutClip:
+    """Decode ``[start, end)``, resample to the configured rate, resize + crop, and encode to H.264 mp4."""
+    end = check_span(info, start, end, config.end_tolerance_frames)
+    fps = config.fps_fraction or info.average_rate
+    times = output_times(start, end, fps)
+    geometry = square_geometry(info.width, info.height, config.size)
+    encoder = make_encoder(geometry.width, geometry.height, fps, config)
+    previous_hist, worst = None, 0.0
+    try:
+        for number, frame in enumerate(_picked(_decoded(container, stream, info, start), times, info)):
+            frame = geometry.apply(frame)
+            if config.scene_check:
+                hist = color_histogram(frame)
+                if previous_hist is not None:
+                    distance = histogram_distance(previous_hist, hist)
+                    worst = max(worst, distance)
+                    if distance > config.scene_threshold:
+                        raise ClipError(
+                            "scene_cut",
+                            f"histogram distance {distance:.2f} between clip frames {number - 1} and {number} "
+                            f"(threshold {config.scene_threshold})",
+                        )
+                previous_hist = hist
+            encoder.write(frame)
+        data = encoder.finish()
+    except BaseException:
+        encoder.abort()
+        raise
+    return CutClip(
+        data=data,
+        frames=encoder.frames,
+        fps=fps,
+        width=geometry.width,
+        height=geometry.height,
+        cut_start=start,
+        cut_end=start + Fraction(len(times)) / fps,
+        scene_distance=worst if config.scene_check else None,
+    )
+
+
+def copy_cut(container, stream, info: SourceInfo, start: Fraction, end: Fraction, config: CutConfig) -> CutClip:
+    """Copy the packets of ``[keyframe <= start, keyframe >= end)`` into a new mp4 (no decoding, no re-encoding)."""
+    import av
+
+    end = check_span(info, start, end, config.end_tolerance_frames)
+    keyframes = info.keyframe_times
+    first = keyframes[max(int(displayed_frames(list(keyframes), [start])[0]), 0)]
+    following = [k for k in keyframes if k >= end]
+    stop = following[0] if following else None
+    to_ticks = lambda t: round((info.origin + t) / info.time_base)  # noqa: E731
+    first_ticks, stop_ticks = to_ticks(first), None if stop is None else to_ticks(stop)
+    path = temporary_mp4()
+    output = av.open(path, "w", format="mp4", options={"movflags": "+faststart"})
+    count, last_end = 0, first_ticks
+    try:
+        out_stream = output.add_stream_from_template(stream)
+        _seek(container, stream, info, first)
+        for packet in container.demux(stream):
+            if packet.pts is None or packet.dts is None:
+                continue
+            if stop_ticks is not None and packet.is_keyframe and packet.pts >= stop_ticks:
+                break
+            if packet.pts < first_ticks:
+                continue  # leading pictures of an open GOP reference the previous GOP
+            last_end = max(last_end, packet.pts + (packet.duration or round(info.frame_interval / info.time_base)))
+            packet.pts -= first_ticks
+            packet.dts -= first_ticks
+            packet.stream = out_stream
+            output.mux(packet)
+            count += 1
+        output.close()
+    except av.error.FFmpegError as error:
+        raise ClipError("cut_failed", f"stream copy failed: {error}") from error
+    finally:
+        output.close()
+        data = read_and_remove(path)
+    if count == 0:
+        raise ClipError("truncated_video", "no packets could be copied for the span")
+    return CutClip(
+        data=data,
+        frames=count,
+        fps=info.average_rate,
+        width=info.width,
+        height=info.height,
+        cut_start=first,
+        cut_end=last_end * info.time_base - info.origin,
+    )

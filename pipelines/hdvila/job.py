@@ -1,0 +1,137 @@
+"""The HD-VILA clip job on Ray: plan shards on the driver, cut each shard in a Ray task, aggregate stats.
+
+Resuming: shards whose ``.stats.json`` exists are skipped; planning is
+deterministic, so a rerun on the same output rebuilds exactly the missing
+shards and never duplicates a key. ``config.json`` records the settings that
+shape the output; a rerun with other settings is refused unless
+``ignore_config_mismatch`` is set. A shard task that raises is logged and
+counted; the other shards go on, and the job reports the failures at the end
+(a rerun retries them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+from datasets.clips import KIND, SCHEMA_VERSION, STATUSES
+from pipelines.hdvila.config import HdvilaConfig
+from pipelines.hdvila.metadata import VideoIndex, iter_videos, load_captions
+from pipelines.hdvila.planning import ClipPlanner, ShardPlan
+from pipelines.hdvila.shard import build_shard
+from pipelines.hdvila.stages import ClipCutter
+from pipelines.ray_runtime import ray_session
+from pipelines.shards import (
+    ProgressLogger,
+    aggregate_stats,
+    finished_shards,
+    remove_partial_files,
+    shard_stem,
+    write_json_atomic,
+)
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+# Settings that do not change what a shard holds, so resuming with other values is fine.
+_RESUMABLE_SETTINGS = {"download", "download_dir", "download_format", "threads"}
+
+
+class ShardFailures(RuntimeError):
+    """Some shards raised; finished shards are kept and a rerun retries the others."""
+
+
+def _shaping_settings(config: HdvilaConfig) -> dict:
+    settings = {"source": dataclasses.asdict(config.source), "cut": dataclasses.asdict(config.cut)}
+    return {section: {k: v for k, v in values.items() if k not in _RESUMABLE_SETTINGS} for section, values in settings.items()}
+
+
+def check_and_write_config(config: HdvilaConfig, output: Path) -> None:
+    """Refuse to resume into an output built with other settings; then (re)write ``config.json``."""
+    path = output / CONFIG_NAME
+    current = _shaping_settings(config)
+    if path.exists() and finished_shards(output):
+        previous = json.loads(path.read_text()).get("shaping", {})
+        differing = sorted(
+            f"{section}.{name}"
+            for section in current
+            for name in set(current[section]) | set(previous.get(section, {}))
+            if current[section].get(name) != previous.get(section, {}).get(name)
+        )
+        if differing and not config.ignore_config_mismatch:
+            raise ValueError(
+                f"{output} holds shards built with other settings ({', '.join(differing)}); use another output "
+                "folder or --ignore-config-mismatch"
+            )
+    record = {"schema": KIND, "schema_version": SCHEMA_VERSION, "shaping": current, "config": dataclasses.asdict(config)}
+    write_json_atomic(path, record)
+
+
+def count_shards(config: HdvilaConfig) -> int:
+    """How many shards the plan has (one cheap pass over the metadata, same boundaries as :meth:`ClipPlanner.plan`)."""
+    shards, rows = 0, 0
+    for entry in iter_videos(config.source.metadata):
+        rows += 1 if entry.error is not None else len(entry.clips)
+        if rows >= config.source.clips_per_shard:
+            shards, rows = shards + 1, 0
+    shards += 1 if rows else 0
+    return shards if config.max_shards is None else min(shards, config.max_shards)
+
+
+def _shard_task(plan: ShardPlan, output: str, config: HdvilaConfig) -> dict:
+    return build_shard(plan, output, ClipCutter(config.cut, config.source))
+
+
+def run(config: HdvilaConfig) -> dict:
+    """Run the whole job; returns the totals written to ``OUTPUT/stats.json``."""
+    import ray
+
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    check_and_write_config(config, output)
+    remove_partial_files(output)
+    captions = None
+    if config.source.captions:
+        captions = load_captions(config.source.captions, key=config.source.caption_key, column=config.source.caption_column)
+        logger.info("captions: %d from %s", len(captions), config.source.captions)
+    videos = VideoIndex.scan(config.source.videos)
+    logger.info("videos: %d files under %s", len(videos), config.source.videos)
+    total = count_shards(config)
+    done = finished_shards(output)
+    planner = ClipPlanner(config.source, videos, captions)
+    progress = ProgressLogger(total, unit="clips", logger=logger)
+    progress.skip(sum(1 for stem in done if int(stem) < total))
+    failures: list[str] = []
+    with ray_session(config.ray) as session:
+        task = ray.remote(num_cpus=config.cpus_per_task, max_retries=2)(_shard_task)
+        limit = config.max_in_flight or max(1, int(2 * session.num_cpus / config.cpus_per_task))
+        pending: dict = {}
+
+        def collect(wait_for: int) -> None:
+            ready, _ = ray.wait(list(pending), num_returns=wait_for)
+            for ref in ready:
+                stem = pending.pop(ref)
+                try:
+                    progress.update(ray.get(ref))
+                except Exception as error:  # noqa: BLE001 - one failed shard must not stop the job
+                    logger.error("shard %s failed: %s", stem, error)
+                    failures.append(f"{stem}: {error}")
+
+        for plan in planner.plan(iter_videos(config.source.metadata), config.max_shards):
+            stem = shard_stem(plan.index)
+            if stem in done:
+                continue
+            pending[task.remote(plan, str(output), config)] = stem
+            if len(pending) >= limit:
+                collect(1)
+        while pending:
+            collect(1)
+    totals = aggregate_stats(
+        output, statuses=STATUSES, extra={"schema": KIND, "schema_version": SCHEMA_VERSION, "planned_shards": total}
+    )
+    logger.info("done: %s", json.dumps(totals["counts"]))
+    if failures:
+        raise ShardFailures(f"{len(failures)} shard(s) failed (rerun to retry them): {'; '.join(failures)}")
+    return totals
