@@ -1,0 +1,207 @@
+"""The inflated UNet on a tiny random SD-1.x UNet saved to disk and loaded back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from safetensors.torch import load_file
+
+from training.models import PoseEncoder, fold_frames, pose_unet_inputs
+from training.models.attention import CrossFrameAttnProcessor
+from training.models.inflated_unet import (
+    STAGE2_TRAINABLE,
+    WEIGHTS_NAME,
+    InflatedUNet,
+    InflationConfig,
+    freeze_for_stage2,
+    load_inflated,
+    parameter_counts,
+    save_inflated,
+)
+from training.tiny import TinySDConfig, save_tiny_sd
+
+TINY = TinySDConfig()
+FRAMES = 3
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return save_tiny_sd(tmp_path_factory.mktemp("tiny_sd"), TINY)
+
+
+@pytest.fixture(scope="module")
+def unet2d(tiny_dir):
+    return UNet2DConditionModel.from_pretrained(tiny_dir, subfolder="unet").eval()
+
+
+def inflated(tiny_dir, **settings) -> InflatedUNet:
+    return InflatedUNet.from_pretrained(tiny_dir, subfolder="unet").eval().inflate(InflationConfig(**settings))
+
+
+@pytest.fixture()
+def clip():
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 4, FRAMES, 8, 8, generator=generator)
+    text = torch.randn(1, 77, TINY.cross_attention_dim, generator=generator)
+    return latents, text
+
+
+def randomise_temporal(unet: torch.nn.Module, scale: float = 0.2) -> None:
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, parameter in unet.named_parameters():
+            if ".temporal_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+
+
+def per_frame_2d(unet2d, latents, text, **kwargs):
+    """The 2D UNet on every frame: the frames as a batch (exact) and one at a time (float tolerance)."""
+    with torch.no_grad():
+        batch = unet2d(fold_frames(latents), 10, text.repeat(latents.shape[2], 1, 1), **kwargs).sample
+        single = torch.cat([unet2d(latents[:, :, f], 10, text).sample for f in range(latents.shape[2])])
+    return batch, single
+
+
+def test_zero_init_temporal_layers_equal_the_2d_unet_frame_by_frame(tiny_dir, unet2d, clip):
+    latents, text = clip
+    unet = inflated(tiny_dir, cross_frame_attention=False)
+    with torch.no_grad():
+        out = unet(latents, 10, text).sample
+    assert out.shape == latents.shape
+    batch, single = per_frame_2d(unet2d, latents, text)
+    torch.testing.assert_close(fold_frames(out), batch, rtol=0, atol=1e-6)
+    torch.testing.assert_close(fold_frames(out), single, rtol=0, atol=2e-3)
+    # with cross-frame attention, frame 0 only attends to itself: still the 2D UNet
+    unet.set_frame_processors(cross_frame=True)
+    with torch.no_grad():
+        out = unet(latents, 10, text).sample
+    torch.testing.assert_close(out[:, :, 0], batch[:1], rtol=0, atol=1e-5)
+    assert (fold_frames(out)[1:] - batch[1:]).abs().max() > 1e-4
+    # trained (nonzero) temporal layers make frame 0 depend on later frames
+    randomise_temporal(unet)
+    changed = latents.clone()
+    changed[:, :, -1] += 1.0
+    with torch.no_grad():
+        delta = unet(changed, 10, text).sample - unet(latents, 10, text).sample
+    assert delta[:, :, 0].abs().max() > 1e-4
+
+
+def test_cross_frame_attention_keys_come_from_first_and_previous_frame():
+    torch.manual_seed(0)
+    attn = Attention(query_dim=16, heads=2, dim_head=8).eval()
+    frames = torch.randn(4, 5, 16)  # 4 frames of 5 tokens
+    with torch.no_grad():
+        attn.set_processor(AttnProcessor2_0())
+        plain_same = attn(frames[:1].repeat(4, 1, 1))
+        # keys for frame i: frame 0 and frame i-1, concatenated along tokens
+        expected = []
+        for i in range(4):
+            context = torch.cat([frames[0], frames[max(i - 1, 0)]])[None]
+            q = attn.to_q(frames[i : i + 1])
+            k, v = attn.to_k(context), attn.to_v(context)
+            heads = lambda x: x.view(1, -1, 2, 8).transpose(1, 2)  # noqa: E731
+            o = torch.nn.functional.scaled_dot_product_attention(heads(q), heads(k), heads(v))
+            expected.append(attn.to_out[0](o.transpose(1, 2).reshape(1, -1, 16)))
+        attn.set_processor(CrossFrameAttnProcessor())
+        cross = attn(frames, num_frames=4)
+        cross_same = attn(frames[:1].repeat(4, 1, 1), num_frames=4)
+    torch.testing.assert_close(cross, torch.cat(expected), rtol=1e-5, atol=1e-6)
+    # identical frames: cross-frame attention is plain self-attention
+    torch.testing.assert_close(cross_same, plain_same, rtol=1e-5, atol=1e-6)
+
+
+def test_identical_frames_give_the_2d_unet_output(tiny_dir, unet2d, clip):
+    latents, text = clip
+    still = latents[:, :, :1].repeat(1, 1, FRAMES, 1, 1)
+    unet = inflated(tiny_dir)
+    with torch.no_grad():
+        out = unet(still, 10, text).sample
+    batch, _ = per_frame_2d(unet2d, still, text)
+    torch.testing.assert_close(fold_frames(out), batch, rtol=0, atol=1e-5)
+
+
+def test_stage2_backward_reaches_only_the_named_parameters(tiny_dir, clip):
+    latents, text = clip
+    unet = inflated(tiny_dir)
+    encoder = PoseEncoder(channels=TINY.unet_channels)
+    names = freeze_for_stage2(unet, encoder)
+    assert names and all(any(f".{p}." in f".{n}." for p in STAGE2_TRAINABLE) for n in names)
+    assert {p for p in STAGE2_TRAINABLE if any(f".{p}." in f".{n}." for n in names)} == set(STAGE2_TRAINABLE)
+    counts = parameter_counts(unet, encoder)
+    assert counts["trainable"] == sum(p.numel() for n, p in unet.named_parameters() if n in names)
+    assert 0 < counts["trainable"] < counts["total"]
+    unet.train()
+    randomise_temporal(unet)  # so gradients flow past the zero-initialised output layers
+    loss = unet(latents, 10, text).sample.square().mean()
+    loss.backward()
+    with_grad = {n for n, p in unet.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad == set(names)
+    assert all(p.grad is None for p in encoder.parameters())
+
+
+def test_gradient_checkpointing_keeps_the_pose_residuals(tiny_dir, clip):
+    latents, text = clip
+    unet = inflated(tiny_dir).train()
+    randomise_temporal(unet)
+    encoder = PoseEncoder(channels=TINY.unet_channels)
+    with torch.no_grad():
+        for parameter in encoder.out_convs.parameters():
+            parameter.normal_(0, 0.1)
+    pose = torch.rand(1, 3, FRAMES, 64, 64, generator=torch.Generator().manual_seed(2))
+    freeze_for_stage2(unet)
+    results = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+        sample, kwargs = pose_unet_inputs(latents, encoder(pose))
+        out = unet(sample, 10, text, **kwargs).sample
+        out.square().mean().backward()
+        grad = unet.down_blocks[0].attentions[0].transformer_blocks[0].temporal_conv.conv2.weight.grad.clone()
+        unet.zero_grad()
+        results.append((out.detach(), grad))
+    no_pose = unet(latents, 10, text).sample.detach()
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-4, atol=1e-6)
+    assert (results[1][0] - no_pose).abs().max() > 1e-3
+
+
+def test_save_and_load_round_trips(tiny_dir, clip, tmp_path):
+    latents, text = clip
+    unet = inflated(tiny_dir, positional_encoding=True)
+    randomise_temporal(unet)
+    with torch.no_grad():
+        for block in (unet.down_blocks[0].attentions[0].transformer_blocks[0], unet.up_blocks[1].attentions[0].transformer_blocks[0]):
+            block.attn1.to_q.weight.mul_(1.5)
+            block.attn2.to_q.weight.mul_(0.5)
+        expected = unet(latents, 10, text).sample
+    # small file: only the stage-2 weights (and conv_in) beside the base id
+    save_inflated(unet, tmp_path / "delta", base=str(tiny_dir))
+    weights = load_file(str(tmp_path / "delta" / WEIGHTS_NAME))
+    assert all(".temporal_" in k or ".to_q." in k or k.startswith("conv_in.") for k in weights)
+    assert sum(t.numel() for t in weights.values()) < 0.4 * sum(p.numel() for p in unet.parameters())
+    assert json.loads((tmp_path / "delta" / "inflation.json").read_text())["inflation"]["positional_encoding"] is True
+    restored = load_inflated(tmp_path / "delta").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(restored(latents, 10, text).sample, expected, rtol=0, atol=0)
+    # a full copy through save_pretrained / from_pretrained comes back inflated
+    unet.save_pretrained(tmp_path / "full")
+    full = InflatedUNet.from_pretrained(tmp_path / "full").eval()
+    assert full.inflation == unet.inflation
+    with torch.no_grad():
+        torch.testing.assert_close(full(latents, 10, text).sample, expected, rtol=0, atol=0)
+
+
+def test_refuses_bad_use(tiny_dir, tmp_path):
+    unet = inflated(tiny_dir)
+    with pytest.raises(RuntimeError, match="already inflated"):
+        unet.inflate()
+    with pytest.raises(ValueError, match="inflate it"):
+        freeze_for_stage2(UNet2DConditionModel.from_pretrained(tiny_dir, subfolder="unet"))
+    with pytest.raises(FileNotFoundError, match="inflation.json"):
+        load_inflated(tmp_path)
+    with pytest.raises(ValueError, match="odd"):
+        InflationConfig(temporal_kernel_size=2)

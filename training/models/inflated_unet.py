@@ -1,0 +1,256 @@
+"""The stage-2 inflated UNet: a pretrained SD UNet made into a video UNet without forking it.
+
+:class:`InflatedUNet` is a ``UNet2DConditionModel`` whose only behavioural override is
+``forward``: it folds ``(B, C, F, H, W)`` latents into ``(B*F, C, H, W)`` (so every 2D conv runs per
+frame, the paper's 1x3x3 pseudo-3D conv), repeats the text embedding and timestep per frame, and
+passes the frame count to the transformer blocks in ``cross_attention_kwargs["num_frames"]``.
+:meth:`InflatedUNet.inflate` replaces every ``BasicTransformerBlock`` by an
+:class:`~training.models.attention.InflatedTransformerBlock` (same parameter names, so SD
+checkpoints and LoRAs load unchanged) carrying temporal attention and a temporal conv, and installs
+cross-frame attention processors with ``set_attn_processor``.
+
+Stage-2 trainable parameters are named in one place, :data:`STAGE2_TRAINABLE`:
+``attn1.to_q``, ``attn2.to_q``, ``temporal_attention``, ``temporal_conv``; :func:`freeze_for_stage2`
+freezes everything else (pose encoder included).
+
+Shipping: :func:`save_inflated` writes only what stage 2 changes (the trainable parameters and
+``conv_in``) to ``inflated_weights.safetensors`` plus ``inflation.json`` naming the base UNet (hub id
+or folder); :func:`load_inflated` rebuilds the model from the base. ``save_pretrained`` /
+``from_pretrained`` also work for a full copy (the inflation settings ride in ``config.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+from safetensors.torch import load_file, save_file
+
+from training.models.attention import CrossFrameAttnProcessor, FrameAttnProcessor, InflatedTransformerBlock
+from training.models.pose_encoder import expand_conv_in, fold_frames, unfold_frames
+
+STAGE2_TRAINABLE = ("attn1.to_q", "attn2.to_q", "temporal_attention", "temporal_conv")
+"""Module paths trained in stage 2 (matched as whole dotted segments of parameter names)."""
+
+WEIGHTS_NAME = "inflated_weights.safetensors"
+INFLATION_NAME = "inflation.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class InflationConfig:
+    """What :meth:`InflatedUNet.inflate` adds to a 2D UNet."""
+
+    cross_frame_attention: bool = True
+    """attn1 keys/values from frame 0 and frame i-1 (False: plain per-frame self-attention)."""
+    temporal_attention: bool = True
+    """Add self-attention over frames after each transformer block's FFN (zero-initialised output)."""
+    temporal_conv: bool = True
+    """Add a residual 1D conv over frames after the temporal attention (last conv zero-initialised)."""
+    temporal_kernel_size: int = 3
+    """Kernel size of the temporal conv (odd)."""
+    positional_encoding: bool = False
+    """Add sinusoidal frame positions before temporal attention (the reference release had none)."""
+    temporal_heads: int | None = None
+    """Heads of the temporal attention; None uses the block's own head count."""
+
+    def __post_init__(self) -> None:
+        if self.temporal_kernel_size < 1 or self.temporal_kernel_size % 2 == 0:
+            raise ValueError("temporal_kernel_size must be odd and positive")
+        if self.temporal_heads is not None and self.temporal_heads < 1:
+            raise ValueError("temporal_heads must be positive")
+
+
+def _block_kwargs(transformer: Transformer2DModel) -> dict:
+    """Constructor arguments of the ``BasicTransformerBlock``s a ``Transformer2DModel`` built."""
+    config = transformer.config
+    return dict(
+        dim=transformer.inner_dim,
+        num_attention_heads=config.num_attention_heads,
+        attention_head_dim=config.attention_head_dim,
+        dropout=config.dropout,
+        cross_attention_dim=config.cross_attention_dim,
+        activation_fn=config.activation_fn,
+        num_embeds_ada_norm=config.num_embeds_ada_norm,
+        attention_bias=config.attention_bias,
+        only_cross_attention=config.only_cross_attention,
+        double_self_attention=config.double_self_attention,
+        upcast_attention=config.upcast_attention,
+        norm_type=config.norm_type,
+        norm_elementwise_affine=config.norm_elementwise_affine,
+        norm_eps=config.norm_eps,
+        attention_type=config.attention_type,
+    )
+
+
+class InflatedUNet(UNet2DConditionModel):
+    """A ``UNet2DConditionModel`` that takes video latents; see the module docstring."""
+
+    @property
+    def inflation(self) -> InflationConfig | None:
+        settings = self.config.get("inflation")
+        return None if settings is None else InflationConfig(**settings)
+
+    def inflate(self, config: InflationConfig = InflationConfig()) -> InflatedUNet:
+        """Swap in inflated transformer blocks, temporal layers and frame-aware processors (once)."""
+        if self.config.get("inflation") is not None:
+            raise RuntimeError("this UNet is already inflated")
+        for transformer in [m for m in self.modules() if isinstance(m, Transformer2DModel)]:
+            kwargs = _block_kwargs(transformer)
+            for index, block in enumerate(transformer.transformer_blocks):
+                if type(block) is not BasicTransformerBlock:
+                    raise TypeError(f"cannot inflate a {type(block).__name__}")
+                new = InflatedTransformerBlock(**kwargs)
+                new.load_state_dict(block.state_dict(), strict=True, assign=True)
+                new.set_chunk_feed_forward(block._chunk_size, block._chunk_dim)
+                new.add_temporal_layers(
+                    heads=config.temporal_heads or kwargs["num_attention_heads"],
+                    attention=config.temporal_attention,
+                    conv=config.temporal_conv,
+                    kernel_size=config.temporal_kernel_size,
+                    positional_encoding=config.positional_encoding,
+                )
+                new.train(block.training)
+                transformer.transformer_blocks[index] = new
+        self.set_frame_processors(cross_frame=config.cross_frame_attention)
+        self.register_to_config(inflation=asdict(config))
+        return self
+
+    def set_frame_processors(self, *, cross_frame: bool = True) -> None:
+        """SDPA processors everywhere; cross-frame attention on every transformer block's ``attn1``."""
+        processors = {}
+        for name in self.attn_processors:
+            is_self = name.endswith("attn1.processor") and "transformer_blocks" in name
+            processors[name] = CrossFrameAttnProcessor() if (cross_frame and is_self) else FrameAttnProcessor()
+        self.set_attn_processor(processors)
+
+    @classmethod
+    def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
+        """Build from a config; a config written by an inflated model comes back inflated (weights load after)."""
+        settings = None
+        if isinstance(config, Mapping) and config.get("inflation") is not None:
+            settings = InflationConfig(**config["inflation"])
+            config = {k: v for k, v in config.items() if k != "inflation"}
+        result = super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+        if settings is not None:
+            (result[0] if isinstance(result, tuple) else result).inflate(settings)
+        return result
+
+    @classmethod
+    def from_unet(cls, unet: UNet2DConditionModel, config: InflationConfig = InflationConfig()) -> InflatedUNet:
+        """Inflate an already loaded 2D UNet (its weights are copied)."""
+        model = cls.from_config(unet.config)
+        model.load_state_dict(unet.state_dict(), strict=True)
+        return model.to(device=unet.device, dtype=unet.dtype).inflate(config)
+
+    def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, *, num_frames=None, **kwargs):
+        """``sample`` is ``(B, C, F, H, W)`` (output has the same layout) or frames folded ``(B*F, C, H, W)``
+        with ``num_frames=F``. ``encoder_hidden_states`` and a per-sample ``timestep`` may be per clip
+        (``B``) or per frame (``B*F``). Pose residuals come folded per frame (``B*F``). Other keywords
+        are those of ``UNet2DConditionModel.forward``."""
+        video = sample.ndim == 5
+        if video:
+            num_frames = sample.shape[2]
+            sample = fold_frames(sample)
+        num_frames = int(num_frames or 1)
+        frames_total = sample.shape[0]
+        if frames_total % num_frames:
+            raise ValueError(f"batch {frames_total} is not a multiple of num_frames={num_frames}")
+        if encoder_hidden_states.shape[0] * num_frames == frames_total and num_frames > 1:
+            encoder_hidden_states = encoder_hidden_states.repeat_interleave(num_frames, dim=0)
+        if torch.is_tensor(timestep) and timestep.ndim == 1 and timestep.shape[0] * num_frames == frames_total:
+            timestep = timestep.repeat_interleave(num_frames)
+        kwargs["cross_attention_kwargs"] = {**(kwargs.get("cross_attention_kwargs") or {}), "num_frames": num_frames}
+        residuals = kwargs.get("down_intrablock_additional_residuals")
+        if residuals is not None:
+            kwargs["down_intrablock_additional_residuals"] = list(residuals)  # diffusers pops from it
+        return_dict = kwargs.pop("return_dict", True)
+        out = super().forward(sample, timestep, encoder_hidden_states, return_dict=False, **kwargs)[0]
+        if video:
+            out = unfold_frames(out, num_frames)
+        return UNet2DConditionOutput(sample=out) if return_dict else (out,)
+
+
+def _is_stage2(name: str) -> bool:
+    dotted = f".{name}."
+    return any(f".{pattern}." in dotted for pattern in STAGE2_TRAINABLE)
+
+
+def freeze_for_stage2(unet: torch.nn.Module, *frozen: torch.nn.Module | None) -> list[str]:
+    """Freeze everything but :data:`STAGE2_TRAINABLE` in ``unet`` and all of ``frozen`` (the pose
+    encoder); return the trainable parameter names."""
+    if not any(".temporal_" in name for name, _ in unet.named_parameters()):
+        raise ValueError("the UNet has no temporal layers: inflate it before stage 2")
+    trainable = []
+    for name, parameter in unet.named_parameters():
+        parameter.requires_grad_(_is_stage2(name))
+        if parameter.requires_grad:
+            trainable.append(name)
+    for module in frozen:
+        if module is not None:
+            module.requires_grad_(False)
+    return trainable
+
+
+def parameter_counts(*modules: torch.nn.Module | None) -> dict[str, int]:
+    """``{"trainable": n, "total": n}`` parameters over ``modules``."""
+    params = [p for m in modules if m is not None for p in m.parameters()]
+    return {"trainable": sum(p.numel() for p in params if p.requires_grad), "total": sum(p.numel() for p in params)}
+
+
+def delta_state_dict(unet: InflatedUNet) -> dict[str, torch.Tensor]:
+    """The parameters an inflated UNet does not share with its base: stage-2 ones and ``conv_in``."""
+    return {
+        name: tensor.detach().contiguous()
+        for name, tensor in unet.state_dict().items()
+        if _is_stage2(name) or name.startswith("conv_in.")
+    }
+
+
+def save_inflated(unet: InflatedUNet, directory: str | Path, *, base: str, subfolder: str | None = "unet", revision: str | None = None) -> Path:
+    """Write ``inflation.json`` + ``inflated_weights.safetensors`` (only the new/changed weights) to ``directory``.
+
+    ``base`` is the hub id or folder of the SD model the UNet was loaded from (``subfolder`` inside it).
+    """
+    inflation = unet.inflation
+    if inflation is None:
+        raise ValueError("the UNet is not inflated")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (WEIGHTS_NAME + ".tmp")
+    save_file(delta_state_dict(unet), str(tmp), metadata={"format": "pt"})
+    tmp.replace(directory / WEIGHTS_NAME)
+    meta = {"base": str(base), "subfolder": subfolder, "revision": revision, "inflation": asdict(inflation)}
+    tmp = directory / (INFLATION_NAME + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    tmp.replace(directory / INFLATION_NAME)
+    return directory
+
+
+def load_inflated(directory: str | Path, *, base: str | None = None, torch_dtype: torch.dtype | None = None) -> InflatedUNet:
+    """Rebuild an inflated UNet saved by :func:`save_inflated` on its base (or on ``base`` if given)."""
+    directory = Path(directory)
+    meta_path = directory / INFLATION_NAME
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{directory} has no {INFLATION_NAME}: not an inflated-UNet folder")
+    meta = json.loads(meta_path.read_text())
+    delta = load_file(str(directory / WEIGHTS_NAME))
+    unet = InflatedUNet.from_pretrained(
+        base or meta["base"], subfolder=meta.get("subfolder"), revision=meta.get("revision"), torch_dtype=torch_dtype
+    )
+    conv_in = delta.get("conv_in.weight")
+    if conv_in is not None and conv_in.shape[1] > unet.conv_in.in_channels:
+        expand_conv_in(unet, conv_in.shape[1] - unet.conv_in.in_channels)
+    unet.inflate(InflationConfig(**meta["inflation"]))
+    missing, unexpected = unet.load_state_dict(delta, strict=False)
+    if unexpected:
+        raise ValueError(f"{directory / WEIGHTS_NAME} has weights the model lacks: {unexpected[:5]}")
+    if torch_dtype is not None:
+        unet.to(torch_dtype)
+    return unet
