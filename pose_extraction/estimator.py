@@ -124,6 +124,38 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_rgb_image(image, index: int = 0) -> np.ndarray:
+    """The RGB uint8 ``(H, W, 3)`` image every backend takes, C-contiguous; a clear ValueError otherwise."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image {index}: expected RGB uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image {index}: empty image {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def inside_image(x: np.ndarray, y: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Which points ``(x, y)`` lie on the image: finite and within ``[0, W-1] x [0, H-1]``."""
+    return np.isfinite(x) & np.isfinite(y) & (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+
+
+def confine_to_image(keypoints, height: int, width: int) -> np.ndarray:
+    """The rule every backend applies to its keypoints ``(P, 17, 3)`` before returning them.
+
+    A keypoint outside the image is not visible in it: its score becomes 0 and
+    its coordinates are clipped to the border, so stored coordinates always lie
+    in the stored image. Scores are clipped to ``[0, 1]``.
+    """
+    keypoints = as_keypoints(keypoints).copy()
+    x, y = keypoints[..., 0], keypoints[..., 1]
+    outside = ~inside_image(x, y, height, width)
+    keypoints[..., 2] = np.clip(np.nan_to_num(keypoints[..., 2]), 0.0, 1.0)
+    keypoints[..., 2][outside] = 0.0
+    keypoints[..., 0] = np.clip(np.nan_to_num(x), 0, width - 1)
+    keypoints[..., 1] = np.clip(np.nan_to_num(y), 0, height - 1)
+    return keypoints
+
+
 def build_estimator(config: PoseConfig) -> PoseEstimator:
     """Load the backend named by ``config`` (imports its heavy libraries only now)."""
     if config.backend == "mediapipe":

@@ -7,8 +7,9 @@ pixels of the input image:
 - **score** is the landmark's ``visibility`` (the model's probability that the
   point is in the frame and not occluded), multiplied by ``presence`` when the
   landmark carries one (the legacy solution of mediapipe 0.10.14 leaves it unset).
-- **points outside the image** keep a score of 0 and their coordinates are
-  clipped to the image border. BlazePose extrapolates the whole body even for
+- **points outside the image** get a score of 0 and their coordinates are
+  clipped to the image border (:func:`pose_extraction.estimator.confine_to_image`,
+  the rule of every backend). BlazePose extrapolates the whole body even for
   a head-and-shoulders portrait (ankles far below the frame, sometimes with
   visibility near 0.3); a keypoint that is not in the picture must not count as
   visible for the LAION-Pose filter nor be drawn, and clipping keeps every stored
@@ -42,7 +43,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pose_extraction.estimator import PoseConfig, Poses
+from pose_extraction.estimator import PoseConfig, Poses, check_rgb_image, confine_to_image, inside_image
 
 # BlazePose landmark index of each COCO-17 keypoint, in COCO order.
 BLAZEPOSE_TO_COCO17: tuple[int, ...] = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
@@ -64,15 +65,6 @@ def _landmark_model_path(complexity: int) -> Path:
     return package / "modules" / "pose_landmark" / f"pose_landmark_{_LANDMARK_MODELS[complexity]}.tflite"
 
 
-def _check_image(image: np.ndarray, index: int) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image {index}: expected RGB uint8 (H, W, 3), got {image.dtype} {image.shape}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"image {index}: empty image {image.shape}")
-    return np.ascontiguousarray(image)
-
-
 def landmarks_to_array(landmarks, height: int, width: int) -> np.ndarray:
     """MediaPipe normalised landmarks -> ``(33, 3)`` float32 x, y in pixels and score (visibility x presence)."""
     out = np.zeros((NUM_BLAZEPOSE_LANDMARKS, 3), dtype=np.float32)
@@ -84,19 +76,10 @@ def landmarks_to_array(landmarks, height: int, width: int) -> np.ndarray:
     return out
 
 
-def _inside(x: np.ndarray, y: np.ndarray, height: int, width: int) -> np.ndarray:
-    return np.isfinite(x) & np.isfinite(y) & (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
-
-
 def person_from_landmarks(points: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, float]:
     """COCO-17 keypoints ``(17, 3)``, box ``(4,)`` and box score of one person from its 33 pixel landmarks."""
-    keypoints = points[list(BLAZEPOSE_TO_COCO17)].copy()
-    x, y = keypoints[:, 0], keypoints[:, 1]
-    keypoints[~_inside(x, y, height, width), 2] = 0.0
-    keypoints[:, 0] = np.clip(np.nan_to_num(x), 0, width - 1)
-    keypoints[:, 1] = np.clip(np.nan_to_num(y), 0, height - 1)
-    keypoints[:, 2] = np.clip(keypoints[:, 2], 0.0, 1.0)
-    inside = points[_inside(points[:, 0], points[:, 1], height, width), :2]
+    keypoints = confine_to_image(points[list(BLAZEPOSE_TO_COCO17)], height, width)[0]
+    inside = points[inside_image(points[:, 0], points[:, 1], height, width), :2]
     extent = inside if len(inside) else np.nan_to_num(points[:, :2])
     x1, y1 = extent.min(axis=0)
     x2, y2 = extent.max(axis=0)
@@ -156,7 +139,7 @@ class MediaPipePoseEstimator:
         """Estimate poses on RGB uint8 ``(H, W, 3)`` images; one :class:`Poses` per image, in order."""
         if self._pose is None:
             raise RuntimeError("this MediaPipePoseEstimator was closed")
-        checked = [_check_image(image, index) for index, image in enumerate(images)]
+        checked = [check_rgb_image(image, index) for index, image in enumerate(images)]
         with self._lock:
             return [self._estimate(image) for image in checked]
 
