@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (DiffusionPipeline.from_pretrained looks it up here)
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from safetensors.torch import load_file, save_file
@@ -166,7 +167,8 @@ class InflatedUNet(UNet2DConditionModel):
             encoder_hidden_states = encoder_hidden_states.repeat_interleave(num_frames, dim=0)
         if torch.is_tensor(timestep) and timestep.ndim == 1 and timestep.shape[0] * num_frames == frames_total:
             timestep = timestep.repeat_interleave(num_frames)
-        kwargs["cross_attention_kwargs"] = {**(kwargs.get("cross_attention_kwargs") or {}), "num_frames": num_frames}
+        if self.config.get("inflation") is not None:  # stock processors would warn about the extra keyword
+            kwargs["cross_attention_kwargs"] = {**(kwargs.get("cross_attention_kwargs") or {}), "num_frames": num_frames}
         residuals = kwargs.get("down_intrablock_additional_residuals")
         if residuals is not None:
             kwargs["down_intrablock_additional_residuals"] = list(residuals)  # diffusers pops from it

@@ -1,0 +1,205 @@
+"""FollowYourPosePipeline and the generate CLI on a tiny random SD-1.x model exported to disk."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from datasets.generated import read_record, sidecar_paths
+from training.long_video import plan_windows
+from training.models import PoseEncoder, save_inflated
+from training.pipeline import FollowYourPosePipeline
+from training.tiny import TinySDConfig, build_clip_tokenizer, save_tiny_sd
+
+TINY = TinySDConfig()
+WINDOW = 4
+
+
+def randomise(module: torch.nn.Module, names: tuple[str, ...], seed: int, scale: float = 0.1) -> None:
+    """Give the zero-initialised parts random values, as training would."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            if any(part in name for part in names):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    """A stage-2 export (base.json, pose_encoder/, unet/) on a tiny base, laid out as training writes it."""
+    from training.models import InflatedUNet
+
+    root = tmp_path_factory.mktemp("fyp")
+    base = save_tiny_sd(root / "base", TINY)
+    model = root / "model"
+    unet = InflatedUNet.from_pretrained(base, subfolder="unet").inflate()
+    randomise(unet, ("temporal_",), seed=1)
+    save_inflated(unet, model / "unet", base=str(base))
+    encoder = PoseEncoder(channels=TINY.unet_channels)
+    randomise(encoder, ("out_convs",), seed=2, scale=0.5)
+    encoder.save_pretrained(model / "pose_encoder")
+    (model / "base.json").write_text(json.dumps({"pretrained": str(base), "revision": None}))
+    return model
+
+
+@pytest.fixture(scope="module")
+def pipe(export_dir):
+    pipeline = FollowYourPosePipeline.from_export(export_dir)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def walking_keypoints(frames: int, size: int = 128) -> list[np.ndarray]:
+    """A figure whose arms swing: COCO-17 keypoints in a ``size`` x ``size`` frame."""
+    people = []
+    for t in range(frames):
+        s = size / 128
+        swing = 20 * np.sin(t)
+        points = [
+            (64, 20), (60, 16), (68, 16), (56, 18), (72, 18), (50, 40), (78, 40), (42 - swing, 62), (86 + swing, 62),
+            (38 - swing, 84), (90 + swing, 84), (54, 82), (74, 82), (52, 104), (76, 104), (50, 124), (78, 124),
+        ]  # fmt: skip
+        people.append(np.array([[[x * s, y * s, 0.9] for x, y in points]], dtype=np.float32))
+    return people
+
+
+def skeletons(frames: int) -> np.ndarray:
+    from pose_extraction.skeleton import render_sequence
+
+    return render_sequence(walking_keypoints(frames, 64), 64, 64)
+
+
+def run(pipe, pose, **kwargs):
+    kwargs.setdefault("num_inference_steps", 1)
+    kwargs.setdefault("guidance_scale", 3.0)
+    seed = kwargs.pop("seed", 0)
+    return pipe("a dancer on a beach", pose, generator=torch.Generator().manual_seed(seed), window_size=WINDOW, **kwargs)
+
+
+@pytest.mark.slow
+def test_long_video_runs_window_by_window_reusing_the_prior_noise(pipe):
+    frames = 3 * WINDOW
+    windows = plan_windows(frames, WINDOW)
+    assert [(w.start, w.prior) for w in windows] == [(0, 0), (2, 2), (4, 2), (6, 2), (8, 2)]
+    calls: list[torch.Tensor] = []
+    hook = pipe.unet.register_forward_pre_hook(lambda m, args, kw: calls.append(args[0][:1].clone()), with_kwargs=True)
+    try:
+        first = run(pipe, skeletons(frames), num_inference_steps=2, output_type="latent", guidance_scale=1.0, eta=0.5)
+    finally:
+        hook.remove()
+    steps = 2
+    assert first.frames.shape == (1, 4, frames, 8, 8) and len(calls) == len(windows) * steps
+    half = WINDOW // 2
+    for w in range(1, len(windows)):
+        for s in range(steps):
+            now, before = calls[w * steps + s], calls[(w - 1) * steps + s]
+            # the window's first T/2 frames enter every step as the previous window's last T/2 frames did
+            torch.testing.assert_close(now[:, :, :half], before[:, :, WINDOW - half :], rtol=0, atol=0)
+        # its other frames start from fresh noise
+        assert (calls[w * steps][:, :, half:] - calls[(w - 1) * steps][:, :, half:]).abs().min() > 0
+    again = run(pipe, skeletons(frames), num_inference_steps=2, output_type="latent", guidance_scale=1.0, eta=0.5)
+    torch.testing.assert_close(again.frames, first.frames, rtol=0, atol=0)
+    other = run(pipe, skeletons(WINDOW), num_inference_steps=2, output_type="latent", guidance_scale=1.0, eta=0.5, seed=1)
+    assert (other.frames - first.frames[:, :, :WINDOW]).abs().max() > 1e-3
+
+
+def test_pose_guidance_scale_and_round_trip(pipe, tmp_path):
+    pose = skeletons(WINDOW)
+    out = run(pipe, pose, negative_prompt="blurry")
+    assert out.frames.shape == (WINDOW, 64, 64, 3) and 0 <= out.frames.min() and out.frames.max() <= 1
+    np.testing.assert_array_equal(out.pose_frames, pose)
+    dropped = run(pipe, pose, negative_prompt="blurry", conditioning_scale=0.0)
+    no_pose = run(pipe, None, negative_prompt="blurry", num_frames=WINDOW)
+    np.testing.assert_allclose(dropped.frames, no_pose.frames, atol=1e-5)
+    assert np.abs(out.frames - no_pose.frames).max() > 1e-3
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded = FollowYourPosePipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    np.testing.assert_allclose(run(loaded, pose, negative_prompt="blurry").frames, out.frames, atol=1e-5)
+
+
+def test_lora_loads_the_standard_way_and_changes_the_output(pipe, export_dir, tmp_path):
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    base = json.loads((export_dir / "base.json").read_text())["pretrained"]
+    unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
+    torch.manual_seed(0)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    StableDiffusionPipeline.save_lora_weights(
+        tmp_path / "lora", unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    )
+    pose = skeletons(2)
+    before = run(pipe, pose)
+    pipe.load_lora_weights(tmp_path / "lora", adapter_name="style")
+    try:
+        with_lora = run(pipe, pose)
+        assert any("lora_A" in name for name, _ in pipe.unet.named_parameters())
+        assert not any("temporal_attention.attn.to_q.lora" in name for name, _ in pipe.unet.named_parameters())
+    finally:
+        pipe.unload_lora_weights()
+    assert np.abs(with_lora.frames - before.frames).max() > 1e-3
+    np.testing.assert_allclose(run(pipe, pose).frames, before.frames, atol=1e-5)
+
+
+def write_pose_sequence(folder, keypoints, size: int, fps: float) -> None:
+    """A pose sequence folder in the layout of ``python -m pose_extraction.video``."""
+    from pose_extraction.video import KIND, SCHEMA_VERSION, PoseSequence, write_keypoints
+
+    folder.mkdir(parents=True)
+    header = {"schema": KIND, "schema_version": SCHEMA_VERSION, "fps": fps, "width": size, "height": size, "frames": len(keypoints)}
+    sequence = PoseSequence(
+        header=header, keypoints=keypoints, boxes=[np.zeros((1, 4), np.float32)] * len(keypoints),
+        box_scores=[np.ones(1, np.float32)] * len(keypoints), track_ids=[[0]] * len(keypoints),
+        times=[i / fps for i in range(len(keypoints))], source_frames=list(range(len(keypoints))),
+    )  # fmt: skip
+    write_keypoints(folder, sequence, "json")
+
+
+def test_cli_writes_the_video_and_the_sidecars_evaluation_reads(export_dir, tmp_path):
+    import av
+
+    from training.generate import main
+
+    poses = tmp_path / "poses"
+    write_pose_sequence(poses, walking_keypoints(5, 128), size=128, fps=10.0)
+    out = tmp_path / "gen" / "dance.mp4"
+    common = ["--model", str(export_dir), "--prompt", "a robot dancing", "--steps", "1", "--window", str(WINDOW)]
+    assert main([*common, "--pose", str(poses), "--frames", "5", "--out", str(out), "--gif", "true"]) == 0
+    pose_video, record_path = sidecar_paths(out)
+    assert out.exists() and pose_video.exists() and record_path.exists() and out.with_suffix(".gif").exists()
+    with av.open(str(out)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 5 and decoded[0].shape == (64, 64, 3)
+    record = read_record(out)
+    assert record["frames"] == 5 and record["fps"] == 10.0 and record["prompt"] == "a robot dancing"
+    # keypoints are mapped from the 128-pixel pose frames to the 64-pixel output
+    np.testing.assert_allclose(np.asarray(record["keypoints"][3]), walking_keypoints(5, 64)[3], atol=1e-3)
+    assert record["settings"]["steps"] == 1 and record["key"] == "dance"
+    # the skeleton video it wrote is itself a valid --pose input (no keypoints then)
+    again = tmp_path / "gen" / "again.mp4"
+    assert main([*common, "--pose", str(pose_video), "--out", str(again)]) == 0
+    assert read_record(again)["keypoints"] is None and read_record(again)["frames"] == 5
+    assert not list((tmp_path / "gen").glob(".*partial"))
+    # bad input: a clear message and a non-zero exit, nothing written
+    assert main([*common, "--pose", str(poses), "--frames", "9", "--out", str(tmp_path / "gen" / "x.mp4")]) == 2
+    assert not (tmp_path / "gen" / "x.mp4").exists()
+    with pytest.raises(SystemExit):
+        main([*common, "--pose", str(poses), "--out", str(tmp_path / "x.avi")])
+
+
+def test_tokenizer_gives_open_clip_ids():
+    import open_clip
+
+    tokenizer = build_clip_tokenizer()
+    reference = open_clip.get_tokenizer("ViT-B-32")
+    for text in ["Iron Man, dancing on the beach!", "a  girl   in a café, 4k", "it's 2023"]:
+        ours = tokenizer(text, padding="max_length", max_length=77).input_ids
+        theirs = reference([text])[0].tolist()
+        length = theirs.index(49407) + 1
+        assert ours[:length] == theirs[:length]

@@ -1,0 +1,268 @@
+"""``FollowYourPosePipeline``: text + a pose sequence to video frames, of any length.
+
+Components: the SD-1.x ``vae``, ``text_encoder``, ``tokenizer`` and ``scheduler`` (DDIM), the
+:class:`~training.models.inflated_unet.InflatedUNet` and the optional
+:class:`~training.models.pose_encoder.PoseEncoder`. Sampling is DDIM with ``eta``, classifier-free
+guidance with a negative prompt (the pose features go to both branches), a pose conditioning scale
+and a seeded generator; clips longer than one window use the paper's noise-reuse scheme
+(:mod:`training.long_video`). LoRAs for the base UNet load the standard way
+(``pipeline.load_lora_weights``). ``save_pretrained``/``from_pretrained`` round-trip a full copy.
+
+What the training stages export (``DIR``, read by :meth:`FollowYourPosePipeline.from_export` and
+``python -m training.generate --model DIR``)::
+
+    DIR/base.json                  {"pretrained": hub id or absolute folder of the SD-1.x base, "revision": ...}
+    DIR/pose_encoder/              PoseEncoder.save_pretrained (config.json + safetensors)
+    DIR/unet/                      stage 2 only: save_inflated (inflation.json + inflated_weights.safetensors)
+    DIR/unet_conv_in.safetensors   stage 1 concat ablation only: the widened conv_in
+
+A stage-1 export (no ``unet/``) generates with cross-frame attention and no temporal layers.
+A folder with a ``model_index.json`` (a ``save_pretrained`` copy) loads with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
+from diffusers.utils import BaseOutput
+from PIL import Image
+
+from training.long_video import padded_length, plan_windows, sample_windows
+from training.models.inflated_unet import InflatedUNet, InflationConfig, load_inflated
+from training.models.pose_encoder import PoseEncoder, PoseEncoderOutput, pose_unet_inputs, repeat_features
+
+BASE_FILE = "base.json"
+CONV_IN_FILE = "unet_conv_in.safetensors"
+DEFAULT_WINDOW = 8
+
+
+@dataclass
+class FollowYourPoseOutput(BaseOutput):
+    """``frames``: ``(T, H, W, 3)`` floats in [0, 1] (``np``), T PIL images (``pil``), ``(T, 3, H, W)``
+    (``pt``) or latents ``(1, 4, T, h, w)`` (``latent``). ``pose_frames``: the ``(T, H, W, 3)`` uint8
+    skeletons the frames were conditioned on (None without pose)."""
+
+    frames: np.ndarray | list | torch.Tensor
+    pose_frames: np.ndarray | None = None
+
+
+def _to_uint8_frames(pose) -> np.ndarray:
+    """Skeleton frames in any common form to ``(T, H, W, 3)`` uint8."""
+    if torch.is_tensor(pose):
+        tensor = pose.detach().float().cpu()
+        if tensor.ndim == 5:  # (1, 3, T, H, W)
+            tensor = tensor[0].permute(1, 0, 2, 3)
+        array = (tensor.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    elif isinstance(pose, np.ndarray):
+        array = pose
+    else:
+        array = np.stack([np.asarray(frame.convert("RGB") if isinstance(frame, Image.Image) else frame) for frame in pose])
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"pose frames must be (T, H, W, 3) RGB, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        array = (np.clip(array.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
+    return array
+
+
+def prepare_pose_frames(pose, height: int, width: int) -> np.ndarray:
+    """``(T, height, width, 3)`` uint8 skeletons: resized to cover and center-cropped when sizes differ."""
+    from datasets.clips import CropGeometry
+
+    frames = _to_uint8_frames(pose)
+    if frames.shape[1:3] == (height, width):
+        return frames
+    geometry = CropGeometry(frames.shape[2], frames.shape[1], width, height)
+    return np.stack([geometry.apply(frame) for frame in frames])
+
+
+def render_keypoints(keypoints_per_frame, source_size: tuple[int, int], height: int, width: int):
+    """Map COCO-17 keypoints of ``source_size = (width, height)`` frames through the same resize +
+    center crop to ``(height, width)`` and draw them: ``(skeleton frames, mapped keypoints)``."""
+    from datasets.clips import CropGeometry
+    from pose_extraction.skeleton import render_sequence, scale_keypoints
+
+    geometry = CropGeometry(int(source_size[0]), int(source_size[1]), width, height)
+    offset_x, offset_y = geometry.offset
+    mapped = [scale_keypoints(k, geometry.scale, geometry.scale, offset_x, offset_y) for k in keypoints_per_frame]
+    return render_sequence(mapped, height, width), mapped
+
+
+class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
+    """Pose-guided text-to-video generation (see the module docstring)."""
+
+    model_cpu_offload_seq = "text_encoder->pose_encoder->unet->vae"
+    _optional_components = ["pose_encoder"]
+
+    def __init__(self, vae: AutoencoderKL, text_encoder, tokenizer, unet: InflatedUNet, scheduler, pose_encoder: PoseEncoder | None = None):
+        super().__init__()
+        self.register_modules(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, pose_encoder=pose_encoder
+        )
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @classmethod
+    def from_export(cls, directory: str | Path, *, base: str | None = None, torch_dtype: torch.dtype | None = None):
+        """Load what a training stage exported (layout in the module docstring) on its base model."""
+        from safetensors.torch import load_file
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        from training.models.pose_encoder import expand_conv_in
+
+        directory = Path(directory)
+        if not (directory / BASE_FILE).is_file():
+            raise FileNotFoundError(f"{directory} has no {BASE_FILE}: not a model exported by training.stage1/stage2")
+        reference = json.loads((directory / BASE_FILE).read_text())
+        base, revision = base or reference["pretrained"], reference.get("revision")
+        dtype = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+        if (directory / "unet" / "inflation.json").is_file():
+            unet = load_inflated(directory / "unet", base=base, torch_dtype=torch_dtype)
+        else:
+            unet = InflatedUNet.from_pretrained(base, subfolder="unet", revision=revision, **dtype)
+            if (directory / CONV_IN_FILE).is_file():
+                weights = load_file(str(directory / CONV_IN_FILE))
+                expand_conv_in(unet, weights["weight"].shape[1] - unet.conv_in.in_channels)
+                unet.conv_in.load_state_dict({k: v.to(unet.dtype) for k, v in weights.items()})
+            unet.inflate(InflationConfig(temporal_attention=False, temporal_conv=False))
+        pose_encoder = None
+        if (directory / "pose_encoder").is_dir():
+            pose_encoder = PoseEncoder.from_pretrained(directory / "pose_encoder", **dtype)
+        return cls(
+            vae=AutoencoderKL.from_pretrained(base, subfolder="vae", revision=revision, **dtype),
+            text_encoder=CLIPTextModel.from_pretrained(base, subfolder="text_encoder", revision=revision, **dtype),
+            tokenizer=CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", revision=revision),
+            unet=unet,
+            scheduler=DDIMScheduler.from_pretrained(base, subfolder="scheduler", revision=revision),
+            pose_encoder=pose_encoder,
+        )
+
+    def encode_prompt(self, prompt: str, negative_prompt: str, guidance: bool) -> torch.Tensor:
+        """Text embeddings ``(1 or 2, L, D)``: ``[negative, prompt]`` under guidance."""
+        texts = [negative_prompt, prompt] if guidance else [prompt]
+        ids = self.tokenizer(
+            texts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        return self.text_encoder(ids.to(self._execution_device))[0].to(self.unet.dtype)
+
+    def encode_pose(self, skeletons: np.ndarray, scale: float, copies: int) -> PoseEncoderOutput | None:
+        if self.pose_encoder is None or skeletons is None:
+            return None
+        pose = torch.from_numpy(skeletons).to(self._execution_device).permute(3, 0, 1, 2)[None]
+        features = self.pose_encoder(pose.to(self.pose_encoder.dtype) / 255.0, conditioning_scale=scale)
+        return repeat_features(features, copies)
+
+    def _step_kwargs(self, generator, eta: float) -> dict:
+        parameters = set(inspect.signature(self.scheduler.step).parameters)
+        return {k: v for k, v in (("eta", eta), ("generator", generator)) if k in parameters}
+
+    def decode_latents(self, latents: torch.Tensor, chunk: int) -> torch.Tensor:
+        """``(1, 4, T, h, w)`` latents to ``(T, 3, H, W)`` floats in [0, 1], ``chunk`` frames at a time."""
+        flat = latents[0].permute(1, 0, 2, 3) / self.vae.config.scaling_factor
+        images = [self.vae.decode(part.to(self.vae.dtype)).sample.float() for part in flat.split(chunk)]
+        return (torch.cat(images) / 2 + 0.5).clamp(0, 1)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str,
+        pose=None,
+        *,
+        pose_keypoints: list | None = None,
+        keypoint_size: tuple[int, int] | None = None,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 12.5,
+        negative_prompt: str = "",
+        eta: float = 0.0,
+        conditioning_scale: float = 1.0,
+        window_size: int = DEFAULT_WINDOW,
+        window_overlap: int | None = None,
+        generator: torch.Generator | None = None,
+        output_type: str = "np",
+        decode_chunk_size: int = 8,
+    ) -> FollowYourPoseOutput:
+        """Generate ``num_frames`` frames for ``prompt`` following ``pose``.
+
+        ``pose``: skeleton frames (``(T, H, W, 3)`` uint8 array, list of PIL images, or a ``(T, 3, H, W)``
+        tensor in [0, 1]); or ``pose_keypoints`` (one COCO-17 ``(P, 17, 3)`` array per frame, pixels of
+        ``keypoint_size = (width, height)`` frames), drawn by :mod:`pose_extraction.skeleton`.
+        ``num_frames`` defaults to the pose length; longer clips than ``window_size`` are sampled window
+        by window reusing the last ``window_overlap`` (default half) frames' noise as prior.
+        """
+        if output_type not in ("np", "pil", "pt", "latent"):
+            raise ValueError(f"output_type must be np, pil, pt or latent, got {output_type!r}")
+        height = height or self.unet.config.sample_size * self.vae_scale_factor
+        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        multiple = self.vae_scale_factor * 2 ** (len(self.unet.config.down_block_types) - 1)
+        if height % multiple or width % multiple:
+            raise ValueError(f"height and width must be multiples of {multiple}, got {height}x{width}")
+        skeletons = self._skeletons(pose, pose_keypoints, keypoint_size, height, width)
+        available = None if skeletons is None else len(skeletons)
+        num_frames = num_frames or available or window_size
+        if available is not None and num_frames > available:
+            raise ValueError(f"the pose sequence has {available} frames, {num_frames} were asked for")
+        windows = plan_windows(num_frames, window_size, window_overlap)
+        padded = padded_length(windows)
+        if skeletons is not None:
+            skeletons = skeletons[:num_frames]
+            padded_pose = np.concatenate([skeletons, np.repeat(skeletons[-1:], padded - num_frames, axis=0)])
+        guidance = guidance_scale > 1.0
+        text = self.encode_prompt(prompt, negative_prompt, guidance)
+        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
+        step_kwargs = self._step_kwargs(generator, eta)
+        latent_shape = (self.unet.config.out_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        features: dict[int, PoseEncoderOutput | None] = {}
+
+        def make_noise(count: int) -> torch.Tensor:
+            noise = torch.randn((1, latent_shape[0], count, *latent_shape[1:]), generator=generator, device=generator.device if generator else "cpu")
+            return noise.to(self._execution_device, self.unet.dtype) * self.scheduler.init_noise_sigma
+
+        def step(latents: torch.Tensor, t, window) -> torch.Tensor:
+            if window.index not in features:
+                features.clear()
+                pose = None if skeletons is None else padded_pose[window.start : window.stop]
+                features[window.index] = self.encode_pose(pose, conditioning_scale, 2 if guidance else 1)
+            model_input = torch.cat([latents] * 2) if guidance else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            sample, kwargs = pose_unet_inputs(model_input, features[window.index])
+            noise = self.unet(sample, t, encoder_hidden_states=text, **kwargs).sample
+            if guidance:
+                uncond, cond = noise.chunk(2)
+                noise = uncond + guidance_scale * (cond - uncond)
+            return self.scheduler.step(noise, t, latents, **step_kwargs).prev_sample
+
+        with self.progress_bar(total=len(windows) * len(self.scheduler.timesteps)) as bar:
+            latents = sample_windows(windows, self.scheduler.timesteps, make_noise, step, lambda w, i: bar.update())
+        latents = latents[:, :, :num_frames]
+        if output_type == "latent":
+            return FollowYourPoseOutput(frames=latents, pose_frames=skeletons)
+        frames = self.decode_latents(latents, decode_chunk_size)
+        self.maybe_free_model_hooks()
+        if output_type == "pt":
+            return FollowYourPoseOutput(frames=frames, pose_frames=skeletons)
+        array = frames.permute(0, 2, 3, 1).cpu().numpy()
+        if output_type == "pil":
+            return FollowYourPoseOutput(frames=[Image.fromarray((a * 255).round().astype(np.uint8)) for a in array], pose_frames=skeletons)
+        return FollowYourPoseOutput(frames=array, pose_frames=skeletons)
+
+    def _skeletons(self, pose, pose_keypoints, keypoint_size, height: int, width: int) -> np.ndarray | None:
+        if pose is not None and pose_keypoints is not None:
+            raise ValueError("pass either pose frames or pose_keypoints, not both")
+        if pose_keypoints is not None:
+            if keypoint_size is None:
+                raise ValueError("pose_keypoints need keypoint_size=(width, height) of the frames they were measured on")
+            return render_keypoints(pose_keypoints, keypoint_size, height, width)[0]
+        if pose is None:
+            return None
+        skeletons = prepare_pose_frames(pose, height, width)
+        if len(skeletons) == 0:
+            raise ValueError("the pose sequence is empty")
+        return skeletons
