@@ -1,0 +1,505 @@
+"""Pose sequences from a driving video: keypoints per frame and a skeleton video, at the model's fps and size.
+
+    python -m pose_extraction.video DANCE.mp4 --out poses/dance [--pose-backend mmpose|mediapipe]
+        [--fps 8] [--size 512] [--every 1] [--max-frames 32] [--smoothing none|ema|one_euro]
+
+Frames are resampled to ``--fps`` (the frame on screen at ``start + i / fps``,
+the same rule as the clip builder, :func:`datasets.clips.displayed_frames`),
+then every ``--every``-th of them is kept; the output runs at ``fps / every``.
+The estimator (:func:`pose_extraction.estimator.build_estimator`) sees each kept
+frame at full resolution; its keypoints are then mapped through the resize +
+center-crop to ``--size`` (:class:`datasets.clips.CropGeometry`, the transform
+the clip reader applies to training frames). Points falling outside the crop
+get score 0 and are clipped to the border, as every backend does.
+
+Output folder layout (read it with :func:`read_pose_sequence`):
+
+- ``keypoints.json``: ``schema`` ``"pose_sequence"``, ``schema_version`` 1,
+  ``fps``, ``width``, ``height``, ``frames`` (T), ``keypoint_layout``
+  ``"coco17"``, ``keypoint_names``, ``keypoint_threshold``, ``estimator``,
+  ``smoothing``, ``source`` (path, fps, width, height), ``transform``
+  (``output = source * scale - offset`` per axis), ``video`` (file name of the
+  skeleton video), and per frame (lists of length T): ``times`` (seconds in the
+  source), ``source_frames`` (index of the decoded source frame),
+  ``keypoints`` (T lists of P_t persons x 17 x ``[x, y, score]``, pixels of the
+  output frame, origin top-left), ``boxes`` (P_t x ``[x1, y1, x2, y2]``),
+  ``box_scores`` (P_t) and ``track_ids`` (P_t ints, stable across frames for
+  one person). P_t varies per frame (0 when nobody is found).
+- ``keypoints.parquet``: the same, one row per frame: ``frame``, ``time``,
+  ``source_frame``, ``person_count``, ``track_ids`` list<int32>,
+  ``keypoints`` list<fixed_size_list<float32, 51>> (reshape to (P, 17, 3)),
+  ``boxes`` list<fixed_size_list<float32, 4>>, ``box_scores`` list<float32>;
+  the header (everything but the per-frame lists) is the JSON in the schema
+  metadata key ``pose_sequence``.
+- ``pose.mp4``: the skeletons drawn on black by :mod:`pose_extraction.skeleton`,
+  T frames of ``size`` x ``size`` at ``fps / every`` (H.264, crf 12).
+
+Smoothing (off by default) filters each tracked person's visible keypoints
+over time (EMA or One-Euro); a point that disappears restarts its filter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+
+from datasets.clips import CropGeometry, square_geometry
+from datasets.keypoints import COCO17_NAMES, as_keypoints, boxes_from_keypoints
+from pose_extraction.estimator import PoseConfig, Poses, build_estimator, confine_to_image
+from pose_extraction.skeleton import SkeletonStyle, render_skeleton
+
+logger = logging.getLogger(__name__)
+
+KIND = "pose_sequence"
+SCHEMA_VERSION = 1
+JSON_NAME, PARQUET_NAME, VIDEO_NAME = "keypoints.json", "keypoints.parquet", "pose.mp4"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoseVideoConfig:
+    """What the driving-video tool reads, runs and writes."""
+
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    """The pose estimator (backend, weights, device, persons)."""
+    fps: float | None = None
+    """Resample the video to this rate before taking every ``every``-th frame; None keeps the source's average rate."""
+    every: int = 1
+    """Keep every k-th resampled frame (the release's inference read every 5th); the output runs at ``fps / every``."""
+    size: int | None = 512
+    """Output frames are ``size`` x ``size`` (resize to cover, center crop); None keeps the source size (made even)."""
+    start: float = 0.0
+    """Seconds into the video where the sequence starts."""
+    max_frames: int | None = None
+    """Stop after this many output frames (None: to the end)."""
+    frames_per_call: int = 8
+    """Frames given to the estimator per call."""
+    smoothing: Literal["none", "ema", "one_euro"] = "none"
+    """Temporal filter of each tracked person's keypoints."""
+    ema_alpha: float = 0.5
+    """EMA weight of the new observation (1: no smoothing)."""
+    one_euro_min_cutoff: float = 1.0
+    """One-Euro minimum cutoff frequency (Hz): lower is smoother when still."""
+    one_euro_beta: float = 0.05
+    """One-Euro speed coefficient (per pixel/s): higher follows fast motion sooner."""
+    track_iou: float = 0.3
+    """A person continues the track whose box in the previous frame overlaps theirs by at least this IoU."""
+    formats: Literal["json", "parquet", "both"] = "both"
+    """Which keypoint files to write."""
+    crf: int = 12
+    """x264 quality of the skeleton video (low keeps the colours exact)."""
+    style: SkeletonStyle = field(default_factory=SkeletonStyle)
+    """Skeleton drawing; its threshold is also the visibility threshold of the smoothing."""
+
+    def __post_init__(self) -> None:
+        if self.fps is not None and not 0 < self.fps <= 240:
+            raise ValueError("fps must be in (0, 240]")
+        if self.every < 1 or self.frames_per_call < 1 or (self.max_frames is not None and self.max_frames < 1):
+            raise ValueError("every, frames_per_call and max_frames must be at least 1")
+        if self.size is not None and (self.size < 16 or self.size % 2):
+            raise ValueError("size must be even and at least 16")
+        if self.start < 0:
+            raise ValueError("start must be non-negative")
+        if self.smoothing not in ("none", "ema", "one_euro"):
+            raise ValueError(f"smoothing must be 'none', 'ema' or 'one_euro', got {self.smoothing!r}")
+        if not 0 < self.ema_alpha <= 1 or self.one_euro_min_cutoff <= 0 or self.one_euro_beta < 0:
+            raise ValueError("need 0 < ema_alpha <= 1, one_euro_min_cutoff > 0, one_euro_beta >= 0")
+        if self.formats not in ("json", "parquet", "both"):
+            raise ValueError(f"formats must be 'json', 'parquet' or 'both', got {self.formats!r}")
+
+
+@dataclass
+class SampledFrame:
+    index: int
+    time: float
+    source_frame: int
+    image: np.ndarray
+
+
+def sample_frames(path: str, config: PoseVideoConfig) -> tuple[dict, Iterator[SampledFrame]]:
+    """``(source info, frames)``: the frames on screen at ``start + i * every / fps`` (decoded once, in order)."""
+    import av
+
+    container = av.open(str(path))
+    if not container.streams.video:
+        container.close()
+        raise ValueError(f"{path} has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
+    fps = Fraction(str(config.fps)).limit_denominator(1001) if config.fps is not None else rate
+    info = {"path": str(path), "fps": float(rate), "width": stream.codec_context.width, "height": stream.codec_context.height}
+    step, time_base = Fraction(config.every) / fps, Fraction(stream.time_base)
+
+    def frames() -> Iterator[SampledFrame]:
+        wanted, emitted, limit = Fraction(str(config.start)), 0, config.max_frames or math.inf
+        held, held_time, held_number, image, origin = None, None, -1, None, None
+
+        def emit():
+            nonlocal image
+            if image is None:
+                image = held.to_ndarray(format="rgb24", width=info["width"], height=info["height"])
+            return SampledFrame(emitted, float(wanted), held_number, image)
+
+        try:
+            for number, frame in enumerate(container.decode(stream)):
+                if frame.pts is None:
+                    continue
+                origin = frame.pts if origin is None else origin
+                time = (frame.pts - origin) * time_base
+                while held is not None and wanted < time and emitted < limit:  # ``held`` is on screen at ``wanted``
+                    yield emit()
+                    emitted, wanted = emitted + 1, wanted + step
+                if emitted >= limit:
+                    return
+                held, held_time, held_number, image = frame, time, number, None
+            while held is not None and wanted < held_time + 1 / rate and emitted < limit:  # the last frame's display time
+                yield emit()
+                emitted, wanted = emitted + 1, wanted + step
+        finally:
+            container.close()
+
+    return {**info, "output_fps": float(fps / config.every), "output_fps_fraction": fps / config.every}, frames()
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x1, y1 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
+    x2, y2 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda b: np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)  # noqa: E731
+    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
+
+
+class PersonTracker:
+    """Gives each person a track id, matching boxes greedily (highest IoU first) with the previous frame."""
+
+    def __init__(self, min_iou: float) -> None:
+        self.min_iou = min_iou
+        self.next_id = 0
+        self.previous: tuple[list[int], np.ndarray] = ([], np.zeros((0, 4), np.float32))
+
+    def __call__(self, boxes: np.ndarray) -> list[int]:
+        previous_ids, previous_boxes = self.previous
+        pairs = sorted(
+            ((float(iou), i, j) for i, box in enumerate(boxes) for j, iou in enumerate(_iou(box, previous_boxes)) if iou >= self.min_iou),
+            reverse=True,
+        )
+        ids: list[int | None] = [None] * len(boxes)
+        taken: set[int] = set()
+        for _, i, j in pairs:
+            if ids[i] is None and j not in taken:
+                ids[i], _ = previous_ids[j], taken.add(j)
+        for i in range(len(ids)):
+            if ids[i] is None:
+                ids[i], self.next_id = self.next_id, self.next_id + 1
+        self.previous = (list(ids), np.asarray(boxes, np.float32).reshape(-1, 4))
+        return list(ids)
+
+
+class KeypointSmoother:
+    """EMA or One-Euro filtering of each track's visible keypoints; absent tracks and hidden points restart."""
+
+    def __init__(self, config: PoseVideoConfig, fps: float) -> None:
+        self.config, self.dt = config, 1.0 / fps
+        self.state: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # id -> (xy, velocity, valid)
+
+    def _alpha(self, cutoff: np.ndarray | float) -> np.ndarray:
+        tau = 1.0 / (2 * math.pi * np.asarray(cutoff))
+        return 1.0 / (1.0 + tau / self.dt)
+
+    def __call__(self, track_ids: list[int], keypoints: np.ndarray) -> np.ndarray:
+        if self.config.smoothing == "none":
+            return keypoints
+        out, state = keypoints.copy(), {}
+        for person, track in enumerate(track_ids):
+            xy = keypoints[person, :, :2].astype(np.float64)
+            visible = keypoints[person, :, 2] > self.config.style.threshold
+            previous = self.state.get(track)
+            if previous is None:
+                velocity, smoothed = np.zeros_like(xy), xy
+            else:
+                old, old_velocity, valid = previous
+                use = (visible & valid)[:, None]
+                if self.config.smoothing == "ema":
+                    smoothed, velocity = self.config.ema_alpha * xy + (1 - self.config.ema_alpha) * old, old_velocity
+                else:
+                    raw_velocity = (xy - old) / self.dt
+                    velocity = old_velocity + self._alpha(1.0) * (raw_velocity - old_velocity)
+                    speed = np.linalg.norm(velocity, axis=1, keepdims=True)
+                    alpha = self._alpha(self.config.one_euro_min_cutoff + self.config.one_euro_beta * speed)
+                    smoothed = old + alpha * (xy - old)
+                smoothed, velocity = np.where(use, smoothed, xy), np.where(use, velocity, 0.0)
+            out[person, :, :2] = smoothed
+            state[track] = (smoothed, velocity, visible)
+        self.state = state
+        return out
+
+
+def map_poses(poses: Poses, geometry: CropGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(keypoints, boxes, box_scores)`` of ``poses`` in output-frame pixels."""
+    keypoints = as_keypoints(poses.keypoints).copy()
+    keypoints[..., :2] = geometry.map_points(keypoints[..., :2])
+    keypoints = confine_to_image(keypoints, geometry.height, geometry.width)
+    boxes = geometry.map_points(poses.boxes.reshape(-1, 2, 2)).reshape(-1, 4)
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, geometry.width - 1)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, geometry.height - 1)
+    empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    boxes[empty] = boxes_from_keypoints(keypoints[empty]) if empty.any() else boxes[empty]
+    return keypoints, boxes.astype(np.float32), poses.box_scores.astype(np.float32)
+
+
+@dataclass
+class PoseSequence:
+    """A pose sequence as :func:`read_pose_sequence` returns it (per-frame lists of length T)."""
+
+    header: dict
+    keypoints: list[np.ndarray]
+    """One ``(P_t, 17, 3)`` float32 array per frame, output-frame pixels."""
+    boxes: list[np.ndarray]
+    box_scores: list[np.ndarray]
+    track_ids: list[list[int]]
+    times: list[float]
+    source_frames: list[int]
+
+    @property
+    def fps(self) -> float:
+        return float(self.header["fps"])
+
+    def append(self, frame: "SampledFrame", keypoints, boxes, box_scores, track_ids) -> None:
+        self.keypoints.append(keypoints)
+        self.boxes.append(boxes)
+        self.box_scores.append(box_scores)
+        self.track_ids.append(list(track_ids))
+        self.times.append(frame.time)
+        self.source_frames.append(frame.source_frame)
+
+
+def _atomic(path: Path, write) -> None:
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(temp)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def write_keypoints(out: Path, sequence: PoseSequence, formats: str) -> None:
+    """Write ``keypoints.json`` and/or ``keypoints.parquet`` (see the module docstring), each atomically."""
+    frames = {
+        "times": [round(t, 6) for t in sequence.times],
+        "source_frames": sequence.source_frames,
+        "keypoints": [k.round(3).tolist() for k in sequence.keypoints],
+        "boxes": [b.round(2).tolist() for b in sequence.boxes],
+        "box_scores": [s.round(4).tolist() for s in sequence.box_scores],
+        "track_ids": sequence.track_ids,
+    }
+    if formats in ("json", "both"):
+        _atomic(out / JSON_NAME, lambda p: p.write_text(json.dumps({**sequence.header, **frames}, ensure_ascii=False)))
+    if formats in ("parquet", "both"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema(
+            [
+                ("frame", pa.int32()), ("time", pa.float64()), ("source_frame", pa.int32()), ("person_count", pa.int32()),
+                ("track_ids", pa.list_(pa.int32())), ("keypoints", pa.list_(pa.list_(pa.float32(), 51))),
+                ("boxes", pa.list_(pa.list_(pa.float32(), 4))), ("box_scores", pa.list_(pa.float32())),
+            ],
+            metadata={KIND: json.dumps(sequence.header)},
+        )  # fmt: skip
+        table = pa.Table.from_pydict(
+            {
+                "frame": list(range(len(sequence.times))),
+                "time": sequence.times,
+                "source_frame": sequence.source_frames,
+                "person_count": [len(k) for k in sequence.keypoints],
+                "track_ids": sequence.track_ids,
+                "keypoints": [k.reshape(-1, 51).tolist() for k in sequence.keypoints],
+                "boxes": [b.tolist() for b in sequence.boxes],
+                "box_scores": [s.tolist() for s in sequence.box_scores],
+            },
+            schema=schema,
+        )
+        _atomic(out / PARQUET_NAME, lambda p: pq.write_table(table, p))
+
+
+def read_pose_sequence(directory: str | Path) -> PoseSequence:
+    """Read a folder written by this tool (``keypoints.json`` if present, else ``keypoints.parquet``)."""
+    directory = Path(directory)
+    if (directory / JSON_NAME).exists():
+        record = json.loads((directory / JSON_NAME).read_text())
+        frame_lists = ("times", "source_frames", "keypoints", "boxes", "box_scores", "track_ids")
+        header = {k: v for k, v in record.items() if k not in frame_lists}
+        rows = {k: record[k] for k in frame_lists}
+    elif (directory / PARQUET_NAME).exists():
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(directory / PARQUET_NAME)
+        header = json.loads(table.schema.metadata[KIND.encode()])
+        rows = {"times": table.column("time").to_pylist(), "source_frames": table.column("source_frame").to_pylist()}
+        rows.update({name: table.column(name).to_pylist() for name in ("keypoints", "boxes", "box_scores", "track_ids")})
+    else:
+        raise FileNotFoundError(f"{directory} holds neither {JSON_NAME} nor {PARQUET_NAME}")
+    if header.get("schema") != KIND or header.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{directory} is not a pose sequence of schema version {SCHEMA_VERSION}")
+    return PoseSequence(
+        header=header,
+        keypoints=[as_keypoints(np.asarray(k, np.float32).reshape(-1, 17, 3)) for k in rows["keypoints"]],
+        boxes=[np.asarray(b, np.float32).reshape(-1, 4) for b in rows["boxes"]],
+        box_scores=[np.asarray(s, np.float32).reshape(-1) for s in rows["box_scores"]],
+        track_ids=[list(t) for t in rows["track_ids"]],
+        times=list(rows["times"]),
+        source_frames=list(rows["source_frames"]),
+    )
+
+
+class _SkeletonWriter:
+    """Encodes rendered skeleton frames to ``pose.mp4`` through a temporary name."""
+
+    def __init__(self, path: Path, size: tuple[int, int], fps: Fraction, crf: int) -> None:
+        import av
+
+        self.path, self.temp = path, path.with_name(f".{path.name}.tmp-{os.getpid()}.mp4")
+        self.container = av.open(str(self.temp), "w")
+        self.stream = self.container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "medium"})
+        self.stream.width, self.stream.height, self.stream.pix_fmt = size[0], size[1], "yuv420p"
+
+    def write(self, image: np.ndarray) -> None:
+        import av
+
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            self.container.mux(packet)
+
+    def close(self, keep: bool) -> None:
+        try:
+            if keep:
+                for packet in self.stream.encode():
+                    self.container.mux(packet)
+            self.container.close()
+            if keep:
+                os.replace(self.temp, self.path)
+        finally:
+            self.temp.unlink(missing_ok=True)
+
+
+def extract_pose_sequence(video: str | Path, out: str | Path, config: PoseVideoConfig, estimator=None) -> PoseSequence:
+    """Run the estimator over the sampled frames of ``video`` and write the keypoint files and ``pose.mp4`` into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    source, frames = sample_frames(str(video), config)
+    geometry = square_geometry(source["width"], source["height"], config.size)
+    fps = source.pop("output_fps_fraction")
+    owned = estimator is None
+    estimator = estimator or build_estimator(config.pose)
+    tracker, smoother = PersonTracker(config.track_iou), KeypointSmoother(config, float(fps))
+    sequence = PoseSequence({}, [], [], [], [], [], [])
+    writer = _SkeletonWriter(out / VIDEO_NAME, (geometry.width, geometry.height), fps, config.crf)
+    ok = False
+    try:
+        for batch in _batches(frames, config.frames_per_call):
+            for sampled, poses in zip(batch, estimator([f.image for f in batch])):
+                keypoints, boxes, scores = map_poses(poses, geometry)
+                ids = tracker(boxes)
+                keypoints = smoother(ids, keypoints)
+                writer.write(render_skeleton(keypoints, geometry.height, geometry.width, style=config.style))
+                sequence.append(sampled, keypoints, boxes, scores, ids)
+            logger.info("%s: %d frames done", Path(video).name, len(sequence.times))
+        ok = bool(sequence.times)
+    finally:
+        writer.close(keep=ok)
+        if owned and hasattr(estimator, "close"):
+            estimator.close()  # free the model now, not at interpreter exit
+    if not ok:
+        raise ValueError(f"{video}: no frame to process (start {config.start} s is past the end?)")
+    sequence.header = {
+        "schema": KIND, "schema_version": SCHEMA_VERSION, "fps": float(fps), "width": geometry.width, "height": geometry.height,
+        "frames": len(sequence.times), "keypoint_layout": "coco17", "keypoint_names": list(COCO17_NAMES),
+        "keypoint_threshold": config.style.threshold, "estimator": getattr(estimator, "name", type(estimator).__name__),
+        "smoothing": {"method": config.smoothing, "ema_alpha": config.ema_alpha, "one_euro_min_cutoff": config.one_euro_min_cutoff,
+                      "one_euro_beta": config.one_euro_beta},
+        "source": source, "every": config.every, "start": config.start, "video": VIDEO_NAME,
+        "transform": {"scale_x": geometry.resized[0] / geometry.source_width, "scale_y": geometry.resized[1] / geometry.source_height,
+                      "offset_x": geometry.offset[0], "offset_y": geometry.offset[1]},
+    }  # fmt: skip
+    write_keypoints(out, sequence, config.formats)
+    return sequence
+
+
+def _batches(items, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pose_extraction.video", description=__doc__.split("\n\n")[0])
+    parser.add_argument("video", help="driving video (any format FFmpeg reads)")
+    parser.add_argument("--out", required=True, help="output folder (keypoints.json / keypoints.parquet / pose.mp4)")
+    parser.add_argument("--pose-backend", choices=["mediapipe", "mmpose"], default="mediapipe")
+    parser.add_argument("--pose-config", help="MMPose model config (name or path)")
+    parser.add_argument("--pose-checkpoint", help="MMPose weights (local path or URL)")
+    parser.add_argument("--det-config", help="MMDet person detector config (name or path)")
+    parser.add_argument("--det-checkpoint", help="MMDet detector weights (local path or URL)")
+    parser.add_argument("--device", default="auto", help="torch device for MMPose: auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--allow-random-weights", action="store_true", help="MMPose without checkpoints (plumbing tests only)")
+    parser.add_argument("--max-persons", type=int, default=1, help="people per frame at most")
+    parser.add_argument("--fps", type=float, help="resample to this rate first (default: the source's)")
+    parser.add_argument("--every", type=int, default=1, help="then keep every k-th frame")
+    parser.add_argument("--size", type=int, default=512, help="square output size (0: keep the source size)")
+    parser.add_argument("--start", type=float, default=0.0, help="seconds into the video")
+    parser.add_argument("--max-frames", type=int, help="stop after this many output frames")
+    parser.add_argument("--smoothing", choices=["none", "ema", "one_euro"], default="none")
+    parser.add_argument("--ema-alpha", type=float, default=0.5)
+    parser.add_argument("--one-euro-min-cutoff", type=float, default=1.0)
+    parser.add_argument("--one-euro-beta", type=float, default=0.05)
+    parser.add_argument("--threshold", type=float, default=0.3, help="keypoint score above which a point is drawn/smoothed")
+    parser.add_argument("--formats", choices=["json", "parquet", "both"], default="both")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> PoseVideoConfig:
+    pose = PoseConfig(backend=args.pose_backend, device=args.device, allow_random_weights=args.allow_random_weights,
+                      det_max_persons=args.max_persons, mediapipe_max_persons=args.max_persons)  # fmt: skip
+    overrides = {k: v for k, v in (("pose_config", args.pose_config), ("pose_checkpoint", args.pose_checkpoint),
+                                   ("det_config", args.det_config), ("det_checkpoint", args.det_checkpoint)) if v}  # fmt: skip
+    return PoseVideoConfig(
+        pose=replace(pose, **overrides), fps=args.fps, every=args.every, size=args.size or None, start=args.start,
+        max_frames=args.max_frames, smoothing=args.smoothing, ema_alpha=args.ema_alpha,
+        one_euro_min_cutoff=args.one_euro_min_cutoff, one_euro_beta=args.one_euro_beta, formats=args.formats,
+        style=SkeletonStyle(threshold=args.threshold),
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
+    if not Path(args.video).exists():
+        parser.error(f"{args.video} does not exist")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    sequence = extract_pose_sequence(args.video, args.out, config)
+    found = sum(len(k) > 0 for k in sequence.keypoints)
+    print(f"{len(sequence.times)} frames at {sequence.fps:g} fps, people found on {found}; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
