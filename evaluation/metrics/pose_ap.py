@@ -1,0 +1,181 @@
+"""``pose_ap``: how well the generated people follow the input pose (the paper's "pose accuracy").
+
+Ground truth is the input pose sequence of the record: per frame, every person
+with at least one keypoint scored above ``pose_gt_threshold`` (the keypoints the
+skeleton renderer drew), its box the tight box around those keypoints and its
+area that box's area times ``pose_area_scale``. The pose estimator of
+:mod:`pose_extraction` runs on each generated frame; each person it finds is a
+detection scored ``box score x mean keypoint score``. Frames of all videos are
+pooled into one COCO keypoint evaluation (pycocotools ``COCOeval`` with
+``iouType='keypoints'`` and the COCO-17 sigmas): AP@[.5:.95], AP50 and AP75, x100.
+
+Bootstrap intervals resample videos and re-run pycocotools' own ``accumulate``
+and ``summarize`` on the per-image matches of the resampled frames, so no part of
+the OKS or AP computation is re-implemented here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from typing import Sequence
+
+import numpy as np
+
+from datasets.keypoints import COCO17_NAMES, boxes_from_keypoints
+from evaluation.metrics.base import Metric
+from evaluation.metrics.registry import register
+from evaluation.sample import SampleError, VideoSample
+from pose_extraction.skeleton import COCO17_LINKS
+
+FIGURES = ("pose_ap", "pose_ap50", "pose_ap75")
+_CATEGORY = {
+    "id": 1,
+    "name": "person",
+    "supercategory": "person",
+    "keypoints": list(COCO17_NAMES),
+    "skeleton": [[a + 1, b + 1] for a, b, _ in COCO17_LINKS],
+}
+
+
+@register
+class PoseAP(Metric):
+    name = "pose_ap"
+    figures = FIGURES
+    description = "COCO keypoint OKS AP of poses re-detected on generated frames against the input poses (x100)."
+
+    def settings(self) -> dict:
+        pose = self.config.pose
+        return {
+            "backend": pose.backend,
+            "pose_config": pose.pose_config if pose.backend == "mmpose" else None,
+            "pose_checkpoint": pose.pose_checkpoint if pose.backend == "mmpose" else None,
+            "det_config": pose.det_config if pose.backend == "mmpose" else None,
+            "det_checkpoint": pose.det_checkpoint if pose.backend == "mmpose" else None,
+            "gt_threshold": self.config.pose_gt_threshold,
+            "area_scale": self.config.pose_area_scale,
+        }
+
+    def update(self, sample: VideoSample) -> dict:
+        keypoints = sample.keypoints
+        if keypoints is None:
+            raise SampleError("record has no input keypoints (pose given as images only), so pose AP has no ground truth")
+        estimator = self.context.estimator
+        detections = []
+        step = max(1, self.config.pose.batch_size)
+        for start in range(0, len(sample.frames), step):
+            with self.context.timed("forward/pose"):
+                detections.extend(estimator(list(sample.frames[start : start + step])))
+        state = {
+            "gt": [ground_truth(k, self.config.pose_gt_threshold, self.config.pose_area_scale) for k in keypoints],
+            "dt": [[detection(p.keypoints[i], float(p.box_scores[i])) for i in range(len(p))] for p in detections],
+        }
+        state["values"] = pose_ap_figures([state])
+        return state
+
+    def compute(self, states: Sequence[dict]) -> dict[str, float | None]:
+        return pose_ap_figures(states)
+
+    def bootstrap(self, states: Sequence[dict], resamples: np.ndarray) -> dict[str, np.ndarray]:
+        evaluation, frames_of = _evaluate(states)
+        out = {figure: np.full(len(resamples), np.nan) for figure in FIGURES}
+        if evaluation is None:
+            return out
+        for row, videos in enumerate(resamples):
+            images = np.concatenate([frames_of[v] for v in videos])
+            for figure, value in _accumulated(evaluation, images).items():
+                out[figure][row] = np.nan if value is None else value
+        return out
+
+
+def ground_truth(keypoints: np.ndarray, threshold: float, area_scale: float) -> list[dict]:
+    """COCO annotations (without ids) for the people of one frame that have a visible keypoint."""
+    people = []
+    boxes = boxes_from_keypoints(keypoints, threshold=threshold)
+    for person, (x1, y1, x2, y2) in zip(keypoints, boxes):
+        visible = person[:, 2] > threshold
+        if not visible.any():
+            continue
+        flat = np.zeros((len(person), 3), dtype=np.float64)
+        flat[visible, :2] = person[visible, :2]
+        flat[visible, 2] = 2
+        w, h = float(x2 - x1), float(y2 - y1)
+        people.append({
+            "keypoints": np.round(flat, 3).reshape(-1).tolist(),
+            "num_keypoints": int(visible.sum()),
+            "bbox": [round(float(x1), 3), round(float(y1), 3), round(w, 3), round(h, 3)],
+            "area": round(w * h * area_scale, 3),
+        })
+    return people
+
+
+def detection(keypoints: np.ndarray, box_score: float) -> dict:
+    """A COCO keypoint result (without image id) for one detected person."""
+    score = box_score * float(np.mean(keypoints[:, 2]))
+    return {"keypoints": np.round(keypoints.astype(np.float64), 3).reshape(-1).tolist(), "score": round(score, 6)}
+
+
+def pose_ap_figures(states: Sequence[dict]) -> dict[str, float | None]:
+    """AP, AP50, AP75 (x100) over all frames of ``states``; None where there is no visible ground truth."""
+    evaluation, frames_of = _evaluate(states)
+    if evaluation is None:
+        return {figure: None for figure in FIGURES}
+    return _accumulated(evaluation, np.concatenate(frames_of))
+
+
+def _evaluate(states: Sequence[dict]):
+    """Run ``COCOeval.evaluate`` once over every frame; returns it and each video's frame positions."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images, annotations, results, frames_of = [], [], [], []
+    for state in states:
+        if len(state["gt"]) != len(state["dt"]):
+            raise ValueError(f"pose state has {len(state['gt'])} ground-truth frames but {len(state['dt'])} detected")
+        first = len(images)
+        for people, found in zip(state["gt"], state["dt"]):
+            image_id = len(images) + 1
+            images.append({"id": image_id})
+            for person in people:
+                annotations.append({**person, "id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0})
+            results.extend({**d, "image_id": image_id, "category_id": 1} for d in found)
+        frames_of.append(np.arange(first, len(images)))
+    if not annotations:
+        return None, frames_of
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO()
+        truth.dataset = {"images": images, "annotations": annotations, "categories": [_CATEGORY]}
+        truth.createIndex()
+        found = truth.loadRes(results) if results else _empty_results(truth)
+        evaluation = COCOeval(truth, found, iouType="keypoints")
+        evaluation.params.imgIds = [image["id"] for image in images]
+        evaluation.evaluate()
+    return evaluation, frames_of
+
+
+def _empty_results(truth):
+    """What ``COCO.loadRes`` would return for no detections (it cannot take an empty list)."""
+    from pycocotools.coco import COCO
+
+    found = COCO()
+    found.dataset = {"images": list(truth.dataset["images"]), "annotations": [], "categories": [_CATEGORY]}
+    found.createIndex()
+    return found
+
+
+def _accumulated(evaluation, images: np.ndarray) -> dict[str, float | None]:
+    """pycocotools ``accumulate`` + ``summarize`` over the evaluated images at ``images`` (repeats allowed)."""
+    evaluated = evaluation._paramsEval
+    count, areas = len(evaluated.imgIds), len(evaluated.areaRng)
+    subset = copy.copy(evaluation)
+    subset.evalImgs = [evaluation.evalImgs[a * count + i] for a in range(areas) for i in images]
+    subset._paramsEval = copy.deepcopy(evaluated)
+    subset._paramsEval.imgIds = list(range(len(images)))
+    subset.params = copy.deepcopy(evaluation.params)
+    subset.params.imgIds = list(range(len(images)))
+    with contextlib.redirect_stdout(io.StringIO()):
+        subset.accumulate()
+        subset.summarize()
+    stats = subset.stats
+    return {figure: (None if stats[i] < 0 else float(100.0 * stats[i])) for i, figure in enumerate(FIGURES)}

@@ -1,0 +1,128 @@
+"""Evaluate generated videos the way the paper's Table 1 does, and write a report.
+
+    python -m evaluation.run --videos DIR --metrics clip,pose_ap,frame_consistency --out DIR \\
+        [--clip-model ID_OR_PATH] [--pose-backend mmpose|mediapipe]
+    python -m evaluation.run --spec SPEC --model DIR --out DIR ...   (generate first, then evaluate)
+    python -m evaluation.run --compare RUN_A RUN_B [...] [--out DIR] [--paper]
+    python -m evaluation.run --list-metrics
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from evaluation.config import DEFAULT_METRICS, DTYPES, EvalConfig
+from pose_extraction.estimator import PoseConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults, pose = EvalConfig(), PoseConfig()
+    parser = argparse.ArgumentParser(prog="python -m evaluation.run", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--videos", type=Path, help="folder of generated videos (OUT.mp4 + OUT.pose.mp4 + OUT.json)")
+    mode.add_argument("--spec", type=Path, help="generation spec (JSON/JSONL of prompt + pose entries): generate, then evaluate")
+    mode.add_argument("--compare", nargs="+", type=Path, metavar="RUN", help="evaluation output folders to compare")
+    mode.add_argument("--list-metrics", action="store_true", help="print the registered metrics and exit")
+    parser.add_argument("--out", type=Path, help="output folder (results.json, report.html; compare.html with --compare)")
+    parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric names")
+    parser.add_argument("--clip-model", default=defaults.clip_model, help="CLIP backbone: hub id or local folder")
+    parser.add_argument("--device", default=defaults.device, help="torch device for CLIP and MMPose (auto: cuda if present)")
+    parser.add_argument("--dtype", default=defaults.dtype, choices=DTYPES, help="CLIP forward dtype")
+    parser.add_argument("--clip-batch-size", type=int, default=defaults.clip_batch_size)
+    parser.add_argument("--pose-backend", default=pose.backend, choices=("mmpose", "mediapipe"))
+    parser.add_argument("--pose-config", default=pose.pose_config, help="MMPose model config (name or file)")
+    parser.add_argument("--pose-checkpoint", default=None, help="MMPose weights (local path)")
+    parser.add_argument("--det-config", default=pose.det_config, help="MMDet person detector config (name or file)")
+    parser.add_argument("--det-checkpoint", default=None, help="MMDet weights (local path)")
+    parser.add_argument("--pose-batch-size", type=int, default=pose.batch_size, help="frames per pose-estimator call")
+    parser.add_argument("--pose-gt-threshold", type=float, default=defaults.pose_gt_threshold)
+    parser.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="bootstrap resamples (0: no intervals)")
+    parser.add_argument("--confidence", type=float, default=defaults.confidence)
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="bootstrap seed")
+    parser.add_argument("--max-videos", type=int, default=None)
+    parser.add_argument("--no-resume", action="store_true", help="ignore per-video states cached by an earlier run")
+    parser.add_argument("--no-report", action="store_true", help="write results.json only")
+    parser.add_argument("--model", type=Path, help="with --spec: the model folder to generate with")
+    parser.add_argument("--paper", action="store_true", help="with --compare: add the paper's Table 1 rows")
+    parser.add_argument("--quiet", action="store_true", help="warnings only")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    from evaluation.metrics import check_metric_names
+
+    names = tuple(n.strip() for n in args.metrics.split(",") if n.strip())
+    pose = PoseConfig(
+        backend=args.pose_backend, device=args.device, batch_size=args.pose_batch_size,
+        pose_config=args.pose_config, pose_checkpoint=args.pose_checkpoint,
+        det_config=args.det_config, det_checkpoint=args.det_checkpoint,
+    )
+    return EvalConfig(
+        metrics=check_metric_names(names), clip_model=args.clip_model, device=args.device, dtype=args.dtype,
+        clip_batch_size=args.clip_batch_size, pose=pose, pose_gt_threshold=args.pose_gt_threshold,
+        bootstrap=args.bootstrap, confidence=args.confidence, seed=args.seed, resume=not args.no_resume,
+        report=not args.no_report, max_videos=args.max_videos,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _dispatch(parser, args)
+    except (ValueError, FileNotFoundError) as error:
+        parser.exit(2, f"error: {error}\n")
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.list_metrics:
+        from evaluation.metrics import METRICS, metric_names
+
+        for name in metric_names():
+            print(f"{name:22s} {METRICS[name].description}")
+        return 0
+    if args.compare:
+        from evaluation.compare import compare_runs
+
+        print(compare_runs(args.compare, out_dir=args.out or Path("."), paper=args.paper))
+        return 0
+    if args.out is None:
+        parser.error("--out is required with --videos and --spec")
+    config = config_from_args(args)
+    videos = args.videos
+    if args.spec is not None:
+        if args.model is None:
+            parser.error("--spec needs --model (the model folder to generate with)")
+        from evaluation.spec import generate_from_spec
+
+        videos = generate_from_spec(args.spec, args.model, args.out / "generated", device=args.device)
+    return evaluate(videos, args.out, config)
+
+
+def evaluate(videos: Path, out: Path, config: EvalConfig) -> int:
+    """Score ``videos`` into ``out`` and write the report; prints the headline figures."""
+    from evaluation.evaluator import evaluate_folder
+    from evaluation.report import fmt, label, write_report
+
+    results = evaluate_folder(videos, out, config)
+    if config.report:
+        report = write_report(results, out, preview_side=config.preview_side, preview_frames=config.preview_frames)
+        print(f"report: {report}", file=sys.stderr)
+    for metric in results["metrics"].values():
+        for figure in metric["figures"]:
+            ci = (metric["ci"] or {}).get(figure)
+            interval = f"  [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else ""
+            print(f"{label(figure):22s} {fmt(metric['aggregate'][figure]):>8s}{interval}  ({metric['videos']} videos)")
+    counts = results["counts"]
+    print(f"{counts['evaluated']} evaluated, {counts['rejected']} rejected; results: {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
