@@ -70,7 +70,7 @@ class PoseConfig:
     device: str = "auto"
     """Torch device for MMPose: ``auto`` picks ``cuda`` when there is one, else ``cpu``."""
     batch_size: int = 16
-    """Person crops per forward pass of the pose model."""
+    """MMPose: person crops per forward pass of the pose model (and images per pass of the detector)."""
     pose_config: str = "td-hm_hrnet-w32_8xb64-210e_coco-256x192"
     """MMPose model config: a name from mmpose's model zoo or a path to a config file."""
     pose_checkpoint: str | None = None

@@ -152,3 +152,42 @@ def test_closed_estimator_refuses_calls(people_photos):
     estimator.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         estimator([people_photos["astronaut"]])
+
+
+class _PoseActor:
+    """What a pipeline stage does in a Ray actor: build the estimator once, call it many times."""
+
+    def __init__(self, config: PoseConfig) -> None:
+        self.estimator = build_estimator(config)
+
+    def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        return [poses.keypoints for poses in self.estimator(images)]
+
+    def close(self) -> bool:
+        self.estimator.close()
+        return True
+
+
+@pytest.mark.slow
+def test_inside_a_ray_actor(people_photos, found):
+    import shutil
+    import tempfile
+
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    temp_dir = tempfile.mkdtemp(prefix="ray-pose-", dir="/tmp")
+    if started:
+        ray.init(num_cpus=1, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
+    try:
+        actor = ray.remote(num_cpus=1)(_PoseActor).remote(PoseConfig(backend="mediapipe"))
+        names = sorted(people_photos)
+        for _ in range(2):  # one graph, several calls
+            remote = ray.get(actor.__call__.remote([people_photos[name] for name in names]), timeout=300)
+            for name, keypoints in zip(names, remote):
+                np.testing.assert_allclose(keypoints, found[name].keypoints, atol=1e-3)
+        assert ray.get(actor.close.remote(), timeout=60)
+        ray.kill(actor)
+    finally:
+        if started:
+            ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
