@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from evaluation.evaluator import read_results
-from evaluation.report import _page, fmt, label
+from evaluation.report import fmt, html_page, label
 
 COMPARE_NAME = "compare.html"
 # Paper Table 1 (CLIP score, pose AP, frame consistency), as reported; ViT backbone and detector per the paper.
