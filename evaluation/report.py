@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import html
+import json
 import shutil
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def write_report(results: dict, out_dir: str | Path, preview_side: int = 256, pr
         _histogram_section(results),
         _videos_section(results),
         _rejected_section(results),
+        _settings_section(results),
     ])
     page = html_page(f"Evaluation · {', '.join(results['model_ids'])}", _header(results), body)
     path = out_dir / REPORT_NAME
@@ -102,7 +104,8 @@ def _header(results: dict) -> str:
     chips = [f"{counts['evaluated']} videos evaluated"]
     if counts["rejected"]:
         chips.append(f"{counts['rejected']} rejected")
-    chips.append(f"CLIP: {results['clip_backbone'].get('model')}")
+    if {"clip", "frame_consistency"} & set(results["metrics"]):
+        chips.append(f"CLIP: {results['clip_backbone'].get('model')}")
     if "pose_ap" in results["metrics"]:
         chips.append(f"pose: {results['metrics']['pose_ap']['settings']['backend']}")
     chips += [f"model: {m}" for m in results["model_ids"]]
@@ -251,6 +254,18 @@ def _videos_section(results: dict) -> str:
         f'<th class="sortable" data-sort="key">Video</th><th>Prompt</th>{head}</tr></thead>'
         f'<tbody>{"".join(rows)}</tbody></table></div></section>'
     )
+
+
+def _settings_section(results: dict) -> str:
+    settings = {
+        "config": results["config"],
+        "clip_backbone": results["clip_backbone"],
+        "metric_settings": {name: m["settings"] for name, m in results["metrics"].items()},
+        "timings_seconds": results.get("timings", {}),
+    }
+    text = html.escape(json.dumps(settings, indent=1))
+    return (f'<section><details class="panel"><summary><b>Settings and timings</b></summary>'
+            f'<pre style="overflow:auto;font-size:12px">{text}</pre></details></section>')
 
 
 def _rejected_section(results: dict) -> str:
