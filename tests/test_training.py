@@ -1,0 +1,420 @@
+"""Two-stage training on tiny random SD models and tiny real-format shards: CLI, data, resume, freezing, failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training import checkpoint as ckpt
+from training.arguments import parse_config
+from training.config import SD14, ConfigError, load_config, preset
+from training.loop import NonFiniteLossError, Trainer, read_metrics, train
+from training.stages import PoseImageStage, VideoStage
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two shared cores: one intra-op thread per test process avoids oversubscription (restored afterwards)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    from training.tiny import save_tiny_sd
+
+    return save_tiny_sd(tmp_path_factory.mktemp("base") / "tiny-sd")
+
+
+@pytest.fixture(scope="module")
+def pose_data(tmp_path_factory) -> Path:
+    from training.synthetic import write_laion_pose
+
+    return write_laion_pose(tmp_path_factory.mktemp("laion") / "laion-pose", 12, size=80, per_shard=5, seed=3)
+
+
+@pytest.fixture(scope="module")
+def clip_data(tmp_path_factory) -> Path:
+    from training.synthetic import write_clips
+
+    return write_clips(tmp_path_factory.mktemp("clips") / "clips", 4, size=64, frames=7, per_shard=2, seed=4)
+
+
+def stage1_args(base: Path, data: Path, output: Path, *extra: str) -> list[str]:
+    return [
+        "--preset", "tiny", "--model.pretrained", str(base), "--data", str(data), "--output", str(output),
+        "--batch-size", "2", "--data.num-workers", "0", "--log.progress-bar", "false", "--log.report-to", "none",
+        "--validation.every", "-1", *extra,
+    ]
+
+
+def stage2_args(init: Path | None, data: Path, output: Path, *extra: str) -> list[str]:
+    return [
+        "--preset", "tiny", *(["--init", str(init)] if init else []), "--data", str(data), "--output", str(output),
+        "--data.num-workers", "0", "--log.progress-bar", "false", "--log.report-to", "none",
+        "--validation.every", "-1", *extra,
+    ]
+
+
+def parse1(argv: list[str]):
+    return parse_config(argv, stage=1, prog="stage1", description="")
+
+
+def parse2(argv: list[str]):
+    return parse_config(argv, stage=2, prog="stage2", description="")
+
+
+# --- configuration and command line ----------------------------------------------------------------
+
+
+def test_every_field_is_a_flag_with_dotted_flat_and_alias_names():
+    config = parse1([
+        "--preset", "paper", "--data", "/d", "--output", "/o", "--max-steps", "7", "--optim.lr", "1e-4",
+        "--weight-decay", "0", "--ema", "--data.crop-scale", "0.3", "0.9", "--validation.prompts", "a", "b c",
+        "--model.revision", "none", "--mixed_precision", "bf16", "--data.random-flip", "false", "--pose-levels", "0", "2",
+    ])
+    assert (config.data.root, config.output_dir, config.max_steps) == ("/d", "/o", 7)
+    assert config.optim.lr == 1e-4 and config.optim.weight_decay == 0.0 and config.ema is True
+    assert config.data.crop_scale == (0.3, 0.9) and config.validation.prompts == ("a", "b c")
+    assert config.model.revision is None and config.mixed_precision == "bf16" and config.data.random_flip is False
+    assert config.model.pose_levels == (0, 2)
+    assert config.model.pretrained == SD14  # untouched preset value
+
+
+def test_presets_hold_the_paper_and_release_settings():
+    one, two = preset(1, "paper"), preset(2, "paper")
+    assert (one.max_steps, two.max_steps) == (100_000, 50_000)
+    assert one.model.pretrained == SD14 and one.data.resolution == two.data.resolution == 512
+    assert (one.optim.lr, one.batch_size, one.gradient_accumulation_steps) == (1e-5, 8, 2)
+    assert (two.optim.lr, two.optim.betas, two.optim.weight_decay, two.optim.max_grad_norm) == (3e-5, (0.9, 0.999), 1e-2, 1.0)
+    assert (two.data.num_frames, two.data.frame_stride, two.batch_size) == (8, 4, 1)
+    tiny = preset(1, "tiny")
+    assert tiny.data.resolution == 64 and tiny.max_steps <= 100 and tiny.model.pretrained == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--preset", "huge"], "unknown preset 'huge'; valid presets: paper, tiny"),
+        (["--lr", "-1"], "lr must be positive"),
+        (["--data.crop-scale", "0.9", "0.2"], "crop_scale"),
+        (["--mixed-precision", "fp8"], None),  # argparse: invalid choice
+    ],
+)
+def test_invalid_values_are_refused(argv, message):
+    if message is None:
+        with pytest.raises(SystemExit):
+            parse1(argv)
+    else:
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+            parse1(argv)
+
+
+def test_bad_configs_fail_before_training(tmp_path, tiny_base, pose_data, clip_data, capsys):
+    from training import stage1, stage2
+
+    cases = [
+        (stage1.main, stage1_args(tiny_base, tmp_path / "nowhere", tmp_path / "a"), "LAION-Pose folder"),
+        (stage1.main, stage1_args(tiny_base, tmp_path, tmp_path / "b"), "no complete LAION-Pose shards"),
+        (stage1.main, stage1_args(tiny_base, pose_data, tmp_path / "c", "--data.resolution", "72"), "not a multiple of 64"),
+        (stage1.main, ["--preset", "huge", "--data", str(pose_data), "--output", str(tmp_path / "d")], "unknown preset"),
+        (stage1.main, stage1_args(tiny_base, pose_data, tmp_path / "e", "--device", "cpu", "--mixed-precision", "fp16"), "fp16 needs a CUDA"),
+        (stage2.main, stage2_args(None, clip_data, tmp_path / "f"), "--init STAGE1_OUTPUT_DIR"),
+        (stage2.main, stage2_args(tmp_path, clip_data, tmp_path / "g"), "no exported stage-1 model"),
+        (stage2.main, stage2_args(tmp_path, tmp_path / "nowhere", tmp_path / "h"), "clip folder"),
+    ]
+    for main, argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2, argv
+        assert message in capsys.readouterr().err, (argv, message)
+    assert not list(tmp_path.glob("*/checkpoints")) and not list(tmp_path.glob("*/metrics.jsonl"))
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+
+def test_crop_moves_keypoints_with_the_image_and_skeleton_is_redrawn(pose_data):
+    """The skeleton drawn after the crop lies on the figure in the cropped image; drawn from the
+    un-moved keypoints it would not. A flip mirrors the image and swaps left and right limbs."""
+    from pose_extraction.skeleton import render_skeleton
+    from training.data import PoseImageDataset, sample_rng, transform_sample
+
+    config = replace(preset(1, "tiny").data, crop_scale=(0.35, 0.6), crop_ratio=(0.75, 1.33), random_flip=True)
+    plain_config = replace(config, random_flip=False)
+    dataset = PoseImageDataset(pose_data, config, seed=0)
+    on_body, control, flips = [], [], 0
+    for index in range(len(dataset)):
+        sample = dataset.load(index)
+        out = transform_sample(sample.image, sample.keypoints, sample.caption, config, sample_rng(0, 0, index))
+        plain = transform_sample(sample.image, sample.keypoints, sample.caption, plain_config, sample_rng(0, 0, index))
+        image = (out["pixel_values"].permute(1, 2, 0).numpy() + 1) * 127.5
+        body = image.mean(axis=2) > 150  # the figure is drawn in a light skin colour on a dark background
+        drawn = out["pose"].sum(dim=0).numpy() > 0
+        stale = render_skeleton(sample.keypoints, config.resolution, config.resolution).sum(axis=2) > 0
+        if drawn.sum() > 20:
+            on_body.append((body & drawn).sum() / drawn.sum())
+            control.append((body & stale).sum() / max(stale.sum(), 1))
+        if not torch.equal(out["pixel_values"], plain["pixel_values"]):
+            flips += 1
+            assert torch.equal(out["pixel_values"], plain["pixel_values"].flip(-1))
+            mirrored = plain["pose"].flip(-1)
+            assert ((out["pose"].sum(0) > 0) == (mirrored.sum(0) > 0)).float().mean() > 0.97
+            green = torch.tensor([0.0, 1.0, 0.0])[:, None, None]
+            was_green = (mirrored - green).abs().sum(0) < 0.05
+            if was_green.sum() > 5:  # the person's left limbs are now their right ones: no longer green
+                assert ((out["pose"] - green).abs().sum(0) < 0.05)[was_green].float().mean() < 0.3
+    assert len(on_body) >= 6
+    assert np.mean(on_body) > 0.85 and np.mean(on_body) > np.mean(control) + 0.3, (on_body, control)
+    assert 0 < flips < len(dataset)  # random flips happened, not always
+
+
+def test_samples_are_deterministic_per_seed_epoch_and_index(pose_data):
+    from training.data import PoseImageDataset
+
+    config = replace(preset(1, "tiny").data, caption_dropout=0.5)
+    dataset = PoseImageDataset(pose_data, config, seed=5)
+    first, again, other_epoch = dataset[(0, 3)], dataset[(0, 3)], dataset[(1, 3)]
+    assert torch.equal(first["pixel_values"], again["pixel_values"]) and torch.equal(first["pose"], again["pose"])
+    assert not torch.equal(first["pixel_values"], other_epoch["pixel_values"])
+    assert first["pixel_values"].shape == (3, 64, 64) and -1 <= first["pixel_values"].min() < first["pixel_values"].max() <= 1
+    dropped = [dataset[(0, i)]["caption"] == "" for i in range(len(dataset))]
+    assert 0 < sum(dropped) < len(dropped)
+
+
+def test_batch_sampler_splits_epochs_and_resumes_mid_epoch():
+    from training.data import ResumableBatchSampler
+
+    sampler = ResumableBatchSampler(23, 3, seed=1, shuffle=True)
+    epoch0 = list(sampler)
+    assert len(epoch0) == 7 and len({i for batch in epoch0 for _, i in batch}) == 21
+    sampler.set_position(0, 4)
+    assert list(sampler) == epoch0[4:]
+    sampler.set_position(1, 0)
+    assert [i for _, i in list(sampler)[0]] != [i for _, i in epoch0[0]]
+    ranks = [ResumableBatchSampler(23, 3, seed=1, shuffle=True, rank=r, world=2) for r in range(2)]
+    seen = [{i for batch in r for _, i in batch} for r in ranks]
+    assert not seen[0] & seen[1] and len(seen[0]) == len(seen[1]) == 9
+    with pytest.raises(ConfigError, match="fewer than one batch"):
+        ResumableBatchSampler(5, 4, seed=0, shuffle=True, world=2)
+
+
+def test_loader_workers_give_the_same_batches_as_the_main_process(pose_data, clip_data):
+    from training.data import ClipFrameDataset, PoseImageDataset, ResumableBatchSampler
+
+    for dataset in (
+        PoseImageDataset(pose_data, preset(1, "tiny").data, seed=0),
+        ClipFrameDataset(clip_data, replace(preset(2, "tiny").data, num_frames=3, frame_stride=2), seed=0),
+    ):
+        batches = []
+        for workers in (0, 2):
+            sampler = ResumableBatchSampler(len(dataset), 2, seed=0, shuffle=True)
+            loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers)
+            batches.append([batch["pixel_values"] for batch in loader])
+        assert len(batches[0]) == len(batches[1]) >= 2
+        assert all(torch.equal(a, b) for a, b in zip(*batches))
+    assert batches[0][0].shape == (2, 3, 3, 64, 64)  # clips: (batch, frames, channels, H, W)
+
+
+def test_clip_dataset_reads_strided_frames_and_skips_short_clips(clip_data):
+    from datasets.clips import ClipDataset, ClipDatasetConfig
+    from training.data import ClipFrameDataset
+
+    config = replace(preset(2, "tiny").data, num_frames=3, frame_stride=3)  # spans 7 frames: every clip fits
+    ours = ClipFrameDataset(clip_data, config, seed=0)
+    assert len(ours) == 4 and ours.too_short == 0
+    theirs = next(iter(ClipDataset(ClipDatasetConfig(root=str(clip_data), num_frames=3, frame_stride=3, resolution=64, start="first"))))
+    mine = ours[(0, [ours.key(i) for i in range(len(ours))].index(theirs["key"]))]
+    assert torch.allclose(mine["pixel_values"], theirs["pixel_values"])  # one span: the only start is frame 0
+    with pytest.raises(ConfigError, match="no clip .* has the 9 frames"):
+        ClipFrameDataset(clip_data, replace(config, num_frames=5, frame_stride=2), seed=0)
+
+
+# --- stage 1 end to end -----------------------------------------------------------------------------
+
+
+def state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def stage1_run(tmp_path_factory, tiny_base, pose_data):
+    """Four stage-1 steps (checkpoints at 2 and 4, validation samples at the end, TensorBoard on, one worker)."""
+    output = tmp_path_factory.mktemp("stage1") / "run"
+    config = parse1(stage1_args(
+        tiny_base, pose_data, output, "--max-steps", "4", "--checkpoint.every", "2", "--checkpoint.keep-last", "2",
+        "--validation.every", "0", "--validation.num-poses", "2", "--validation.num-inference-steps", "2",
+        "--data.num-workers", "1", "--log.report-to", "tensorboard", "--log.every", "1",
+    ))
+    stage = PoseImageStage(config)
+    trainer = Trainer(config, stage)
+    before = {name: state(stage.base[name]) for name in ("unet", "vae", "text_encoder")}
+    before["pose_encoder"] = state(stage.module.pose_encoder)
+    result = trainer.run()
+    return config, stage, before, result
+
+
+def test_stage1_trains_only_the_pose_encoder(stage1_run):
+    _, stage, before, result = stage1_run
+    assert result.global_step == 4 and len(result.losses) == 4 and all(np.isfinite(list(result.losses.values())))
+    for name in ("unet", "vae", "text_encoder"):
+        after = state(stage.base[name])
+        assert all(torch.equal(before[name][k], after[k]) for k in after), f"{name} changed"
+    after = state(stage.module.pose_encoder)
+    changed = [k for k in after if not torch.equal(before["pose_encoder"][k], after[k])]
+    assert changed and all(k.startswith(("conv_in", "body", "out_convs")) for k in changed)
+    assert any(k.startswith("out_convs") and after[k].abs().sum() > 0 for k in changed)  # zero-init outputs moved
+
+
+def test_stage1_writes_checkpoints_logs_samples_and_a_loadable_export(stage1_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from training.models.pose_encoder import PoseEncoder
+    from training.stages import read_base_reference
+
+    config, stage, _, result = stage1_run
+    output = Path(config.output_dir)
+    assert [p.name for p in ckpt.list_checkpoints(output)] == ["step-00000002", "step-00000004"]
+    saved = load_config(output / "checkpoints" / "step-00000004" / "config.json")
+    assert saved == config
+    assert set(read_metrics(output)) == {1, 2, 3, 4}
+    events = EventAccumulator(str(next((output / "logs").rglob("events.out.tfevents*")).parent)).Reload()
+    assert {"train/loss", "train/lr", "train/samples_per_s"} <= set(events.Tags()["scalars"])
+    grid = result.samples[0]
+    assert grid.name == "poses.png" and grid.parent.name == "step-00000004"
+    from PIL import Image
+
+    assert Image.open(grid).size == (2 * 64, 2 * 64)  # rows: (skeleton, sample) per validation pose
+    exported = PoseEncoder.from_pretrained(output / "model" / "pose_encoder")
+    trained = stage.module.pose_encoder.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in exported.state_dict().items())
+    assert (output / "model" / "pose_encoder" / "diffusion_pytorch_model.safetensors").is_file()
+    assert read_base_reference(output / "model")[0] == str(Path(config.model.pretrained).resolve())
+
+
+def test_stage1_resume_continues_the_same_loss_curve_bitwise(stage1_run, tmp_path, tiny_base, pose_data):
+    from training import stage1
+
+    config, _, _, result = stage1_run
+    output = tmp_path / "resumed"
+    (output / "checkpoints").mkdir(parents=True)
+    shutil.copytree(Path(config.output_dir) / "checkpoints" / "step-00000002", output / "checkpoints" / "step-00000002")
+    resumed = stage1.main(stage1_args(
+        tiny_base, pose_data, output, "--max-steps", "4", "--checkpoint.every", "2", "--resume", "latest",
+    ))
+    assert resumed.losses == {3: result.losses[3], 4: result.losses[4]}  # exact float equality
+    a = load_file(str(Path(config.output_dir) / "checkpoints" / "step-00000004" / ckpt.WEIGHTS))
+    b = load_file(str(output / "checkpoints" / "step-00000004" / ckpt.WEIGHTS))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- stage 2 end to end -----------------------------------------------------------------------------
+
+
+def test_stage2_trains_only_its_parameters_and_resumes(stage1_run, tmp_path, clip_data):
+    from training import stage2
+    from training.models.inflated_unet import STAGE2_TRAINABLE, load_inflated
+
+    init = Path(stage1_run[0].output_dir)
+    output = tmp_path / "stage2"
+    config = parse2(stage2_args(
+        init, clip_data, output, "--max-steps", "3", "--checkpoint.every", "2", "--data.num-frames", "3",
+        "--data.frame-stride", "2", "--validation.every", "0", "--validation.num-frames", "3",
+        "--validation.num-inference-steps", "2", "--validation.prompts", "a person moving",
+    ))
+    stage = VideoStage(config)
+    trainer = Trainer(config, stage)
+    unet_before, pose_before = state(stage.unet), state(stage.pose_encoder)
+    result = trainer.run()
+    unet_after, pose_after = state(stage.unet), state(stage.pose_encoder)
+    changed = {k for k in unet_after if not torch.equal(unet_before[k], unet_after[k])}
+    trainable = set(stage.trainable_names())
+    assert changed and changed <= trainable
+    assert all(any(f".{p}." in f".{k}." for p in STAGE2_TRAINABLE) for k in trainable)
+    assert any(".temporal_" in k for k in changed) and any(".attn1.to_q." in k for k in changed)
+    assert all(torch.equal(pose_before[k], pose_after[k]) for k in pose_after)
+    gif = result.samples[0]
+    from PIL import Image
+
+    with Image.open(gif) as image:
+        assert image.n_frames == 3 and image.size == (128, 64)  # skeleton | sample, side by side
+    reloaded = load_inflated(output / "model" / "unet")
+    assert all(torch.equal(reloaded.state_dict()[k], unet_after[k]) for k in trainable)
+    # resume from the step-2 checkpoint in a fresh folder: step 3 is the same
+    again = tmp_path / "stage2-resumed"
+    (again / "checkpoints").mkdir(parents=True)
+    shutil.copytree(output / "checkpoints" / "step-00000002", again / "checkpoints" / "step-00000002")
+    resumed = stage2.main(stage2_args(
+        init, clip_data, again, "--max-steps", "3", "--data.num-frames", "3", "--data.frame-stride", "2", "--resume", "latest",
+    ))
+    assert resumed.losses == {3: result.losses[3]}
+
+
+# --- failures ---------------------------------------------------------------------------------------
+
+
+def test_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, tiny_base, pose_data, monkeypatch):
+    """A save that dies after writing the weights (EMA and accumulation on) leaves step 1 intact; resume finishes."""
+    from training import stage1
+
+    output = tmp_path / "crash"
+    args = stage1_args(tiny_base, pose_data, output, "--max-steps", "2", "--checkpoint.every", "1", "--ema",
+                       "--ema-decay", "0.9", "--gradient-accumulation-steps", "2")
+    real = ckpt._write_training_state
+
+    def dying(folder, **kwargs):
+        if kwargs["state"].global_step == 2:
+            assert (folder / ckpt.WEIGHTS).is_file()  # the crash hits a half-written checkpoint
+            raise OSError("injected crash while saving")
+        return real(folder, **kwargs)
+
+    monkeypatch.setattr(ckpt, "_write_training_state", dying)
+    with pytest.raises(OSError, match="injected"):
+        stage1.main(args)
+    monkeypatch.setattr(ckpt, "_write_training_state", real)
+    assert [p.name for p in ckpt.list_checkpoints(output)] == ["step-00000001"]
+    assert (output / "checkpoints" / ".tmp-step-00000002").is_dir()  # the torn save, ignored
+    assert ckpt.resolve_resume(output, "latest").name == "step-00000001"
+    latest = output / "checkpoints" / "step-00000001"
+    assert json.loads((latest / ckpt.STATE).read_text())["global_step"] == 1
+    assert load_file(str(latest / ckpt.WEIGHTS)) and load_file(str(latest / ckpt.EMA_WEIGHTS))
+    result = stage1.main([*args, "--resume", "latest"])
+    assert result.global_step == 2 and set(result.losses) == {2}
+    assert not list((output / "checkpoints").glob(".tmp-*"))
+    ema = load_file(str(output / "checkpoints" / "step-00000002" / ckpt.EMA_WEIGHTS))
+    exported = load_file(str(output / "model" / "pose_encoder" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(exported[k.removeprefix("pose_encoder.")], v) for k, v in ema.items())
+
+
+class NaNAtThirdStep(PoseImageStage):
+    """Stage 1 whose loss turns NaN on its third batch (a diverging run, injected)."""
+
+    calls = 0
+
+    def loss(self, model, batch, generator, sampling):
+        self.calls += 1
+        loss = super().loss(model, batch, generator, sampling)
+        return loss * float("nan") if self.calls == 3 else loss
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_base, pose_data):
+    output = tmp_path / "nan"
+    config = parse1(stage1_args(tiny_base, pose_data, output, "--max-steps", "5", "--checkpoint.every", "2"))
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 3") as error:
+        train(config, NaNAtThirdStep(config))
+    assert "step-00000002" in str(error.value)
+    assert [p.name for p in ckpt.list_checkpoints(output)] == ["step-00000002"]
+    weights = load_file(str(output / "checkpoints" / "step-00000002" / ckpt.WEIGHTS))
+    assert all(torch.isfinite(v).all() for v in weights.values())
+    assert not (output / "model").exists()

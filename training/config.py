@@ -1,0 +1,378 @@
+"""Typed configs of the two training stages, their presets and their JSON form.
+
+Every config is a frozen keyword-only dataclass with a docstring per field,
+checked in ``__post_init__``. :class:`Stage1Config` and :class:`Stage2Config`
+compose the shared parts (model, optimiser, checkpoints, logging, validation)
+with the data config of their stage. :func:`preset` builds the named presets:
+
+- ``paper``: Stable Diffusion 1.4 at 512x512 with the paper's step counts
+  (100k stage 1, 50k stage 2, 8 frames). The paper gives no learning rate or
+  batch size; stage 1 takes them from a public fork (lr 1e-5, batch 8 x
+  accumulation 2), stage 2 from the released code (AdamW lr 3e-5, betas
+  (0.9, 0.999), weight decay 1e-2, grad clip 1.0, batch 1 per GPU, fp32,
+  stride 4; the release trains 12 frames, the paper 8, we follow the paper).
+- ``tiny``: random tiny models built by :mod:`training.tiny`, 64x64 images,
+  a few steps: runs on a 2-core CPU in minutes.
+
+The command line of each entry point is generated from these classes by
+:mod:`training.arguments`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+PRESETS = ("paper", "tiny")
+SD14 = "CompVis/stable-diffusion-v1-4"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot train; raised before any model is built."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Where the weights come from."""
+
+    pretrained: str = ""
+    """Stable Diffusion 1.x-shaped base model: a hub id or a local diffusers folder (unet, vae, text_encoder, tokenizer, scheduler). Empty: build the tiny random model into OUTPUT/tiny-base."""
+    revision: str | None = None
+    """Hub revision of ``pretrained`` (ignored for local folders)."""
+    init: str = field(default="", metadata={"alias": "init"})
+    """Stage 2: the stage-1 output folder (or its exported ``model`` folder) to start from; its base model is used unless ``pretrained`` is set."""
+    tiny_seed: int = 0
+    """Seed of the tiny random base model built when ``pretrained`` is empty."""
+    pose_injection: Literal["residual", "concat"] = "residual"
+    """Stage 1: add pose features after the 2nd layer of each down block (the paper), or concatenate pose maps to the latents (the paper's ablation; trains the widened conv_in too)."""
+    pose_levels: tuple[int, ...] = ()
+    """Stage 1: which down blocks receive pose features (empty: all, the paper; e.g. 0 for the fewer-layers ablation)."""
+    pose_res_blocks: int = 2
+    """Stage 1: residual blocks per pose-encoder level (T2I-Adapter full adapter: 2)."""
+
+    def __post_init__(self) -> None:
+        _check(self.pose_res_blocks >= 1, "model.pose_res_blocks must be >= 1")
+        _check(all(level >= 0 for level in self.pose_levels), "model.pose_levels must be non-negative")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageDataConfig:
+    """Stage 1 data: LAION-Pose shards."""
+
+    root: str = field(default="", metadata={"alias": "data"})
+    """LAION-Pose folder (``*.tar`` with their ``*.stats.json``) written by pipelines/build_laion_pose.py."""
+    resolution: int = 512
+    """Square training size in pixels; a multiple of the VAE factor x the UNet's down factor."""
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    """Random resized crop: range of the crop's area as a fraction of the image (1 1 = whole image)."""
+    crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)
+    """Random resized crop: range of the crop's aspect ratio (width / height) before it is resized to a square."""
+    random_flip: bool = False
+    """Flip half of the samples horizontally (keypoints swap left and right, the skeleton is re-rendered)."""
+    caption_dropout: float = 0.05
+    """Probability of replacing a caption by the empty string, so the model also learns the unconditional branch of classifier-free guidance."""
+    num_workers: int = 2
+    """DataLoader worker processes (0: load in the training process)."""
+    shuffle: bool = True
+    """Visit samples in a seeded random order that changes every epoch."""
+
+    def __post_init__(self) -> None:
+        _check(self.resolution > 0, f"resolution must be positive, got {self.resolution}")
+        low, high = self.crop_scale
+        _check(0.0 < low <= high <= 1.0, f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+        _check(0.0 < self.crop_ratio[0] <= self.crop_ratio[1], f"crop_ratio must be increasing and positive, got {self.crop_ratio}")
+        _check(0.0 <= self.caption_dropout <= 1.0, f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
+        _check(self.num_workers >= 0, "num_workers must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipDataConfig:
+    """Stage 2 data: video clip shards."""
+
+    root: str = field(default="", metadata={"alias": "data"})
+    """Clip folder (``*.tar`` + parquet index) written by pipelines/build_hdvila_clips.py."""
+    resolution: int = 512
+    """Square frame size in pixels; a multiple of the VAE factor x the UNet's down factor."""
+    num_frames: int = 8
+    """Consecutive frames per training clip (the paper: 8)."""
+    frame_stride: int = 4
+    """Take every k-th frame of the stored clip (the release: 4)."""
+    caption_dropout: float = 0.0
+    """Probability of replacing a caption by the empty string (the release: 0)."""
+    num_workers: int = 2
+    """DataLoader worker processes (0: load in the training process)."""
+    shuffle: bool = True
+    """Visit clips in a seeded random order that changes every epoch."""
+
+    def __post_init__(self) -> None:
+        _check(self.resolution > 0, f"resolution must be positive, got {self.resolution}")
+        _check(self.num_frames >= 1, f"num_frames must be >= 1, got {self.num_frames}")
+        _check(self.frame_stride >= 1, f"frame_stride must be >= 1, got {self.frame_stride}")
+        _check(0.0 <= self.caption_dropout <= 1.0, f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
+        _check(self.num_workers >= 0, "num_workers must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule."""
+
+    lr: float = 1e-5
+    """Peak learning rate."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    weight_decay: float = 1e-2
+    """AdamW decoupled weight decay."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this (0: no clipping)."""
+    use_8bit_adam: bool = False
+    """Use bitsandbytes' 8-bit AdamW (needs bitsandbytes and a GPU)."""
+    scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
+    """Learning-rate schedule (diffusers.optimization names)."""
+    warmup_steps: int = 0
+    """Linear warm-up steps (for the ``*_warmup``, ``linear`` and ``cosine`` schedules)."""
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, f"lr must be positive, got {self.lr}")
+        _check(all(0.0 <= b < 1.0 for b in self.betas), f"betas must be in [0, 1), got {self.betas}")
+        _check(self.weight_decay >= 0 and self.eps > 0, "weight_decay must be >= 0 and eps > 0")
+        _check(self.max_grad_norm >= 0, "max_grad_norm must be >= 0")
+        _check(self.warmup_steps >= 0, "warmup_steps must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointConfig:
+    """When and how checkpoints are written."""
+
+    every: int = 1000
+    """Save every this many optimiser steps (and always at the end); 0: only at the end."""
+    keep_last: int = 3
+    """Keep this many most recent checkpoints; older ones are deleted after a new one is complete."""
+
+    def __post_init__(self) -> None:
+        _check(self.every >= 0, "checkpoint.every must be >= 0")
+        _check(self.keep_last >= 1, "checkpoint.keep_last must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogConfig:
+    """Metrics and progress."""
+
+    report_to: Literal["tensorboard", "wandb", "all", "none"] = "tensorboard"
+    """Where scalars go: TensorBoard (OUTPUT/logs), Weights & Biases (needs wandb installed), both, or nowhere."""
+    every: int = 10
+    """Log loss, learning rate and samples/s every this many optimiser steps."""
+    project: str = "follow-your-pose"
+    """Tracker project name (the W&B project, the TensorBoard run folder)."""
+    progress_bar: bool = True
+    """Show a tqdm progress bar on the main process."""
+
+    def __post_init__(self) -> None:
+        _check(self.every >= 1, "log.every must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidationConfig:
+    """Samples generated during training from fixed prompts and poses."""
+
+    every: int = 0
+    """Generate validation samples every this many optimiser steps (0: only after the last step; -1: never)."""
+    prompts: tuple[str, ...] = ("a person dancing on the beach", "an astronaut walking on the moon")
+    """Fixed prompts; pose i goes with prompt i (prompts repeat when there are more poses)."""
+    num_poses: int = 2
+    """Stage 1: how many poses of the first training samples to condition on (fixed for the whole run)."""
+    num_inference_steps: int = 25
+    """DDIM steps per sample."""
+    guidance_scale: float = 7.5
+    """Classifier-free guidance scale."""
+    num_frames: int = 8
+    """Stage 2: frames per validation video."""
+
+    def __post_init__(self) -> None:
+        _check(self.every >= -1, "validation.every must be >= -1")
+        _check(len(self.prompts) >= 1, "validation.prompts needs at least one prompt")
+        _check(self.num_poses >= 1 and self.num_inference_steps >= 1 and self.num_frames >= 1, "validation counts must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """What both stages share: the loop, the model source, optimiser, checkpoints, logs, validation."""
+
+    preset: str = "tiny"
+    """The preset the other defaults came from (recorded for the saved config)."""
+    output_dir: str = field(default="", metadata={"alias": "output"})
+    """Folder that receives checkpoints/, logs/, samples/ and the exported model/."""
+    max_steps: int = 1000
+    """Optimiser steps to train for (one step = batch_size x accumulation x processes samples)."""
+    batch_size: int = 1
+    """Samples per device per micro-batch."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches accumulated per optimiser step."""
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    """Autocast precision; frozen modules are stored in it too, trainable weights stay fp32. fp16 needs CUDA."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto``: CUDA when available (per process under accelerate launch / torchrun), else CPU."""
+    seed: int = 0
+    """Seed of data order, augmentations, noise and timesteps; a resumed run continues the same sequence."""
+    gradient_checkpointing: bool = False
+    """Recompute UNet activations in the backward pass to save memory."""
+    timestep_sampling: Literal["uniform", "cubic"] = "uniform"
+    """``uniform`` t ~ U{0..T-1}, or T2I-Adapter's cubic t = (1 - u^3) T that favours early (noisy) steps."""
+    ema: bool = False
+    """Keep an exponential moving average of the trainable weights; the export then holds the EMA weights."""
+    ema_decay: float = 0.9999
+    """EMA decay."""
+    resume: str = ""
+    """``latest`` (the newest checkpoint in OUTPUT/checkpoints, or a fresh start when there is none), a checkpoint folder, or empty for a fresh start."""
+    model: ModelConfig = ModelConfig()
+    """Model source."""
+    optim: OptimConfig = OptimConfig()
+    """Optimiser."""
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    """Checkpoints."""
+    log: LogConfig = LogConfig()
+    """Logging."""
+    validation: ValidationConfig = ValidationConfig()
+    """Validation samples."""
+
+    def __post_init__(self) -> None:
+        _check(self.preset in PRESETS, f"unknown preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
+        _check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
+        _check(0.0 < self.ema_decay < 1.0, "ema_decay must be in (0, 1)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stage1Config(TrainConfig):
+    """Stage 1: train the pose encoder on LAION-Pose against a frozen Stable Diffusion."""
+
+    data: ImageDataConfig = ImageDataConfig()
+    """LAION-Pose data."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stage2Config(TrainConfig):
+    """Stage 2: train the temporal and cross-frame parts of the inflated UNet on pose-free clips."""
+
+    data: ClipDataConfig = ClipDataConfig()
+    """Clip data."""
+
+
+def preset(stage: int, name: str) -> TrainConfig:
+    """The named preset of a stage (1 or 2); unknown names raise :class:`ConfigError` listing the valid ones."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    if stage == 1:
+        return _stage1_paper() if name == "paper" else _stage1_tiny()
+    if stage == 2:
+        return _stage2_paper() if name == "paper" else _stage2_tiny()
+    raise ConfigError(f"stage must be 1 or 2, got {stage}")
+
+
+def _stage1_paper() -> Stage1Config:
+    return Stage1Config(
+        preset="paper",
+        max_steps=100_000,  # paper
+        batch_size=8,  # public fork (paper: unstated)
+        gradient_accumulation_steps=2,  # public fork
+        mixed_precision="no",
+        timestep_sampling="cubic",  # T2I-Adapter, whose encoder topology the release uses
+        model=ModelConfig(pretrained=SD14),
+        optim=OptimConfig(lr=1e-5),  # public fork
+        data=ImageDataConfig(resolution=512, num_workers=8),
+        checkpoint=CheckpointConfig(every=5000, keep_last=3),
+        validation=ValidationConfig(every=5000, num_poses=4, num_inference_steps=50, guidance_scale=12.5),
+    )
+
+
+def _stage2_paper() -> Stage2Config:
+    return Stage2Config(
+        preset="paper",
+        max_steps=50_000,  # paper
+        batch_size=1,  # release: 1 per GPU x 8 GPUs
+        mixed_precision="no",  # release: fp32
+        gradient_checkpointing=True,
+        model=ModelConfig(pretrained=""),  # the stage-1 result's base (SD 1.4)
+        optim=OptimConfig(lr=3e-5, betas=(0.9, 0.999), weight_decay=1e-2, max_grad_norm=1.0),  # release
+        data=ClipDataConfig(resolution=512, num_frames=8, frame_stride=4, num_workers=8),  # paper: 8 frames; release: stride 4
+        checkpoint=CheckpointConfig(every=5000, keep_last=3),
+        validation=ValidationConfig(every=5000, num_frames=8, num_inference_steps=50, guidance_scale=12.5),
+    )
+
+
+def _stage1_tiny() -> Stage1Config:
+    return Stage1Config(
+        preset="tiny",
+        max_steps=40,
+        batch_size=4,
+        optim=OptimConfig(lr=1e-3, weight_decay=0.0),
+        data=ImageDataConfig(resolution=64, crop_scale=(0.6, 1.0), num_workers=1),
+        checkpoint=CheckpointConfig(every=20, keep_last=2),
+        log=LogConfig(every=5),
+        validation=ValidationConfig(every=0, num_inference_steps=4, guidance_scale=3.0),
+    )
+
+
+def _stage2_tiny() -> Stage2Config:
+    return Stage2Config(
+        preset="tiny",
+        max_steps=20,
+        batch_size=1,
+        optim=OptimConfig(lr=1e-3, weight_decay=0.0),
+        data=ClipDataConfig(resolution=64, num_frames=4, frame_stride=1, num_workers=1),
+        checkpoint=CheckpointConfig(every=10, keep_last=2),
+        log=LogConfig(every=5),
+        validation=ValidationConfig(every=0, num_inference_steps=4, guidance_scale=3.0, num_frames=4),
+    )
+
+
+def to_dict(config) -> dict:
+    """A JSON-ready dict of a (nested) config."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(cls, values: dict):
+    """Rebuild a config of class ``cls`` from :func:`to_dict` output (unknown keys are an error)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = fields[name].default
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = from_dict(type(default), value)
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def save_config(config, path: str | Path) -> Path:
+    """Write the resolved config as JSON (atomically: temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"kind": type(config).__name__, **to_dict(config)}, indent=2))
+    tmp.replace(path)
+    return path
+
+
+def load_config(path: str | Path):
+    """Read a config written by :func:`save_config` back into its class."""
+    values = json.loads(Path(path).read_text())
+    kind = values.pop("kind", None)
+    classes = {cls.__name__: cls for cls in (Stage1Config, Stage2Config)}
+    if kind not in classes:
+        raise ConfigError(f"{path} is not a training config (kind={kind!r})")
+    return from_dict(classes[kind], values)

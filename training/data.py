@@ -1,0 +1,290 @@
+"""Training data of both stages: deterministic, resumable, random-access.
+
+Stage 1 reads LAION-Pose tars (:mod:`datasets.laion_pose`) by random access:
+each tar's member offsets are indexed once, so a sample is one seek and one
+read, any worker can serve any sample, and the order is a seeded permutation
+per epoch. Every random choice of a sample (crop, flip, caption dropout) comes
+from a generator seeded by ``(seed, epoch, index)``: the same sample always
+gets the same augmentation, whatever the number of workers, and a resumed run
+sees exactly the batches it would have seen.
+
+The random resized crop transforms the image and its keypoints together; the
+skeleton is then drawn at the training size by the shared renderer
+(:func:`pose_extraction.skeleton.render_skeleton`), never cropped as pixels.
+
+Stage 2 reads clip shards through :mod:`datasets.clips`; see :func:`clip_dataset`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from datasets.keypoints import COCO17_FLIP_PAIRS, as_keypoints
+from datasets.laion_pose import decode_sample
+from datasets.laion_pose import shard_paths as laion_shard_paths
+from pose_extraction.skeleton import render_skeleton
+from training.config import ConfigError, ImageDataConfig
+
+
+@dataclass(frozen=True)
+class TarMember:
+    """Where one sample of a tar lives: ``{suffix: (offset, size)}`` of its members' data."""
+
+    shard: int
+    key: str
+    members: dict[str, tuple[int, int]]
+
+
+def index_tar(path: Path, shard: int) -> list[TarMember]:
+    """Index the samples of a WebDataset tar (key = name up to the first dot of the file name), in tar order."""
+    samples: dict[str, dict[str, tuple[int, int]]] = {}
+    with tarfile.open(path, "r:") as archive:
+        for info in archive:
+            if not info.isfile():
+                continue
+            folder, _, name = info.name.rpartition("/")
+            stem, dot, suffix = name.partition(".")
+            if not dot:
+                continue
+            key = f"{folder}/{stem}" if folder else stem
+            samples.setdefault(key, {})[suffix] = (info.offset_data, info.size)
+    return [TarMember(shard, key, members) for key, members in samples.items()]
+
+
+class TarSampleReader:
+    """Random access to the samples of a list of tars; file descriptors are opened lazily."""
+
+    def __init__(self, shards: list[Path], required: tuple[str, ...]) -> None:
+        self.shards = [Path(s) for s in shards]
+        samples: list[TarMember] = []
+        for index, path in enumerate(self.shards):
+            samples += [m for m in index_tar(path, index) if all(ext in m.members for ext in required)]
+        self.samples = samples
+        self._descriptors: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_descriptors": {}}
+
+    def __del__(self) -> None:
+        for descriptor in getattr(self, "_descriptors", {}).values():
+            try:
+                os.close(descriptor)
+            except OSError:
+                pass
+
+    def read(self, index: int) -> dict:
+        """The raw sample ``{"__key__": key, suffix: bytes, ...}``."""
+        member = self.samples[index]
+        descriptor = self._descriptors.get(member.shard)
+        if descriptor is None:
+            descriptor = self._descriptors[member.shard] = os.open(self.shards[member.shard], os.O_RDONLY)
+        sample: dict = {"__key__": member.key}
+        for suffix, (offset, size) in member.members.items():
+            # pread: no shared file offset, so forked DataLoader workers may share the descriptor.
+            sample[suffix] = os.pread(descriptor, size, offset)
+        return sample
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of every random choice made for sample ``index`` in ``epoch``."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+def crop_box(height: int, width: int, config: ImageDataConfig, rng: np.random.Generator) -> tuple[float, float, float, float]:
+    """A random ``(x0, y0, x1, y1)`` crop: aspect ratio drawn log-uniformly from ``crop_ratio``, area from
+    ``crop_scale`` as a fraction of the largest crop of that ratio that fits, position uniform."""
+    low, high = np.log(config.crop_ratio[0]), np.log(config.crop_ratio[1])
+    ratio = float(np.exp(rng.uniform(low, high))) if high > low else float(np.exp(low))
+    max_width = min(float(width), height * ratio)
+    max_height = max_width / ratio
+    scale = math.sqrt(rng.uniform(*config.crop_scale)) if config.crop_scale[1] > config.crop_scale[0] else math.sqrt(config.crop_scale[0])
+    crop_width, crop_height = max_width * scale, max_height * scale
+    x0 = rng.uniform(0.0, width - crop_width) if width > crop_width else 0.0
+    y0 = rng.uniform(0.0, height - crop_height) if height > crop_height else 0.0
+    return x0, y0, x0 + crop_width, y0 + crop_height
+
+
+def map_keypoints(keypoints: np.ndarray, box: tuple[float, float, float, float], size: int, flip: bool) -> np.ndarray:
+    """Keypoints of the original image in the ``size`` x ``size`` resized crop ``box`` (pixel centres at integers);
+    ``flip`` mirrors them and swaps left and right. Scores are kept: points outside are clipped by the renderer."""
+    out = as_keypoints(keypoints).copy()
+    x0, y0, x1, y1 = box
+    out[..., 0] = (out[..., 0] + 0.5 - x0) * (size / (x1 - x0)) - 0.5
+    out[..., 1] = (out[..., 1] + 0.5 - y0) * (size / (y1 - y0)) - 0.5
+    if flip:
+        out[..., 0] = size - 1 - out[..., 0]
+        order = np.arange(out.shape[1])
+        for a, b in COCO17_FLIP_PAIRS:
+            order[a], order[b] = b, a
+        out = out[:, order]
+    return out
+
+
+def transform_sample(
+    image: np.ndarray, keypoints: np.ndarray, caption: str, config: ImageDataConfig, rng: np.random.Generator
+) -> dict:
+    """Crop, resize and (maybe) flip an image with its keypoints; render the skeleton; drop the caption (maybe).
+
+    Returns ``pixel_values`` (3, R, R) float32 in [-1, 1], ``pose`` (3, R, R) float32 in [0, 1] (the
+    skeleton), ``keypoints`` (P, 17, 3) in output pixels and ``caption``.
+    """
+    size = config.resolution
+    height, width = image.shape[:2]
+    box = crop_box(height, width, config, rng)
+    flip = bool(config.random_flip and rng.random() < 0.5)
+    dropped = bool(rng.random() < config.caption_dropout)
+    resized = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC, box=box)
+    if flip:
+        resized = resized.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    points = map_keypoints(keypoints, box, size, flip)
+    skeleton = render_skeleton(points, size, size)
+    pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+    pose = torch.from_numpy(skeleton.astype(np.float32)).permute(2, 0, 1) / 255.0
+    return {"pixel_values": pixels, "pose": pose, "keypoints": points, "caption": "" if dropped else caption}
+
+
+class PoseImageDataset(torch.utils.data.Dataset):
+    """Stage-1 samples of a LAION-Pose folder, indexed by ``(epoch, index)`` (see :class:`ResumableBatchSampler`)."""
+
+    def __init__(self, root: str | Path, config: ImageDataConfig, *, seed: int) -> None:
+        try:
+            shards = laion_shard_paths(root)
+        except FileNotFoundError as error:
+            raise ConfigError(str(error)) from error
+        if not shards:
+            raise ConfigError(f"no complete LAION-Pose shards (*.tar with *.stats.json) in {root}")
+        missing = [str(s) for s in shards if not s.is_file()]
+        if missing:
+            raise ConfigError(f"LAION-Pose shards listed by their stats files are missing: {', '.join(missing[:5])}")
+        self.reader = TarSampleReader(shards, required=("jpg", "json"))
+        if len(self.reader) == 0:
+            raise ConfigError(f"the LAION-Pose shards in {root} hold no samples")
+        self.config = config
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def key(self, index: int) -> str:
+        return self.reader.samples[index].key
+
+    def load(self, index: int):
+        """The decoded :class:`datasets.laion_pose.LaionPoseSample` at ``index`` (no augmentation)."""
+        return decode_sample(self.reader.read(index))
+
+    def __getitem__(self, item: tuple[int, int] | int) -> dict:
+        epoch, index = item if isinstance(item, tuple) else (0, item)
+        sample = self.load(index)
+        out = transform_sample(sample.image, sample.keypoints, sample.caption, self.config, sample_rng(self.seed, epoch, index))
+        out.pop("keypoints")  # variable person count: not collatable
+        return {**out, "key": sample.key}
+
+
+class ResumableBatchSampler(torch.utils.data.Sampler):
+    """Per-process batches of ``(epoch, index)``: a seeded permutation per epoch, split across processes.
+
+    Every process gets ``len(dataset) // processes`` indices (the remainder is left out of that epoch)
+    and the last incomplete batch is dropped. :meth:`set_position` chooses the epoch and how many
+    batches of it to skip, so a resumed run continues the same sequence.
+    """
+
+    def __init__(self, length: int, batch_size: int, *, seed: int, shuffle: bool, rank: int = 0, world: int = 1) -> None:
+        self.length, self.batch_size, self.seed, self.shuffle = length, batch_size, seed, shuffle
+        self.rank, self.world = rank, world
+        self.epoch, self.start = 0, 0
+        if self.batches_per_epoch == 0:
+            raise ConfigError(
+                f"the dataset has {length} samples, fewer than one batch of {batch_size} on each of {world} processes"
+            )
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return (self.length // self.world) // self.batch_size
+
+    def set_position(self, epoch: int, start: int) -> None:
+        self.epoch, self.start = epoch, start
+
+    def indices(self, epoch: int) -> np.ndarray:
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.length) if self.shuffle else np.arange(self.length)
+        per_process = self.length // self.world
+        return order[: per_process * self.world][self.rank :: self.world]
+
+    def __iter__(self):
+        indices = self.indices(self.epoch)
+        for batch in range(self.start, self.batches_per_epoch):
+            chunk = indices[batch * self.batch_size : (batch + 1) * self.batch_size]
+            yield [(self.epoch, int(i)) for i in chunk]
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start
+
+
+class ClipFrameDataset(torch.utils.data.Dataset):
+    """Stage-2 samples of a clip folder (:mod:`datasets.clips`), indexed by ``(epoch, index)``.
+
+    Random access over the same tars :class:`datasets.clips.ClipDataset` streams, decoded with that
+    module's :func:`~datasets.clips.decode_frames` and :class:`~datasets.clips.CropGeometry`; the
+    start frame and caption dropout come from the ``(seed, epoch, index)`` generator, so order,
+    workers and resumes do not change what a sample is. Clips shorter than a sample spans are left
+    out (counted in :attr:`too_short`, from the parquet index).
+    """
+
+    def __init__(self, root: str | Path, config, *, seed: int) -> None:
+        from datasets import clips
+
+        try:
+            shards = clips.shard_paths(root)
+        except FileNotFoundError as error:
+            raise ConfigError(str(error)) from error
+        if not shards:
+            raise ConfigError(f"no complete clip shards (*.tar with *.stats.json) in {root}")
+        self.config, self.seed, self.span = config, seed, (config.num_frames - 1) * config.frame_stride + 1
+        index = clips.read_index(root, columns=["key", "status", "frames"]).to_pylist()
+        kept = {row["key"]: row["frames"] for row in index if row["status"] == clips.KEPT}
+        self.reader = TarSampleReader(shards, required=(clips.VIDEO_EXT, clips.ANNOTATION_EXT))
+        self.too_short = sum(1 for m in self.reader.samples if (kept.get(m.key) or 0) < self.span)
+        self.reader.samples = [m for m in self.reader.samples if (kept.get(m.key) or 0) >= self.span]
+        if not self.reader.samples:
+            raise ConfigError(
+                f"no clip in {root} has the {self.span} frames a sample spans "
+                f"({config.num_frames} frames at stride {config.frame_stride}); {self.too_short} are shorter"
+            )
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def key(self, index: int) -> str:
+        return self.reader.samples[index].key
+
+    def __getitem__(self, item: tuple[int, int] | int) -> dict:
+        import json
+
+        from datasets import clips
+
+        epoch, index = item if isinstance(item, tuple) else (0, item)
+        raw = self.reader.read(index)
+        annotation = json.loads(raw[clips.ANNOTATION_EXT])
+        clips.check_annotation(annotation)
+        rng = sample_rng(self.seed, epoch, index)
+        start = int(rng.integers(int(annotation["frames"]) - self.span + 1))
+        indices = np.arange(self.config.num_frames, dtype=np.int64) * self.config.frame_stride + start
+        frames = clips.decode_frames(raw[clips.VIDEO_EXT], indices)
+        size = self.config.resolution
+        geometry = clips.CropGeometry(frames.shape[2], frames.shape[1], size, size)
+        if frames.shape[1:3] != (size, size):
+            frames = np.stack([geometry.apply(frame) for frame in frames])
+        pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        caption = raw[clips.CAPTION_EXT].decode("utf-8") if clips.CAPTION_EXT in raw else annotation.get("caption", "")
+        dropped = bool(rng.random() < self.config.caption_dropout)
+        return {"pixel_values": pixels, "caption": "" if dropped else caption, "key": raw["__key__"]}

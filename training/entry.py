@@ -1,0 +1,35 @@
+"""What the two stage entry points share: parse, check, train, and turn failures into clear exits."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from training.arguments import parse_config
+from training.config import ConfigError
+
+logger = logging.getLogger("training")
+
+
+def _setup_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run_stage(argv: list[str] | None, *, stage: int, stage_class, prog: str, description: str):
+    """Run one stage from the command line. Bad configs exit with status 2 and a message, a non-finite
+    loss with status 1 and a message naming the step; both before the bad step is applied."""
+    from training.loop import NonFiniteLossError, train
+
+    _setup_logging()
+    try:
+        config = parse_config(argv, stage=stage, prog=prog, description=description)
+        if not config.output_dir:
+            raise ConfigError("--output DIR is required")
+        return train(config, stage_class(config))
+    except ConfigError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+    except NonFiniteLossError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from error

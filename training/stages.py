@@ -1,0 +1,426 @@
+"""What each training stage supplies to the one loop (:mod:`training.loop`).
+
+A stage loads its modules (frozen VAE and text encoder, the UNet, the pose
+encoder), names the trainable parameters, builds its dataset, computes the
+noise-prediction loss of a batch, draws validation samples and exports its
+result. :class:`DiffusionStage` holds what both stages share: the base model,
+text and image encoding, timestep sampling (uniform or T2I-Adapter's cubic
+``t = (1 - u^3) T``), noising and the MSE loss against the scheduler's target.
+
+The concrete stages live in :mod:`training.stage1` and :mod:`training.stage2`
+next to their entry points.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.config import ConfigError, TrainConfig
+
+BASE_FILE = "base.json"
+TINY_BASE = "tiny-base"
+
+
+def resolve_base(config: TrainConfig, *, is_main: bool) -> str:
+    """The base model path or hub id: ``model.pretrained``, or the tiny random model in OUTPUT/tiny-base (built once)."""
+    if config.model.pretrained:
+        return config.model.pretrained
+    from training.tiny import TinySDConfig, save_tiny_sd
+
+    folder = Path(config.output_dir) / TINY_BASE
+    if is_main and not (folder / "model_index.json").is_file():
+        tmp = folder.with_name(f".tmp-{TINY_BASE}-{os.getpid()}")
+        save_tiny_sd(tmp, TinySDConfig(seed=config.model.tiny_seed, sample_size=max(64, _round_up(config_resolution(config), 64))))
+        tmp.replace(folder)
+    return str(folder)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def config_resolution(config: TrainConfig) -> int:
+    return config.data.resolution
+
+
+def latent_factors(pretrained: str, revision: str | None) -> tuple[int, int]:
+    """``(VAE downscale factor, UNet down-block factor)`` read from the model's configs only (no weights loaded)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    try:
+        vae = AutoencoderKL.load_config(pretrained, subfolder="vae", revision=revision)
+        unet = UNet2DConditionModel.load_config(pretrained, subfolder="unet", revision=revision)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read the base model {pretrained!r} (a hub id or a local diffusers folder): {error}") from error
+    return 2 ** (len(vae["block_out_channels"]) - 1), 2 ** (len(unet["down_block_types"]) - 1)
+
+
+def check_resolution(resolution: int, pretrained: str, revision: str | None) -> None:
+    vae_factor, unet_factor = latent_factors(pretrained, revision)
+    multiple = vae_factor * unet_factor
+    if resolution % multiple:
+        raise ConfigError(
+            f"resolution {resolution} is not a multiple of {multiple} (VAE factor {vae_factor} x UNet down factor "
+            f"{unet_factor} of {pretrained}); try {max(multiple, resolution // multiple * multiple)}"
+        )
+
+
+def load_base(pretrained: str, revision: str | None = None, *, unet_class=None) -> dict:
+    """Tokenizer, text encoder, VAE, UNet (as ``unet_class``, default ``UNet2DConditionModel``) and the
+    training noise scheduler of an SD-1.x-shaped model."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    unet_class = unet_class or UNet2DConditionModel
+    kwargs = {"revision": revision}
+    return {
+        "tokenizer": CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", **kwargs),
+        "text_encoder": CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", **kwargs),
+        "vae": AutoencoderKL.from_pretrained(pretrained, subfolder="vae", **kwargs),
+        "unet": unet_class.from_pretrained(pretrained, subfolder="unet", **kwargs),
+        "noise_scheduler": DDPMScheduler.from_pretrained(pretrained, subfolder="scheduler", **kwargs),
+    }
+
+
+def write_base_reference(folder: Path, pretrained: str, revision: str | None) -> None:
+    """``base.json``: which base model the exported weights go with (a local base is stored as an absolute path)."""
+    local = Path(pretrained)
+    reference = str(local.resolve()) if local.exists() else pretrained
+    (folder / BASE_FILE).write_text(json.dumps({"pretrained": reference, "revision": revision}, indent=1))
+
+
+def read_base_reference(folder: Path) -> tuple[str, str | None]:
+    path = Path(folder) / BASE_FILE
+    if not path.is_file():
+        raise ConfigError(f"{folder} has no {BASE_FILE}: not a model exported by training.stage1/stage2")
+    values = json.loads(path.read_text())
+    return values["pretrained"], values.get("revision")
+
+
+def cast_frozen(module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Store the frozen parameters of ``module`` in ``dtype`` (mixed precision); trainable ones stay fp32."""
+    for parameter in module.parameters():
+        if not parameter.requires_grad:
+            parameter.data = parameter.data.to(dtype)
+
+
+def sample_timesteps(
+    batch: int, num_train_timesteps: int, generator: torch.Generator, device, sampling: str
+) -> torch.Tensor:
+    """``uniform``: t ~ U{0..T-1}; ``cubic``: t = floor((1 - u^3) T), u ~ U[0, 1) (T2I-Adapter)."""
+    if sampling == "uniform":
+        return torch.randint(0, num_train_timesteps, (batch,), generator=generator, device=device)
+    if sampling == "cubic":
+        u = torch.rand((batch,), generator=generator, device=device)
+        return ((1.0 - u**3) * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
+    raise ValueError(f"unknown timestep sampling {sampling!r}")
+
+
+class DiffusionStage:
+    """Shared parts of both stages. Subclasses set ``name`` and implement the stage-specific methods."""
+
+    name = "stage"
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.device = torch.device("cpu")
+        self.weight_dtype = torch.float32
+        self.base: dict = {}
+
+    @property
+    def num_workers(self) -> int:
+        return self.config.data.num_workers
+
+    def collate(self, samples: list[dict]) -> dict:
+        return torch.utils.data.default_collate(samples)
+
+    def setup_base(self, accelerator, pretrained: str, revision: str | None, unet_class=None) -> None:
+        """Load the base model, freeze it, move it to the device, frozen weights in the mixed-precision dtype."""
+        self.device = accelerator.device
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+        self.base = load_base(pretrained, revision, unet_class=unet_class)
+        self.vae_factor = 2 ** (len(self.base["vae"].config.block_out_channels) - 1)
+        for name in ("text_encoder", "vae", "unet"):
+            module = self.base[name]
+            module.requires_grad_(False)
+            module.eval()
+            module.to(self.device)
+        if self.weight_dtype != torch.float32:
+            for name in ("text_encoder", "vae"):
+                self.base[name].to(dtype=self.weight_dtype)
+
+    @torch.no_grad()
+    def encode_text(self, captions: list[str]) -> torch.Tensor:
+        tokenizer = self.base["tokenizer"]
+        ids = tokenizer(
+            list(captions), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        return self.base["text_encoder"](ids.to(self.device))[0]
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``(N, 3, H, W)`` in [-1, 1] to scaled latents ``(N, 4, H/f, W/f)``, sampled from the VAE posterior."""
+        vae = self.base["vae"]
+        posterior = vae.encode(pixels.to(self.device, self.weight_dtype)).latent_dist
+        return posterior.sample(generator=generator) * vae.config.scaling_factor
+
+    def noised(self, latents: torch.Tensor, generator: torch.Generator, sampling: str):
+        """``(noisy latents, timesteps, target)`` for the noise-prediction loss (per-sample timesteps on dim 0)."""
+        scheduler = self.base["noise_scheduler"]
+        noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        timesteps = sample_timesteps(
+            latents.shape[0], scheduler.config.num_train_timesteps, generator, latents.device, sampling
+        )
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        if scheduler.config.prediction_type == "v_prediction":
+            target = scheduler.get_velocity(latents, noise, timesteps)
+        elif scheduler.config.prediction_type == "epsilon":
+            target = noise
+        else:
+            raise ConfigError(f"prediction type {scheduler.config.prediction_type!r} is not supported for training")
+        return noisy, timesteps, target
+
+    @staticmethod
+    def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(prediction.float(), target.float(), reduction="mean")
+
+
+class PoseConditionedUNet(torch.nn.Module):
+    """Stage 1's trainable module: the pose encoder feeding the frozen UNet (one forward, so DDP sees both)."""
+
+    def __init__(self, unet, pose_encoder) -> None:
+        super().__init__()
+        self.unet, self.pose_encoder = unet, pose_encoder
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+        from training.models.pose_encoder import pose_unet_inputs
+
+        sample, kwargs = pose_unet_inputs(noisy, self.pose_encoder(pose))
+        return self.unet(sample, timesteps, encoder_hidden_states=text, **kwargs).sample
+
+
+class PoseImageStage(DiffusionStage):
+    """Stage 1: LAION-Pose images; trainable pose encoder (plus the widened conv_in in the concat ablation)."""
+
+    name = "stage1"
+
+    def preflight(self, accelerator) -> None:
+        """Cheap checks before anything heavy loads: the shards exist, the resolution fits the base model."""
+        from datasets.laion_pose import shard_paths
+
+        try:
+            shards = shard_paths(self.config.data.root) if self.config.data.root else []
+        except FileNotFoundError as error:
+            raise ConfigError(f"data: {error}") from error
+        if not shards:
+            raise ConfigError(f"data: no complete LAION-Pose shards (*.tar with *.stats.json) in {self.config.data.root!r}")
+        self.pretrained = resolve_base(self.config, is_main=accelerator.is_main_process)
+        accelerator.wait_for_everyone()
+        check_resolution(self.config.data.resolution, self.pretrained, self.config.model.revision)
+
+    def setup(self, accelerator) -> None:
+        from training.models.pose_encoder import PoseEncoder, expand_conv_in
+
+        self.preflight(accelerator)
+        self.setup_base(accelerator, self.pretrained, self.config.model.revision)
+        unet, model = self.base["unet"], self.config.model
+        torch.manual_seed(self.config.seed)
+        pose_encoder = PoseEncoder(
+            channels=tuple(unet.config.block_out_channels),
+            num_res_blocks=model.pose_res_blocks,
+            downscale_factor=self.vae_factor,
+            injection=model.pose_injection,
+            injected_levels=model.pose_levels or None,
+        )
+        if model.pose_injection == "concat":
+            expand_conv_in(unet, pose_encoder.config.concat_channels)
+            unet.conv_in.requires_grad_(True)
+        self.module = PoseConditionedUNet(unet, pose_encoder).to(self.device)
+        cast_frozen(self.module, self.weight_dtype)
+
+    def trainable_module(self) -> torch.nn.Module:
+        return self.module
+
+    def trainable_names(self) -> list[str]:
+        return [name for name, p in self.module.named_parameters() if p.requires_grad]
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.module.unet.enable_gradient_checkpointing()
+
+    def dataset(self):
+        from training.data import PoseImageDataset
+
+        self.data = PoseImageDataset(self.config.data.root, self.config.data, seed=self.config.seed)
+        return self.data
+
+    def batch_sampler(self, length: int, batch_size: int, *, rank: int, world: int):
+        from training.data import ResumableBatchSampler
+
+        return ResumableBatchSampler(length, batch_size, seed=self.config.seed, shuffle=self.config.data.shuffle, rank=rank, world=world)
+
+    def collate(self, samples: list[dict]) -> dict:
+        return torch.utils.data.default_collate(samples)
+
+    def loss(self, model, batch: dict, generator: torch.Generator, sampling: str) -> torch.Tensor:
+        latents = self.encode_images(batch["pixel_values"], generator)
+        text = self.encode_text(batch["caption"])
+        noisy, timesteps, target = self.noised(latents, generator, sampling)
+        prediction = model(noisy.to(self.weight_dtype), timesteps, text, batch["pose"].to(self.device))
+        return self.mse(prediction, target)
+
+    def validation_poses(self, count: int) -> tuple[torch.Tensor, list[np.ndarray]]:
+        """Skeletons of the first ``count`` samples, square-cropped at the training size (fixed for the run)."""
+        from dataclasses import replace
+
+        from training.data import transform_sample
+
+        plain = replace(self.config.data, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), random_flip=False, caption_dropout=0.0)
+        poses, skeletons = [], []
+        for index in range(min(count, len(self.data))):
+            sample = self.data.load(index)
+            out = transform_sample(sample.image, sample.keypoints, sample.caption, plain, np.random.default_rng([self.config.seed, index]))
+            poses.append(out["pose"])
+            skeletons.append((out["pose"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        return torch.stack(poses), skeletons
+
+    def validate(self, folder: Path, validation, *, seed: int) -> list[Path]:
+        from training.validation import sample, save_grid
+
+        poses, skeletons = self.validation_poses(validation.num_poses)
+        prompts = [validation.prompts[i % len(validation.prompts)] for i in range(len(poses))]
+        images = sample(
+            self, self.module.unet, self.module.pose_encoder, prompts, poses,
+            steps=validation.num_inference_steps, guidance_scale=validation.guidance_scale, seed=seed,
+        )
+        grid = save_grid([[skeleton, image] for skeleton, image in zip(skeletons, images)], Path(folder) / "poses.png")
+        (Path(folder) / "prompts.txt").write_text("\n".join(prompts) + "\n")
+        return [grid]
+
+    def export(self, folder: Path) -> None:
+        """``pose_encoder/`` (diffusers format, safetensors), ``base.json``; plus ``unet_conv_in.safetensors`` (concat ablation)."""
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.module.pose_encoder.save_pretrained(folder / "pose_encoder", safe_serialization=True)
+        if self.config.model.pose_injection == "concat":
+            conv = self.module.unet.conv_in
+            save_file({k: v.detach().float().contiguous().cpu() for k, v in conv.state_dict().items()}, str(folder / "unet_conv_in.safetensors"))
+        write_base_reference(folder, self.pretrained, self.config.model.revision)
+
+
+def resolve_init(init: str) -> Path:
+    """The exported stage-1 ``model`` folder from ``--init`` (the stage-1 output folder or its ``model`` folder)."""
+    if not init:
+        raise ConfigError("stage 2 starts from a stage-1 result: pass --init STAGE1_OUTPUT_DIR")
+    for candidate in (Path(init), Path(init) / "model"):
+        if (candidate / BASE_FILE).is_file() and (candidate / "pose_encoder").is_dir():
+            return candidate
+    raise ConfigError(f"--init {init}: no exported stage-1 model there (expected {BASE_FILE} and pose_encoder/ in it or in its model/)")
+
+
+class VideoStage(DiffusionStage):
+    """Stage 2: pose-free clips; the inflated UNet's temporal and cross-frame parts are trainable, all else frozen."""
+
+    name = "stage2"
+
+    def preflight(self, accelerator) -> None:
+        from datasets.clips import shard_paths
+
+        try:
+            shards = shard_paths(self.config.data.root) if self.config.data.root else []
+        except FileNotFoundError as error:
+            raise ConfigError(f"data: {error}") from error
+        if not shards:
+            raise ConfigError(f"data: no complete clip shards (*.tar with *.stats.json) in {self.config.data.root!r}")
+        self.init = resolve_init(self.config.model.init)
+        base, revision = read_base_reference(self.init)
+        self.pretrained = self.config.model.pretrained or base
+        self.revision = self.config.model.revision if self.config.model.pretrained else revision
+        check_resolution(self.config.data.resolution, self.pretrained, self.revision)
+
+    def setup(self, accelerator) -> None:
+        from safetensors.torch import load_file
+
+        from training.models.inflated_unet import InflatedUNet, InflationConfig, freeze_for_stage2
+        from training.models.pose_encoder import PoseEncoder, expand_conv_in
+
+        self.preflight(accelerator)
+        self.setup_base(accelerator, self.pretrained, self.revision, unet_class=InflatedUNet)
+        unet = self.base["unet"]
+        conv_in = self.init / "unet_conv_in.safetensors"
+        if conv_in.is_file():  # the concat ablation's widened conv_in, trained in stage 1
+            weights = load_file(str(conv_in))
+            expand_conv_in(unet, weights["weight"].shape[1] - unet.conv_in.in_channels)
+            unet.conv_in.load_state_dict(weights)
+        torch.manual_seed(self.config.seed)
+        unet.inflate(InflationConfig())
+        self.pose_encoder = PoseEncoder.from_pretrained(self.init / "pose_encoder").to(self.device)
+        self.names = freeze_for_stage2(unet, self.pose_encoder)
+        unet.to(self.device)
+        cast_frozen(unet, self.weight_dtype)
+        self.pose_encoder.to(dtype=self.weight_dtype) if self.weight_dtype != torch.float32 else None
+        self.unet = unet
+
+    def trainable_module(self) -> torch.nn.Module:
+        return self.unet
+
+    def trainable_names(self) -> list[str]:
+        return list(self.names)
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.unet.enable_gradient_checkpointing()
+
+    def dataset(self):
+        from training.data import ClipFrameDataset
+
+        self.data = ClipFrameDataset(self.config.data.root, self.config.data, seed=self.config.seed)
+        return self.data
+
+    def batch_sampler(self, length: int, batch_size: int, *, rank: int, world: int):
+        from training.data import ResumableBatchSampler
+
+        return ResumableBatchSampler(length, batch_size, seed=self.config.seed, shuffle=self.config.data.shuffle, rank=rank, world=world)
+
+    def loss(self, model, batch: dict, generator: torch.Generator, sampling: str) -> torch.Tensor:
+        from training.models.pose_encoder import unfold_frames
+
+        pixels = batch["pixel_values"]  # (B, F, 3, H, W)
+        frames = pixels.shape[1]
+        latents = unfold_frames(self.encode_images(pixels.flatten(0, 1), generator), frames)  # (B, C, F, h, w)
+        text = self.encode_text(batch["caption"])
+        noisy, timesteps, target = self.noised(latents, generator, sampling)
+        prediction = model(noisy.to(self.weight_dtype), timesteps, text).sample
+        return self.mse(prediction, target)
+
+    def validate(self, folder: Path, validation, *, seed: int) -> list[Path]:
+        """One gif per prompt: the fixed waving-figure pose sequence next to the generated frames."""
+        from pose_extraction.skeleton import render_sequence
+        from training.validation import default_pose_sequence, sample, save_gif
+
+        size = self.config.data.resolution
+        skeletons = render_sequence(default_pose_sequence(validation.num_frames, size), size, size)
+        poses = torch.from_numpy(skeletons).float().div(255).permute(3, 0, 1, 2)[None]  # (1, 3, F, H, W)
+        paths = []
+        for index, prompt in enumerate(validation.prompts):
+            video = sample(
+                self, self.unet, self.pose_encoder, [prompt], poses,
+                steps=validation.num_inference_steps, guidance_scale=validation.guidance_scale, seed=seed + index,
+            )[0]
+            paths.append(save_gif(np.concatenate([skeletons, video], axis=2), Path(folder) / f"sample-{index}.gif"))
+        (Path(folder) / "prompts.txt").write_text("\n".join(validation.prompts) + "\n")
+        return paths
+
+    def export(self, folder: Path) -> None:
+        """``unet/`` (only the inflated UNet's new weights + inflation.json), ``pose_encoder/`` (stage 1's), ``base.json``."""
+        from training.models.inflated_unet import save_inflated
+
+        folder.mkdir(parents=True, exist_ok=True)
+        save_inflated(self.unet, folder / "unet", base=self.pretrained, revision=self.revision)
+        self.pose_encoder.save_pretrained(folder / "pose_encoder", safe_serialization=True)
+        write_base_reference(folder, self.pretrained, self.revision)
