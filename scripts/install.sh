@@ -9,7 +9,8 @@
 # requirements that cannot be met on Python 3.11 (chumpy) or that clash with
 # the rest of the stack (webdataset<0.3, pandas<3), so they are installed
 # without their declared dependencies; their real run-time needs are in the
-# `pose` and `pipelines` extras.
+# `pose` and `pipelines` extras. xtcocotools is built from source (its wheel
+# is built for numpy 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${1:-.venv}"
@@ -36,5 +37,13 @@ print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["follow-your-p
 PY
 )
 "${pip[@]}" --no-deps $no_deps
+from_source=$("$venv/bin/python" - <<'PY'
+import tomllib
+print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["follow-your-pose"]["install-from-source"]))
+PY
+)
+for spec in $from_source; do
+  "${pip[@]}" --no-binary "${spec%%=*}" "$spec"
+done
 "$venv/bin/python" -m pip check || echo "(pip check lists the declared pins of mmpose/img2dataset, installed on purpose without them)"
 echo "installed into $venv"
