@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import io
+import hashlib
 import json
-import os
 import shutil
 import tempfile
 from fractions import Fraction
@@ -103,6 +102,27 @@ def test_planning_rejects_what_needs_no_video(tmp_path, videos):
     assert len(set(got)) == len(rows)
     _, kept_overlap = _plan(tmp_path, entries[:1], videos, overlap_policy="keep")
     assert kept_overlap[1]["status"] is None and kept_overlap[1]["flags"] == ["overlapping_span"]
+    _, short = _plan(tmp_path, entries[:1], videos, min_seconds=1.5)
+    assert [row["status"] for row in short] == ["too_short"] * 3 + ["invalid_span", "empty_span", None]
+
+
+def test_gzipped_jsonl_and_videos_behind_an_fsspec_url(tmp_path, videos):
+    import gzip
+
+    import fsspec
+
+    with gzip.open(tmp_path / "meta.jsonl.gz", "wt") as handle:
+        handle.write(json.dumps(_entry("good-A", [_span(1, 1.4)])) + "\n")
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/hdvila-test/videos/good-A.webm", (videos / "good-A.mp4").read_bytes())  # any extension ffmpeg reads
+    source = SourceConfig(metadata=str(tmp_path / "meta.jsonl.gz"), videos="memory://hdvila-test/videos")
+    index = VideoIndex.scan(source.videos)
+    url = index.find("good-A")
+    assert url.startswith("memory://") and url.endswith("/hdvila-test/videos/good-A.webm")
+    rows = [row for plan in ClipPlanner(source, index).plan(iter_videos(source.metadata)) for row in plan.rows]
+    result = batch_to_rows(ClipCutter(CutConfig(), source)(rows_to_batch(rows)))[0]
+    assert result["status"] == KEPT and decode_counters(result["mp4"]) == list(range(25, 35))
+    assert json.loads(result["annotation"])["source"]["path"] == url
 
 
 def test_parquet_metadata_nested_and_flat_and_captions(tmp_path):
@@ -221,8 +241,6 @@ def test_whole_job_on_local_ray_resumes_and_is_idempotent(tmp_path, videos, ray_
     assert (annotation["width"], annotation["height"], annotation["fps"]) == (64, 64, 10.0)
     assert sample["txt"].decode() == "clip 1 of good-A ✓" and kept["good-A_1"]["caption"] == "clip 1 of good-A ✓"
     assert decode_counters(sample["mp4"]) == [25 + int(2.5 * i) for i in range(11)]
-    import hashlib
-
     assert hashlib.sha256(sample["mp4"]).hexdigest() == kept["good-A_1"]["sha256"]
     assert json.loads((out / "config.json").read_text())["shaping"]["cut"]["size"] == 64
 

@@ -101,10 +101,10 @@ def run(config: HdvilaConfig) -> dict:
     total = count_shards(config)
     done = finished_shards(output)
     planner = ClipPlanner(config.source, videos, captions)
-    progress = ProgressLogger(total, unit="clips", logger=logger)
-    progress.skip(sum(1 for stem in done if int(stem) < total))
     failures: list[str] = []
     with ray_session(config.ray) as session:
+        progress = ProgressLogger(total, unit="clips", logger=logger)  # the rate counts from here, not from Ray's start
+        progress.skip(sum(1 for stem in done if int(stem) < total))
         task = ray.remote(num_cpus=config.cpus_per_task, max_retries=2)(_shard_task)
         limit = config.max_in_flight or max(1, int(2 * session.num_cpus / config.cpus_per_task))
         pending: dict = {}
