@@ -20,6 +20,13 @@ the clip index is the clip's position in its video's ``clip`` list.
 Frame geometry (:class:`CropGeometry`) and timing (:func:`output_times`,
 :func:`displayed_frames`) live here because the builder, this reader and the
 driving-video pose tool must resize, crop and resample in exactly the same way.
+
+Training reads clips with :class:`ClipDataset` (a torch ``IterableDataset``)::
+
+    dataset = ClipDataset(ClipDatasetConfig(root="clips/", num_frames=8, frame_stride=4, resolution=512))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=4)
+    for batch in loader:  # pixel_values (B, 8, 3, 512, 512) in [-1, 1], caption, key, frame_indices
+        ...
 """
 
 from __future__ import annotations

@@ -241,6 +241,7 @@ def test_whole_job_on_local_ray_resumes_and_is_idempotent(tmp_path, videos, ray_
     assert (annotation["width"], annotation["height"], annotation["fps"]) == (64, 64, 10.0)
     assert sample["txt"].decode() == "clip 1 of good-A ✓" and kept["good-A_1"]["caption"] == "clip 1 of good-A ✓"
     assert decode_counters(sample["mp4"]) == [25 + int(2.5 * i) for i in range(11)]
+    assert decode_counters(samples["good_B_1"]["mp4"]) == [50 + int(2.5 * i) for i in range(10)]  # from the mkv source
     assert hashlib.sha256(sample["mp4"]).hexdigest() == kept["good-A_1"]["sha256"]
     assert json.loads((out / "config.json").read_text())["shaping"]["cut"]["size"] == 64
 

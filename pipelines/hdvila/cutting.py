@@ -64,20 +64,28 @@ def _seek(container, stream, info: SourceInfo, start: Fraction) -> None:
 
 
 def _decoded(container, stream, info: SourceInfo, start: Fraction) -> Iterator[tuple[Fraction, object]]:
-    """``(time, frame)`` from the keyframe at or before ``start`` on, in presentation order."""
+    """``(time, frame)`` from the keyframe at or before ``start`` on, in presentation order.
+
+    Should a seek land after ``start`` (a container with a poor index), decoding restarts from the beginning.
+    """
     import av
 
-    _seek(container, stream, info, start)
     previous = None
     try:
-        for frame in container.decode(stream):
-            if frame.pts is None:
-                continue
-            time = frame.pts * info.time_base - info.origin
-            if previous is not None and time <= previous:
-                continue
-            previous = time
-            yield time, frame
+        for origin in (start, Fraction(0)):
+            _seek(container, stream, info, origin)
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                time = frame.pts * info.time_base - info.origin
+                if previous is None and time > start and origin > 0:
+                    break  # overshot: the frame on screen at ``start`` is earlier
+                if previous is not None and time <= previous:
+                    continue
+                previous = time
+                yield time, frame
+            if previous is not None or origin == 0:
+                return
     except av.error.FFmpegError as error:
         raise ClipError("undecodable_video", f"decoding failed after {float(previous or 0):.3f} s: {error}") from error
 
