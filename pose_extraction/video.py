@@ -55,6 +55,7 @@ import numpy as np
 from datasets.clips import CropGeometry, square_geometry
 from datasets.keypoints import COCO17_NAMES, as_keypoints, boxes_from_keypoints
 from pose_extraction.estimator import PoseConfig, Poses, build_estimator, confine_to_image
+from pose_extraction.mediapipe_backend import box_iou
 from pose_extraction.skeleton import SkeletonStyle, render_skeleton
 
 logger = logging.getLogger(__name__)
@@ -170,14 +171,6 @@ def sample_frames(path: str, config: PoseVideoConfig) -> tuple[dict, Iterator[Sa
     return {**info, "output_fps": float(fps / config.every), "output_fps_fraction": fps / config.every}, frames()
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x1, y1 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
-    x2, y2 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda b: np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)  # noqa: E731
-    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
-
-
 class PersonTracker:
     """Gives each person a track id, matching boxes greedily (highest IoU first) with the previous frame."""
 
@@ -189,14 +182,15 @@ class PersonTracker:
     def __call__(self, boxes: np.ndarray) -> list[int]:
         previous_ids, previous_boxes = self.previous
         pairs = sorted(
-            ((float(iou), i, j) for i, box in enumerate(boxes) for j, iou in enumerate(_iou(box, previous_boxes)) if iou >= self.min_iou),
+            ((float(iou), i, j) for i, box in enumerate(boxes) for j, iou in enumerate(box_iou(box, previous_boxes)) if iou >= self.min_iou),
             reverse=True,
         )
         ids: list[int | None] = [None] * len(boxes)
         taken: set[int] = set()
         for _, i, j in pairs:
             if ids[i] is None and j not in taken:
-                ids[i], _ = previous_ids[j], taken.add(j)
+                ids[i] = previous_ids[j]
+                taken.add(j)
         for i in range(len(ids)):
             if ids[i] is None:
                 ids[i], self.next_id = self.next_id, self.next_id + 1
