@@ -296,6 +296,10 @@ class ProgressLogger:
         self.rows = 0
         self.kept = 0
 
+    def restart_clock(self) -> None:
+        """Start measuring the rate now (call it once the workers are up, so start-up time is not counted)."""
+        self.start = self.clock()
+
     def skip(self, shards: int) -> None:
         """Count ``shards`` already finished by an earlier run."""
         self.done += shards
