@@ -45,6 +45,7 @@ STATUSES: dict[str, str] = {
     KEPT: "at least one person with enough visible keypoints",
     "download_failed": "the URL could not be fetched (network error, timeout, HTTP error)",
     "refused_url": "the URL points to a local file or a private/loopback address and such URLs are not allowed",
+    "opted_out": "the server's X-Robots-Tag header forbids this use of the image (noai, noimageai, noindex, noimageindex)",
     "not_an_image": "the response could not be decoded as an image",
     "image_too_small": "the image is smaller than the configured minimum size",
     "image_too_large": "the image has more pixels than the decompression-bomb limit",

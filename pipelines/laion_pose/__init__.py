@@ -1,0 +1,15 @@
+"""The LAION-Pose builder: LAION parquet metadata in, pose-annotated WebDataset shards out.
+
+Stages, one module each (none of them imports Ray; :mod:`.job` wires them):
+
+- :mod:`.inputs`: find the parquet files, check the columns, split the rows
+  into deterministic shards and read one shard's rows back;
+- :mod:`.url_policy`: refuse ``file://`` and private/loopback/link-local hosts;
+- :mod:`.download`: img2dataset's downloader/resizer on one shard, its
+  per-sample errors mapped to :data:`datasets.laion_pose.STATUSES`
+  (:mod:`.resizer` guards its decoder);
+- :mod:`.pose_stage`: :class:`.pose_stage.PoseAnnotator`, the callable pose
+  stage (estimator, keep rule, annotation, skeleton image);
+- :mod:`.writer`: one LAION-Pose shard through :mod:`pipelines.shards`;
+- :mod:`.job`: the Ray job; :mod:`.cli`: the command line.
+"""

@@ -1,0 +1,117 @@
+"""img2dataset's resizer with guards in front of its decoder.
+
+img2dataset decodes with ``cv2.imdecode(..., IMREAD_UNCHANGED)`` and only then
+checks sizes, which leaves three gaps this subclass closes by reading the
+image header (PIL, lazily: no pixels decoded) first:
+
+- **decompression bombs**: an image with more than ``max_image_area`` pixels
+  is rejected from its header (``image area too large``) before a byte of it
+  is decoded, instead of being decoded in full first;
+- **16-bit images** (PNG/TIFF with 16 bits per channel): cv2 decodes them as
+  ``uint16`` and img2dataset's JPEG encoder then saturates every value above
+  255, storing a white image. They are scaled to 8 bits first;
+- **EXIF orientation**: ``IMREAD_UNCHANGED`` ignores it, so phone photos
+  would be stored on their side (and their poses with them). They are turned
+  upright first.
+
+Only images needing one of the last two fixes pay for an extra decode (they
+are handed on as a lossless PNG); everything else goes to img2dataset's code
+untouched.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from img2dataset.resizer import Resizer
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+EXIF_ORIENTATION = 0x0112
+_FAILED = (None, None, None, None, None)
+
+_ORIENT = {
+    2: lambda a: cv2.flip(a, 1),
+    3: lambda a: cv2.rotate(a, cv2.ROTATE_180),
+    4: lambda a: cv2.flip(a, 0),
+    5: lambda a: cv2.transpose(a),
+    6: lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE),
+    7: lambda a: cv2.rotate(cv2.transpose(a), cv2.ROTATE_180),
+    8: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE),
+}
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What the header says about an image."""
+
+    width: int
+    height: int
+    high_bit_depth: bool
+    orientation: int
+    """EXIF orientation 1-8 (1: upright)."""
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def read_header(data: bytes) -> ImageHeader | None:
+    """The header of an encoded image; None when PIL cannot identify it (img2dataset's decoder decides then)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                png_depth = data[24] if data[:8] == PNG_SIGNATURE and len(data) > 24 else 8
+                high = image.mode in HIGH_DEPTH_MODES or png_depth == 16
+                try:
+                    orientation = int(image.getexif().get(EXIF_ORIENTATION, 1))
+                except Exception:  # a broken EXIF block: treat as upright
+                    orientation = 1
+        except Image.DecompressionBombError:
+            return ImageHeader(width=2**31, height=2**31, high_bit_depth=False, orientation=1)
+        except Exception:
+            return None
+    return ImageHeader(width, height, high, orientation if orientation in _ORIENT else 1)
+
+
+def normalise(data: bytes, header: ImageHeader) -> bytes | None:
+    """8-bit, upright, lossless PNG bytes of ``data``; None when cv2 cannot decode it."""
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        return None
+    if array.dtype == np.uint16:
+        array = ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif array.dtype.kind == "f":
+        array = np.rint(np.clip(np.nan_to_num(array), 0.0, 1.0) * 255).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        return None
+    if header.orientation != 1:
+        array = _ORIENT[header.orientation](array)
+    ok, encoded = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    return encoded.tobytes() if ok else None
+
+
+class GuardedResizer(Resizer):
+    """img2dataset's :class:`Resizer`, with the header guards of the module docstring run first."""
+
+    def __call__(self, img_stream, blurring_bbox_list=None):
+        img_stream.seek(0)
+        data = img_stream.read()
+        img_stream.seek(0)
+        header = read_header(data)
+        if header is not None and not self.disable_all_reencoding:
+            if header.pixels > self.max_image_area:
+                return (*_FAILED, "image area too large")
+            if header.high_bit_depth or header.orientation != 1:
+                fixed = normalise(data, header)
+                if fixed is not None:
+                    return super().__call__(io.BytesIO(fixed), blurring_bbox_list)
+        return super().__call__(img_stream, blurring_bbox_list)

@@ -1,0 +1,301 @@
+"""Each LAION-Pose builder stage on a handful of real records, without Ray.
+
+Inputs are the bundled sample (pipelines/sample, made by its make_sample.py):
+real photos from scikit-image/matplotlib and real bad files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datasets.laion_pose import INDEX_SCHEMA, STATUSES, check_annotation, iter_samples, read_index
+from pipelines.laion_pose.cli import SAMPLE_DIR, SAMPLE_PARQUET, build_parser, config_from_args
+from pipelines.laion_pose.config import DownloadConfig, InputConfig, PoseStageConfig
+from pipelines.laion_pose.download import DOWNLOADED, download_shard, status_of
+from pipelines.laion_pose.inputs import plan_input, read_shard
+from pipelines.laion_pose.job import annotate_shard
+from pipelines.laion_pose.pose_stage import PoseAnnotator, decode_rgb, objects
+from pipelines.laion_pose.url_policy import UrlPolicy, resolve_relative
+from pipelines.laion_pose.writer import index_schema
+from pipelines.shards import (
+    ProgressLogger,
+    ShardWriter,
+    aggregate_stats,
+    finished_shards,
+    make_shard_stats,
+    remove_partial_files,
+)
+
+IMAGES = SAMPLE_DIR / "images"
+
+
+# ---------------------------------------------------------------- shards
+
+
+def test_shard_writer_is_atomic_and_resumable(tmp_path):
+    with ShardWriter(tmp_path, "00000") as writer:
+        writer.write({"__key__": "a", "txt": b"x"})
+        with pytest.raises(ValueError, match="duplicate"):
+            writer.write({"__key__": "a", "txt": b"y"})
+        writer.commit(pa.table({"key": ["a"]}), make_shard_stats("00000", {"kept": 1, "no_person": 1}, statuses=["kept", "no_person"]))
+    with ShardWriter(tmp_path, "00001") as writer:  # never committed, like a killed job
+        writer.write({"__key__": "b", "txt": b"x"})
+        assert any(p.name.startswith(".00001.tar.tmp-") for p in tmp_path.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00000.parquet", "00000.stats.json", "00000.tar"]
+    assert finished_shards(tmp_path) == {"00000"}
+    (tmp_path / ".00002.tar.tmp-1-abc").write_bytes(b"partial")
+    assert [p.name for p in remove_partial_files(tmp_path)] == [".00002.tar.tmp-1-abc"]
+    totals = aggregate_stats(tmp_path, statuses=["kept", "no_person", "pose_failed"])
+    assert totals["input_rows"] == 2 and totals["counts"] == {"kept": 1, "no_person": 1, "pose_failed": 0}
+    assert json.loads((tmp_path / "stats.json").read_text())["shards"] == 1
+    with pytest.raises(ValueError, match="unknown status"):
+        make_shard_stats("00003", {"bogus": 1}, statuses=["kept"])
+    (tmp_path / "00004.stats.json").write_text(json.dumps({"shard": "00004", "input_rows": 3, "counts": {"kept": 1}}))
+    with pytest.raises(ValueError, match="do not add up"):
+        aggregate_stats(tmp_path)
+
+
+def test_progress_line_counts_rows_rate_and_kept_ratio():
+    now = [100.0]
+    progress = ProgressLogger(4, unit="images", clock=lambda: now[0])
+    progress.skip(1)
+    now[0] = 110.0
+    line = progress.update({"input_rows": 20, "counts": {"kept": 5}})
+    assert line == "shards 2/4 | 20 images in 10.0 s (2.00 images/s) | kept 5/20 (25.0%)"
+
+
+# ---------------------------------------------------------------- input
+
+
+def _parquet(path: Path, rows: int, start: int = 0, **extra) -> None:
+    table = pa.table({"URL": [f"http://x/{i}.jpg" for i in range(start, start + rows)], "TEXT": [f"c{i}" for i in range(start, start + rows)], **extra})
+    pq.write_table(table, path, row_group_size=3)
+
+
+def test_plan_is_deterministic_across_files_and_reads_back_its_rows(tmp_path):
+    _parquet(tmp_path / "b.parquet", 7, start=5, status=list(range(7)), AESTHETIC=[1.5] * 7)
+    _parquet(tmp_path / "a.parquet", 5, start=0, status=list(range(5)), AESTHETIC=[2.5] * 5)
+    config = InputConfig(path=str(tmp_path), shard_size=4)
+    plan = plan_input(config)
+    assert [Path(f).name for f in plan.files] == ["a.parquet", "b.parquet"]
+    assert [spec.rows for spec in plan.shards] == [4, 4, 4] and plan.total_rows == 12
+    assert plan.carried == ("status", "AESTHETIC") and plan.carried_as == ("input_status", "AESTHETIC")
+    rows = [read_shard(spec, config, plan) for spec in plan.shards]
+    assert [u for t in rows for u in t.column("url").to_pylist()] == [f"http://x/{i}.jpg" for i in range(12)]
+    assert rows[1].column("input_status").to_pylist() == [4, 0, 1, 2]  # crosses the file boundary
+    assert plan_input(InputConfig(path=str(tmp_path / "*.parquet"), shard_size=4)).shards == plan.shards
+    limited = plan_input(InputConfig(path=str(tmp_path), shard_size=4, limit=6))
+    assert [spec.rows for spec in limited.shards] == [4, 2]
+
+
+def test_missing_column_is_named(tmp_path):
+    pq.write_table(pa.table({"URL": ["http://x/1.jpg"], "caption": ["c"]}), tmp_path / "in.parquet")
+    with pytest.raises(ValueError, match=r"\['TEXT'\] not found"):
+        plan_input(InputConfig(path=str(tmp_path / "in.parquet")))
+    with pytest.raises(FileNotFoundError):
+        plan_input(InputConfig(path=str(tmp_path / "none*.parquet")))
+
+
+# ---------------------------------------------------------------- URL policy
+
+
+def test_url_policy_refuses_local_and_private_targets(tmp_path):
+    public = lambda host, port: [(2, 1, 6, "", ("93.184.216.34", 0))]  # noqa: E731 - resolver for a public name
+    policy = UrlPolicy(allowed_file_roots=(str(tmp_path),), resolver=public)
+    refused = [
+        "http://127.0.0.1:8000/a.jpg",
+        "http://10.1.2.3/a.jpg",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/a.jpg",
+        "http://[::ffff:192.168.0.1]/a.jpg",
+        "http://100.64.0.1/a.jpg",
+        "file:///etc/passwd",
+        f"file://{tmp_path}/../x.jpg",
+        "ftp://example.org/a.jpg",
+    ]
+    for url in refused:
+        assert policy.check(url).status == "refused_url", url
+    assert UrlPolicy().check("http://localhost:8000/a.jpg").status == "refused_url"  # the real resolver
+    assert policy.check("https://example.org/a.jpg") is None
+    assert policy.check("http://93.184.216.34/a.jpg") is None
+    assert policy.check(f"file://{tmp_path}/a.jpg") is None
+    assert policy.check("images/a.jpg").status == "download_failed"
+    assert policy.check("").status == "download_failed"
+    assert UrlPolicy(allow_private=True).check("file:///etc/passwd") is None
+    assert resolve_relative("images/a.jpg", "file:///data/") == "file:///data/images/a.jpg"
+
+
+# ---------------------------------------------------------------- resizer
+
+
+def _resize(name: str, **options):
+    from pipelines.laion_pose.resizer import GuardedResizer
+
+    resizer = GuardedResizer(image_size=512, resize_mode="keep_ratio", resize_only_if_bigger=True, min_image_size=64, max_image_area=89_478_485, **options)
+    return resizer(io.BytesIO((IMAGES / name).read_bytes()))
+
+
+def test_resizer_guards_bombs_16bit_and_orientation(monkeypatch):
+    monkeypatch.setenv("NO_ALBUMENTATIONS_UPDATE", "1")  # importing albumentations would ask PyPI otherwise
+    assert _resize("bomb.png")[-1] == "image area too large"
+    assert _resize("one_pixel.png")[-1] == "image too small"
+    assert _resize("html_page.jpg")[-1] == "Image decoding error"
+    assert _resize("truncated.jpg")[-1] == "Image decoding error"
+    reference = cv2.imdecode(np.frombuffer(_resize("astronaut.jpg")[0], np.uint8), cv2.IMREAD_COLOR)
+    sixteen, width, height, *_ , error = _resize("astronaut_16bit.png")
+    stored = cv2.imdecode(np.frombuffer(sixteen, np.uint8), cv2.IMREAD_COLOR)
+    assert error is None and (width, height) == (320, 320)
+    assert abs(float(stored.mean()) - float(reference.mean())) < 6  # not the saturated white of a raw 16-bit encode
+    rotated, width, height, *_ = _resize("astronaut_exif_rotated.jpg")
+    assert (width, height) == (400, 512)  # stored upright: portrait, as the EXIF tag says
+    upright = cv2.imdecode(np.frombuffer(rotated, np.uint8), cv2.IMREAD_COLOR)
+    assert np.abs(upright.astype(int) - reference[:, 40:440].astype(int)).mean() < 12
+    cmyk = cv2.imdecode(np.frombuffer(_resize("astronaut_cmyk.jpg")[0], np.uint8), cv2.IMREAD_COLOR)
+    assert np.abs(cmyk.astype(int) - reference.astype(int)).mean() < 12
+    alpha = cv2.imdecode(np.frombuffer(_resize("astronaut_alpha.png")[0], np.uint8), cv2.IMREAD_UNCHANGED)
+    assert alpha.shape == (384, 384, 3) and (alpha[:, :40] == 255).all()  # transparent bands matted white
+
+
+def test_img2dataset_errors_map_to_statuses():
+    assert status_of("success", None) == DOWNLOADED
+    assert status_of("failed_to_download", "HTTP Error 404: Not Found") == "download_failed"
+    assert status_of("failed_to_download", "Use of image disallowed by X-Robots-Tag directive") == "opted_out"
+    assert status_of("failed_to_resize", "image too small") == "image_too_small"
+    assert status_of("failed_to_resize", "image area too large") == "image_too_large"
+    assert status_of("failed_to_resize", "Image decoding error") == "not_an_image"
+
+
+# ---------------------------------------------------------------- download + pose + write
+
+
+@pytest.fixture(scope="module")
+def sample_shard():
+    """The bundled sample as one shard, downloaded from file:// by img2dataset (no Ray)."""
+    config = InputConfig(path=str(SAMPLE_PARQUET), url_base=SAMPLE_DIR.as_uri() + "/", shard_size=100)
+    plan = plan_input(config)
+    downloaded = download_shard(plan.shards[0], plan, config, DownloadConfig(allowed_file_roots=(str(SAMPLE_DIR),)))
+    return plan, downloaded
+
+
+@pytest.fixture(scope="module")
+def annotator():
+    built = PoseAnnotator(PoseStageConfig())
+    yield built
+    built.close()
+
+
+EXPECTED_DOWNLOAD = {
+    "images/truncated.jpg": "not_an_image",
+    "images/html_page.jpg": "not_an_image",
+    "images/one_pixel.png": "image_too_small",
+    "images/bomb.png": "image_too_large",
+    "images/does_not_exist.jpg": "download_failed",
+    "http://127.0.0.1:9/internal.jpg": "refused_url",
+    "file:///etc/hostname": "refused_url",
+}
+
+
+def test_download_stage_counts_every_row(sample_shard):
+    plan, downloaded = sample_shard
+    table = downloaded.table
+    source = pq.read_table(SAMPLE_PARQUET)
+    assert table.num_rows == source.num_rows == downloaded.carried.num_rows
+    assert table.column("key").to_pylist() == [f"00000{i:04d}" for i in range(source.num_rows)]
+    assert downloaded.carried.column("AESTHETIC_SCORE").to_pylist() == source.column("AESTHETIC_SCORE").to_pylist()
+    for raw, status, image in zip(source.column("URL").to_pylist(), table.column("status").to_pylist(), table.column("image").to_pylist()):
+        assert status == EXPECTED_DOWNLOAD.get(raw, DOWNLOADED), raw
+        assert (image is not None) == (status == DOWNLOADED)
+    assert downloaded.stats["img2dataset"]["count"] == source.num_rows - 2  # refused rows never reach img2dataset
+
+
+def test_pose_stage_keeps_people_and_rejects_the_rest(sample_shard, annotator):
+    _, downloaded = sample_shard
+    table = downloaded.table
+    batch = {name: objects(table.column(name).to_pylist()) for name in table.column_names}
+    out = annotator(batch)
+    by_url = dict(zip(pq.read_table(SAMPLE_PARQUET).column("URL").to_pylist(), range(table.num_rows)))
+    for name in ("camera_gray.jpg", "astronaut_mirrored.jpg", "astronaut_alpha.png"):
+        index = by_url[f"images/{name}"]
+        assert out["status"][index] == "kept", name
+        annotation = json.loads(out["annotation"][index])
+        check_annotation(annotation)
+        assert annotation["estimator"] == "mediapipe/blazepose-full" and len(annotation["persons"]) == 1
+        skeleton = cv2.imdecode(np.frombuffer(out["skeleton"][index], np.uint8), cv2.IMREAD_COLOR)
+        assert skeleton.shape[:2] == (out["height"][index], out["width"][index]) and skeleton.any()
+    for name in ("coffee.jpg", "chelsea.jpg", "rocket.jpg"):
+        assert out["status"][by_url[f"images/{name}"]] == "no_person", name
+    assert out["status"][by_url["images/grace_hopper.jpg"]] == "too_few_keypoints"  # a head-and-shoulders portrait
+    for url, status in EXPECTED_DOWNLOAD.items():
+        assert out["status"][by_url[url]] == status and out["person_count"][by_url[url]] is None
+
+
+class _FailsOnSmallImages:
+    """A real MediaPipe estimator that raises on images under 400 pixels wide (a crashing model)."""
+
+    def __init__(self, inner):
+        self.inner, self.name = inner, inner.name
+
+    def __call__(self, images):
+        if any(image.shape[1] < 400 for image in images):
+            raise RuntimeError("model crashed")
+        return self.inner(images)
+
+
+def test_a_failing_image_is_a_pose_failed_row(sample_shard, annotator):
+    _, downloaded = sample_shard
+    table = downloaded.table
+    stage = PoseAnnotator(PoseStageConfig(images_per_call=4), estimator=_FailsOnSmallImages(annotator.estimator))
+    out = stage({name: objects(table.column(name).to_pylist()) for name in table.column_names})
+    widths = [None if image is None else decode_rgb(image).shape[1] for image in table.column("image").to_pylist()]
+    for width, status, error in zip(widths, out["status"], out["error"]):
+        if width is not None and width < 400:
+            assert status == "pose_failed" and "model crashed" in error
+        elif width is not None:
+            assert status in ("kept", "no_person", "too_few_keypoints")
+
+
+def test_written_shard_reads_back(tmp_path, sample_shard, annotator):
+    plan, downloaded = sample_shard
+    stats = annotate_shard(annotator, downloaded, tmp_path, index_schema(plan.carried_schema))
+    index = read_index(tmp_path)
+    assert index.schema.names[: len(INDEX_SCHEMA)] == INDEX_SCHEMA.names
+    assert "AESTHETIC_SCORE" in index.schema.names and index.num_rows == stats["input_rows"] == 18
+    assert set(stats["counts"]) == set(STATUSES) and sum(stats["counts"].values()) == 18
+    kept = index.filter(pa.compute.equal(index["status"], "kept"))
+    samples = list(iter_samples(tmp_path))
+    assert [s.key for s in samples] == kept.column("key").to_pylist() and stats["samples"] == len(samples)
+    for sample, width, height in zip(samples, kept.column("width").to_pylist(), kept.column("height").to_pylist()):
+        assert sample.image.shape == (height, width, 3) and sample.keypoints.shape[1:] == (17, 3)
+        assert sample.caption == sample.annotation["caption"]
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_maps_flags_onto_configs(tmp_path):
+    parser = build_parser()
+    sample = config_from_args(parser.parse_args([]))
+    assert sample.input.path == str(SAMPLE_PARQUET) and sample.output.endswith("outputs/laion_pose_sample")
+    assert sample.download.allowed_file_roots == (str(SAMPLE_DIR),) and not sample.download.allow_private_urls
+    assert sample.stage.pose.backend == "mediapipe"
+    args = parser.parse_args(
+        ["--input", "in/*.parquet", "--output", str(tmp_path), "--pose-backend", "mmpose", "--pose-checkpoint", "w.pth",
+         "--allow-private-urls", "--shard-size", "50", "--keypoint-threshold", "0.4", "--pose-workers", "3", "--ray-address", "auto"]
+    )
+    config = config_from_args(args)
+    assert config.input.path.endswith("in/*.parquet") and config.input.shard_size == 50
+    assert config.stage.pose.backend == "mmpose" and config.stage.pose.pose_checkpoint == "w.pth"
+    assert config.stage.visibility.keypoint_threshold == config.stage.skeleton.threshold == 0.4
+    assert config.download.allow_private_urls and config.resources.pose_workers == 3 and config.ray.address == "auto"
+    with pytest.raises(ValueError, match="needs pose weights"):
+        config_from_args(parser.parse_args(["--input", "x.parquet", "--output", "o", "--pose-backend", "mmpose"]))
+    with pytest.raises(ValueError, match="--output is required"):
+        config_from_args(parser.parse_args(["--input", "x.parquet"]))
