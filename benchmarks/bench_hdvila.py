@@ -1,6 +1,6 @@
 """HD-VILA clip builder and clip reader throughput, with ratios measured in the same run.
 
-    .venv/bin/python benchmarks/bench_hdvila.py [--videos 3] [--seconds 20] [--clip-seconds 5] [--size 256] [--epochs 3]
+    .venv/bin/python benchmarks/bench_hdvila.py [--videos 3] [--seconds 20] [--clip-seconds 5] [--size 256] [--epochs 5]
 
 1. Cutting, one process, the builder's own stage (:class:`ClipCutter`) on
    synthetic 640x360 30 fps H.264 sources: clips/s and seconds of video per
@@ -75,34 +75,32 @@ def time_cutting(metadata: Path, videos: Path, out: Path, cut) -> tuple[float, i
 
 
 def time_reading(clips: Path, size: int, epochs: int) -> tuple[float, float]:
-    """frames/s of ClipDataset and of plain decord on the same files and frame indices."""
+    """frames/s of ClipDataset and of plain decord on the same files and frame indices, epochs interleaved."""
     import decord
     import webdataset as wds
 
     from datasets.clips import ClipDataset, ClipDatasetConfig, shard_paths
 
-    config = ClipDatasetConfig(root=str(clips), num_frames=8, frame_stride=4, resolution=size, start="random")
-    dataset = ClipDataset(config)
-    for _ in dataset:  # warm-up: lazy imports (torch.distributed, decord) and the page cache
-        pass
-    picks: dict[str, list[int]] = {}
-    frames, started = 0, time.perf_counter()
-    for epoch in range(epochs):
-        dataset.set_epoch(epoch)
-        for sample in dataset:
-            frames += sample["pixel_values"].shape[0]
-            picks.setdefault(sample["key"], []).append(sample["frame_indices"].tolist())
-    dataset_fps = frames / (time.perf_counter() - started)
-    files = Path(tempfile.mkdtemp(prefix="bench-decord-"))
+    files = clips.parent / "decord-files"
+    files.mkdir()
     for sample in wds.WebDataset([str(p) for p in shard_paths(clips)], shardshuffle=False, empty_check=False):
         (files / f"{sample['__key__']}.mp4").write_bytes(sample["mp4"])
-        decord.VideoReader(str(files / f"{sample['__key__']}.mp4"), ctx=decord.cpu(0), num_threads=1).get_batch([0])
-    frames, started = 0, time.perf_counter()
-    for key, index_lists in picks.items():
-        for indices in index_lists:
-            batch = decord.VideoReader(str(files / f"{key}.mp4"), ctx=decord.cpu(0), num_threads=1).get_batch(indices).asnumpy()
-            frames += len(batch)
-    return dataset_fps, frames / (time.perf_counter() - started)
+    dataset = ClipDataset(ClipDatasetConfig(root=str(clips), num_frames=8, frame_stride=4, resolution=size, start="random"))
+    for _ in dataset:  # warm-up: lazy imports (torch.distributed, decord) and the page cache
+        pass
+    frames, dataset_time, decord_time = 0, 0.0, 0.0
+    for epoch in range(epochs):
+        dataset.set_epoch(epoch)
+        picks, started = [], time.perf_counter()
+        for sample in dataset:
+            frames += sample["pixel_values"].shape[0]
+            picks.append((sample["key"], sample["frame_indices"].tolist()))
+        dataset_time += time.perf_counter() - started
+        started = time.perf_counter()
+        for key, indices in picks:
+            decord.VideoReader(str(files / f"{key}.mp4"), ctx=decord.cpu(0), num_threads=1).get_batch(indices).asnumpy()
+        decord_time += time.perf_counter() - started
+    return frames / dataset_time, frames / decord_time
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,24 +109,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--clip-seconds", type=int, default=5)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args(argv)
 
     from pipelines.hdvila.config import CutConfig
     from pipelines.hdvila.shard import build_shard  # noqa: F401 - import (webdataset, torch) before any timing
 
-    root = Path(tempfile.mkdtemp(prefix="bench-hdvila-"))
-    (root / "videos").mkdir()
-    ids = make_sources(root / "videos", args.videos, args.seconds)
-    write_metadata(root / "meta.jsonl", ids, args.seconds, args.clip_seconds)
-    print(f"sources: {args.videos} x {args.seconds} s of 640x360 at 30 fps; clips of {args.clip_seconds} s; in {root}")
-    exact = time_cutting(root / "meta.jsonl", root / "videos", root / "exact", CutConfig(size=args.size))
-    copy = time_cutting(root / "meta.jsonl", root / "videos", root / "copy", CutConfig(mode="copy"))
-    rows = {"exact": exact, "copy": copy}
-    for name, (elapsed, clips, seconds) in rows.items():
-        print(f"cut {name:5s}: {clips} clips in {elapsed:.2f} s = {clips / elapsed:.2f} clips/s, {seconds / elapsed:.1f} s of video/s")
-    print(f"stream copy / exact: {(copy[1] / copy[0]) / (exact[1] / exact[0]):.1f}x clips/s")
-    dataset_fps, decord_fps = time_reading(root / "exact", args.size, args.epochs)
+    with tempfile.TemporaryDirectory(prefix="bench-hdvila-") as temp:
+        root = Path(temp)
+        (root / "videos").mkdir()
+        ids = make_sources(root / "videos", args.videos, args.seconds)
+        write_metadata(root / "meta.jsonl", ids, args.seconds, args.clip_seconds)
+        print(f"sources: {args.videos} x {args.seconds} s of 640x360 at 30 fps; clips of {args.clip_seconds} s; --size {args.size}")
+        exact = time_cutting(root / "meta.jsonl", root / "videos", root / "exact", CutConfig(size=args.size))
+        copy = time_cutting(root / "meta.jsonl", root / "videos", root / "copy", CutConfig(mode="copy"))
+        for name, (elapsed, clips, seconds) in {"exact": exact, "copy": copy}.items():
+            print(f"cut {name:5s}: {clips} clips in {elapsed:.2f} s = {clips / elapsed:.2f} clips/s, {seconds / elapsed:.1f} s of video/s")
+        print(f"stream copy / exact: {(copy[1] / copy[0]) / (exact[1] / exact[0]):.1f}x clips/s")
+        dataset_fps, decord_fps = time_reading(root / "exact", args.size, args.epochs)
     print(f"read ClipDataset: {dataset_fps:.0f} frames/s; plain decord on the same files: {decord_fps:.0f} frames/s")
     print(f"ClipDataset / plain decord: {dataset_fps / decord_fps:.2f}")
     return 0
