@@ -183,10 +183,3 @@ class MediaPipePoseEstimator:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: the graph may already be gone
-            pass
-
