@@ -51,7 +51,7 @@ def evaluate_folder(videos_dir: str | Path, out_dir: str | Path, config: EvalCon
     for path in progress:
         progress.set_postfix_str(path.name, refresh=False)
         try:
-            states = _score_video(path, metrics, cache, config.resume)
+            states = _score_video(path, metrics, cache, config.resume, context)
         except SampleError as error:
             log.warning("rejected %s: %s", path.name, error)
             rejected.append({"key": video_key(path), "path": str(path), "reason": str(error)})
@@ -65,14 +65,15 @@ def evaluate_folder(videos_dir: str | Path, out_dir: str | Path, config: EvalCon
     return results
 
 
-def _score_video(path: Path, metrics, cache: "StateCache", resume: bool) -> dict[str, dict]:
+def _score_video(path: Path, metrics, cache: "StateCache", resume: bool, context: MetricContext) -> dict[str, dict]:
     key = video_key(path)
     prints = {m.name: fingerprint(m, path) for m in metrics}
     states = {m.name: cache.get(m.name, key, prints[m.name]) if resume else None for m in metrics}
     missing = [m for m in metrics if states[m.name] is None]
     if not missing:
         return states
-    sample = load_sample(path)
+    with context.timed("decode"):
+        sample = load_sample(path)
     for metric in missing:
         try:
             state = metric.safe_update(sample)
@@ -132,9 +133,11 @@ def assemble_results(rows, rejected, metrics, context, config: EvalConfig, video
             "settings": metric.settings(),
             "videos": len(scored),
             "skipped": sum(1 for r in rows if "skipped" in r["states"][metric.name]),
-            "aggregate": metric.compute(scored) if scored else {f: None for f in metric.figures},
-            "ci": confidence_intervals(metric, scored, config),
         }
+        with context.timed(f"compute/{metric.name}"):
+            summary[metric.name]["aggregate"] = metric.compute(scored) if scored else {f: None for f in metric.figures}
+        with context.timed(f"bootstrap/{metric.name}"):
+            summary[metric.name]["ci"] = confidence_intervals(metric, scored, config)
     records = [r["record"] for r in rows]
     backbone = {"model": config.clip_model}
     if context.clip_loaded:

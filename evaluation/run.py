@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pose-checkpoint", default=None, help="MMPose weights (local path)")
     parser.add_argument("--det-config", default=pose.det_config, help="MMDet person detector config (name or file)")
     parser.add_argument("--det-checkpoint", default=None, help="MMDet weights (local path)")
+    parser.add_argument("--det-max-persons", type=int, default=pose.det_max_persons, help="MMPose: person boxes kept per frame")
+    parser.add_argument("--pose-extra", type=json.loads, default={}, metavar="JSON",
+                        help="backend options passed through unchanged, e.g. mmpose cfg options as JSON")
     parser.add_argument("--pose-batch-size", type=int, default=pose.batch_size, help="frames per pose-estimator call")
     parser.add_argument("--pose-gt-threshold", type=float, default=defaults.pose_gt_threshold)
     parser.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="bootstrap resamples (0: no intervals)")
@@ -59,7 +63,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     pose = PoseConfig(
         backend=args.pose_backend, device=args.device, batch_size=args.pose_batch_size,
         pose_config=args.pose_config, pose_checkpoint=args.pose_checkpoint,
-        det_config=args.det_config, det_checkpoint=args.det_checkpoint,
+        det_config=args.det_config, det_checkpoint=args.det_checkpoint, det_max_persons=args.det_max_persons,
+        extra=args.pose_extra,
     )
     return EvalConfig(
         metrics=check_metric_names(names), clip_model=args.clip_model, device=args.device, dtype=args.dtype,

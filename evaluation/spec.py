@@ -6,7 +6,8 @@ bare list of items); JSONL: one item per line. An item names a ``prompt`` and a
 folder, pose-sequence folder or keypoints file; relative paths are relative to
 the spec file) and may set any other :class:`training.generate.GenerateConfig`
 field (``frames``, ``seed``, ``steps``, ``guidance_scale``, ``key``...);
-``defaults`` apply to every item. Example::
+``defaults`` apply to every item. The toy world's held-out ``spec.json`` (schema
+``toy_eval_spec``) is read too: its entries' generation fields become items. Example::
 
     {"defaults": {"frames": 16, "steps": 50, "guidance_scale": 12.5},
      "items": [{"key": "ironman_beach", "prompt": "Iron Man on the beach", "pose": "poses/dance1"}]}
@@ -29,6 +30,9 @@ from evaluation.evaluator import write_json
 
 SUMMARY_NAME = "generation.json"
 FIXED_FIELDS = ("model", "out")
+# The toy world's held-out ``spec.json`` (pipelines/toy_world/heldout.py): its entries carry these generation fields.
+TOY_SPEC_KIND = "toy_eval_spec"
+TOY_SPEC_FIELDS = ("key", "prompt", "pose", "frames", "seed", "width", "height", "fps")
 # Fields that shape the loaded pipeline: they must be the same for every item.
 PIPELINE_FIELDS = ("base", "lora", "lora_scale", "device", "dtype")
 log = logging.getLogger(__name__)
@@ -49,6 +53,8 @@ def read_spec(path: str | Path) -> list[dict]:
         raise ValueError(f"spec {path} is not valid JSON: {error}") from error
     if isinstance(data, list):
         data = {"items": data}
+    if isinstance(data, dict) and data.get("schema") == TOY_SPEC_KIND:
+        data = {"items": [{k: e[k] for k in TOY_SPEC_FIELDS if k in e} for e in data.get("entries", [])]}
     if not isinstance(data, dict) or not isinstance(data.get("items"), list) or not data["items"]:
         raise ValueError(f"spec {path} has no items (expected a list of {{prompt, pose, ...}} objects)")
     defaults = data.get("defaults") or {}

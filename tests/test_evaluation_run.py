@@ -12,6 +12,7 @@ import pytest
 
 from evaluation.run import main
 from tests.test_metrics import person, save_tiny_clip, write_generated_video
+from tests.test_pose_mmpose import FAST, checkpoints  # noqa: F401  (fixture: random MMPose models saved as checkpoints)
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +238,33 @@ def test_spec_generates_with_the_tiny_pipeline_then_evaluates_and_resumes(tmp_pa
     assert main(args) == 0  # resumed: nothing generated again, nothing rescored
     assert json.loads((out / "generated" / "generation.json").read_text())["already_done"] == 2
     assert "forward/clip" not in read_results(out)["timings"]
+
+
+def test_toy_world_spec_entries_become_items(tmp_path):
+    from evaluation.spec import read_spec
+
+    write_pose_sequence(tmp_path / "poses" / "k0", 3)
+    entry = {"key": "k0", "set": "short", "prompt": "a red figure on blue", "figure": "red", "frames": 3, "fps": 8.0,
+             "width": 64, "height": 64, "seed": 7, "pose": "poses/k0", "oracle": "oracle/k0.mp4"}
+    (tmp_path / "spec.json").write_text(json.dumps({"schema": "toy_eval_spec", "schema_version": 1, "entries": [entry]}))
+    item, = read_spec(tmp_path / "spec.json")
+    assert item == {"key": "k0", "prompt": "a red figure on blue", "pose": str((tmp_path / "poses" / "k0").resolve()),
+                    "frames": 3, "seed": 7, "width": 64, "height": 64, "fps": 8.0}
+
+
+@pytest.mark.slow
+def test_pose_ap_through_the_mmpose_backend_with_checkpoints_from_disk(tmp_path, checkpoints):
+    """The HRNet + RTMDet path a user takes (--pose-checkpoint/--det-checkpoint), on models that are random but
+    nudged to propose people (see tests/test_pose_mmpose.py): the plumbing must score every frame."""
+    pose, det, _ = checkpoints
+    videos = still_videos(tmp_path / "videos", count=1, frames=2)
+    out = tmp_path / "out"
+    assert main(["--videos", str(videos), "--out", str(out), "--metrics", "pose_ap", "--pose-backend", "mmpose",
+                 "--pose-checkpoint", pose, "--det-checkpoint", det, "--det-max-persons", "2",
+                 "--pose-extra", json.dumps(FAST), "--bootstrap", "20", "--no-report", "--quiet"]) == 0
+    results = read_results(out)
+    metric = results["metrics"]["pose_ap"]
+    assert metric["videos"] == 1 and metric["settings"]["backend"] == "mmpose"
+    assert metric["settings"]["pose_checkpoint"] == pose and 0.0 <= metric["aggregate"]["pose_ap"] <= 100.0
+    state = json.loads(next((out / "states" / "pose_ap").glob("*.json")).read_text())["state"]
+    assert len(state["dt"]) == 2 and sum(len(frame) for frame in state["dt"]) > 0  # people were found and scored

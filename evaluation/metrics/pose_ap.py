@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -82,9 +83,9 @@ class PoseAP(Metric):
         out = {figure: np.full(len(resamples), np.nan) for figure in FIGURES}
         if evaluation is None:
             return out
+        merged = _video_entries(evaluation, frames_of)
         for row, videos in enumerate(resamples):
-            images = np.concatenate([frames_of[v] for v in videos])
-            for figure, value in _accumulated(evaluation, images).items():
+            for figure, value in _accumulated(evaluation, [merged[v] for v in videos], cut_detections=False).items():
                 out[figure][row] = np.nan if value is None else value
         return out
 
@@ -121,7 +122,7 @@ def pose_ap_figures(states: Sequence[dict]) -> dict[str, float | None]:
     evaluation, frames_of = _evaluate(states)
     if evaluation is None:
         return {figure: None for figure in FIGURES}
-    return _accumulated(evaluation, np.concatenate(frames_of))
+    return _accumulated(evaluation, _frame_entries(evaluation))
 
 
 def _evaluate(states: Sequence[dict]):
@@ -164,18 +165,54 @@ def _empty_results(truth):
     return found
 
 
-def _accumulated(evaluation, images: np.ndarray) -> dict[str, float | None]:
-    """pycocotools ``accumulate`` + ``summarize`` over the evaluated images at ``images`` (repeats allowed)."""
+def _frame_entries(evaluation) -> list:
+    """``evaluate``'s per-image match records for the ``all`` area range (AP, AP50, AP75 use no other)."""
     evaluated = evaluation._paramsEval
-    count, areas = len(evaluated.imgIds), len(evaluated.areaRng)
+    count, everything = len(evaluated.imgIds), evaluated.areaRngLbl.index("all")
+    return evaluation.evalImgs[everything * count : (everything + 1) * count]
+
+
+def _video_entries(evaluation, frames_of) -> list:
+    """One match record per video: its frames' records concatenated in frame order.
+
+    ``evaluate`` already kept each frame's best ``maxDets`` detections, so accumulating merged records
+    with no further cut gives exactly the per-frame result, for a fraction of the cost per resample.
+    """
+    frames = _frame_entries(evaluation)
+    merged = []
+    for positions in frames_of:
+        parts = [frames[i] for i in positions if frames[i] is not None]
+        if not parts:
+            merged.append(None)
+            continue
+        merged.append({
+            "dtScores": np.concatenate([np.asarray(e["dtScores"], dtype=np.float64) for e in parts]),
+            "dtMatches": np.concatenate([e["dtMatches"] for e in parts], axis=1),
+            "dtIgnore": np.concatenate([e["dtIgnore"] for e in parts], axis=1),
+            "gtIgnore": np.concatenate([e["gtIgnore"] for e in parts]),
+        })
+    return merged
+
+
+def _accumulated(evaluation, entries: list, cut_detections: bool = True) -> dict[str, float | None]:
+    """pycocotools ``accumulate`` + ``summarize`` over match records ``entries`` (repeats allowed).
+
+    ``cut_detections=False`` lifts accumulate's per-record ``maxDets`` cut (for merged per-video records,
+    already cut per frame); ``summarize`` then still reads the figures at the evaluated ``maxDets``.
+    """
+    evaluated = evaluation._paramsEval
     subset = copy.copy(evaluation)
-    subset.evalImgs = [evaluation.evalImgs[a * count + i] for a in range(areas) for i in images]
-    subset._paramsEval = copy.deepcopy(evaluated)
-    subset._paramsEval.imgIds = list(range(len(images)))
-    subset.params = copy.deepcopy(evaluation.params)
-    subset.params.imgIds = list(range(len(images)))
+    subset.evalImgs = list(entries)
+    params = copy.copy(evaluated)
+    params.areaRng, params.areaRngLbl = [evaluated.areaRng[evaluated.areaRngLbl.index("all")]], ["all"]
+    params.imgIds = list(range(len(entries)))
+    if not cut_detections:
+        params.maxDets = [sys.maxsize]
+    subset._paramsEval, subset.params = params, params
     with contextlib.redirect_stdout(io.StringIO()):
         subset.accumulate()
-        subset.summarize()
+        subset.params = copy.copy(params)
+        subset.params.maxDets = list(evaluated.maxDets)
+        subset.summarize()  # medium/large figures come out -1: only the ``all`` range was accumulated
     stats = subset.stats
     return {figure: (None if stats[i] < 0 else float(100.0 * stats[i])) for i, figure in enumerate(FIGURES)}
