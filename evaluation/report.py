@@ -206,7 +206,7 @@ def _media_figure(media: dict | None, caption: str, aspect: str) -> str:
     if not media:
         return f'<figure><div class="muted" style="aspect-ratio:{aspect};color:#999;padding:20px">no {caption}</div></figure>'
     return (
-        f'<figure><video autoplay loop muted playsinline preload="metadata" poster="{media["poster"]}" '
+        f'<figure><video loop muted playsinline preload="none" poster="{media["poster"]}" '
         f'data-gif="{media["gif"]}" aria-label="{caption}"><source src="{media["mp4"]}" type="video/mp4">'
         f'<img src="{media["gif"]}" alt="{caption}"></video><figcaption>{caption}</figcaption></figure>'
     )

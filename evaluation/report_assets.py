@@ -111,6 +111,17 @@ JS = """
     if (source) source.addEventListener('error', fallback);
     if (video.canPlayType('video/mp4; codecs="avc1.42E01E"') === '') fallback();
   });
+  // play only the videos on screen: a report of a thousand videos must not decode them all at once
+  const videos = document.querySelectorAll('video');
+  if ('IntersectionObserver' in window) {
+    const watcher = new IntersectionObserver(entries => entries.forEach(entry => {
+      const video = entry.target;
+      if (entry.isIntersecting) { const p = video.play(); if (p) p.catch(() => {}); } else { video.pause(); }
+    }), { rootMargin: '200px' });
+    videos.forEach(video => watcher.observe(video));
+  } else {
+    videos.forEach(video => { video.autoplay = true; });
+  }
   const params = new URLSearchParams(location.hash.slice(1));
   if (params.get('dir') === 'asc' || params.get('dir') === 'desc') direction = params.get('dir');
   apply(params.get('sort') || select.value);
