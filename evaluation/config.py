@@ -30,6 +30,16 @@ class EvalConfig:
     """Input keypoints with a score above this are ground truth (the skeleton renderer draws the same ones)."""
     pose_area_scale: float = 1.0
     """Ground-truth object area for OKS = this x the area of the tight box around the visible input keypoints."""
+    fvd_i3d: str | None = None
+    """``fvd`` only: local path of a TorchScript I3D (``torch.jit.load``). FVD cannot be computed without it."""
+    fvd_i3d_kwargs: dict = field(default_factory=dict)
+    """``fvd`` only: keyword arguments of the I3D call that the export expects (e.g. ``return_features``)."""
+    fvd_reference: str | None = None
+    """``fvd`` only: folder of real reference videos (``*.mp4``) whose I3D features form the target distribution."""
+    fvd_frames: int = 16
+    """``fvd`` only: the first N frames of every video go into I3D (shorter videos are skipped)."""
+    fvd_size: int = 224
+    """``fvd`` only: frames are resized to this square size for I3D."""
     bootstrap: int = 1000
     """Bootstrap resamples over videos for confidence intervals (0 turns them off)."""
     confidence: float = 0.95
@@ -62,6 +72,8 @@ class EvalConfig:
             raise ValueError("pose_gt_threshold must be in [0, 1)")
         if self.pose_area_scale <= 0:
             raise ValueError("pose_area_scale must be positive")
+        if self.fvd_frames < 1 or self.fvd_size < 8:
+            raise ValueError("fvd_frames must be >= 1 and fvd_size >= 8")
         if self.bootstrap < 0:
             raise ValueError("bootstrap must be >= 0")
         if not 0.0 < self.confidence < 1.0:

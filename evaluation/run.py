@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="backend options passed through unchanged, e.g. mmpose cfg options as JSON")
     parser.add_argument("--pose-batch-size", type=int, default=pose.batch_size, help="frames per pose-estimator call")
     parser.add_argument("--pose-gt-threshold", type=float, default=defaults.pose_gt_threshold)
+    parser.add_argument("--fvd-i3d", default=None, help="fvd: local TorchScript I3D (FVD cannot be computed without it)")
+    parser.add_argument("--fvd-i3d-kwargs", type=json.loads, default={}, metavar="JSON", help="fvd: I3D call options")
+    parser.add_argument("--fvd-reference", default=None, help="fvd: folder of real reference videos (*.mp4)")
+    parser.add_argument("--fvd-frames", type=int, default=defaults.fvd_frames)
     parser.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="bootstrap resamples (0: no intervals)")
     parser.add_argument("--confidence", type=float, default=defaults.confidence)
     parser.add_argument("--seed", type=int, default=defaults.seed, help="bootstrap seed")
@@ -69,7 +73,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(
         metrics=check_metric_names(names), clip_model=args.clip_model, device=args.device, dtype=args.dtype,
         clip_batch_size=args.clip_batch_size, pose=pose, pose_gt_threshold=args.pose_gt_threshold,
-        bootstrap=args.bootstrap, confidence=args.confidence, seed=args.seed, resume=not args.no_resume,
+        fvd_i3d=args.fvd_i3d, fvd_i3d_kwargs=args.fvd_i3d_kwargs, fvd_reference=args.fvd_reference,
+        fvd_frames=args.fvd_frames, bootstrap=args.bootstrap, confidence=args.confidence, seed=args.seed, resume=not args.no_resume,
         report=not args.no_report, max_videos=args.max_videos,
     )
 

@@ -8,6 +8,7 @@ pycocotools COCOeval; expected values come from the OKS formula written out here
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -237,3 +238,54 @@ def test_warping_error_zero_for_still_small_for_motion_large_for_noise():
     moved = np.roll(texture, 2, axis=1)
     noise = rng.integers(0, 256, texture.shape, dtype=np.uint8)
     assert pair_warping_error(texture, moved) < 0.25 * pair_warping_error(texture, noise)
+
+
+def test_frechet_distance_matches_the_matrix_square_root_formula():
+    from scipy import linalg
+
+    from evaluation.metrics.fvd import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 6)), rng.normal(1.0, 2.0, size=(50, 6)) @ rng.normal(size=(6, 6))
+    mean = a.mean(0) - b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    expected = mean @ mean + np.trace(cov_a + cov_b - 2.0 * linalg.sqrtm(cov_a @ cov_b).real)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def save_tiny_i3d(path: Path) -> Path:
+    """A TorchScript stand-in for I3D with its interface: (B, 3, T, H, W) in [-1, 1] -> (B, D) features."""
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv3d(3, 6, kernel_size=3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool3d(1),
+        torch.nn.Flatten(), torch.nn.Linear(6, 5),
+    ).eval()
+    torch.jit.script(net).save(str(path))
+    return path
+
+
+def test_fvd_is_zero_against_itself_positive_against_other_videos_and_needs_weights(tmp_path, capsys):
+    from evaluation.run import main
+
+    i3d = save_tiny_i3d(tmp_path / "i3d.pt")
+    rng = np.random.default_rng(1)
+    for folder, offset in (("same", 0), ("other", 1)):
+        for index in range(4):
+            frames = rng.integers(0, 256 if offset == 0 else 90, (8, 32, 32, 3), dtype=np.uint8)
+            write_generated_video(tmp_path / folder, f"v{index}", frames, [person()] * 8, "noise")
+    base = ["--metrics", "fvd", "--fvd-i3d", str(i3d), "--fvd-frames", "8", "--bootstrap", "20", "--no-report", "--quiet"]
+    assert main(["--videos", str(tmp_path / "same"), "--out", str(tmp_path / "o1"), "--fvd-reference",
+                 str(tmp_path / "same"), *base]) == 0
+    same = json.loads((tmp_path / "o1" / "results.json").read_text())["metrics"]["fvd"]
+    assert same["aggregate"]["fvd"] == pytest.approx(0.0, abs=1e-4) and same["videos"] == 4
+    assert main(["--videos", str(tmp_path / "other"), "--out", str(tmp_path / "o2"), "--fvd-reference",
+                 str(tmp_path / "same"), *base]) == 0
+    other = json.loads((tmp_path / "o2" / "results.json").read_text())
+    assert other["metrics"]["fvd"]["aggregate"]["fvd"] > 1e-3
+    assert all(v["values"]["fvd"] is None for v in other["videos"])  # a set-level figure
+    with pytest.raises(SystemExit):
+        main(["--videos", str(tmp_path / "same"), "--out", str(tmp_path / "o3"), "--metrics", "fvd"])
+    assert "fvd cannot be computed without I3D weights" in capsys.readouterr().err
