@@ -199,39 +199,30 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         """
         if output_type not in ("np", "pil", "pt", "latent"):
             raise ValueError(f"output_type must be np, pil, pt or latent, got {output_type!r}")
-        height = height or self.unet.config.sample_size * self.vae_scale_factor
-        width = width or self.unet.config.sample_size * self.vae_scale_factor
-        multiple = self.vae_scale_factor * 2 ** (len(self.unet.config.down_block_types) - 1)
-        if height % multiple or width % multiple:
-            raise ValueError(f"height and width must be multiples of {multiple}, got {height}x{width}")
+        height, width = self._check_size(height, width)
         skeletons = self._skeletons(pose, pose_keypoints, keypoint_size, height, width)
         available = None if skeletons is None else len(skeletons)
         num_frames = num_frames or available or window_size
         if available is not None and num_frames > available:
             raise ValueError(f"the pose sequence has {available} frames, {num_frames} were asked for")
         windows = plan_windows(num_frames, window_size, window_overlap)
-        padded = padded_length(windows)
+        padded_pose = None
         if skeletons is not None:
             skeletons = skeletons[:num_frames]
-            padded_pose = np.concatenate([skeletons, np.repeat(skeletons[-1:], padded - num_frames, axis=0)])
+            extra = padded_length(windows) - num_frames  # the last window runs past the end: hold the last pose
+            padded_pose = np.concatenate([skeletons, np.repeat(skeletons[-1:], extra, axis=0)])
         guidance = guidance_scale > 1.0
         text = self.encode_prompt(prompt, negative_prompt, guidance)
         self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
         step_kwargs = self._step_kwargs(generator, eta)
-        latent_shape = (self.unet.config.out_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
         features: dict[int, PoseEncoderOutput | None] = {}
 
-        def make_noise(count: int) -> torch.Tensor:
-            noise = torch.randn((1, latent_shape[0], count, *latent_shape[1:]), generator=generator, device=generator.device if generator else "cpu")
-            return noise.to(self._execution_device, self.unet.dtype) * self.scheduler.init_noise_sigma
-
         def step(latents: torch.Tensor, t, window) -> torch.Tensor:
-            if window.index not in features:
+            if window.index not in features:  # encode each window's pose once
                 features.clear()
-                pose = None if skeletons is None else padded_pose[window.start : window.stop]
+                pose = None if padded_pose is None else padded_pose[window.start : window.stop]
                 features[window.index] = self.encode_pose(pose, conditioning_scale, 2 if guidance else 1)
-            model_input = torch.cat([latents] * 2) if guidance else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
+            model_input = self.scheduler.scale_model_input(torch.cat([latents] * 2) if guidance else latents, t)
             sample, kwargs = pose_unet_inputs(model_input, features[window.index])
             noise = self.unet(sample, t, encoder_hidden_states=text, **kwargs).sample
             if guidance:
@@ -239,18 +230,41 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 noise = uncond + guidance_scale * (cond - uncond)
             return self.scheduler.step(noise, t, latents, **step_kwargs).prev_sample
 
+        make_noise = self._noise_maker(height, width, generator)
         with self.progress_bar(total=len(windows) * len(self.scheduler.timesteps)) as bar:
             latents = sample_windows(windows, self.scheduler.timesteps, make_noise, step, lambda w, i: bar.update())
-        latents = latents[:, :, :num_frames]
+        return self._output(latents[:, :, :num_frames], skeletons, output_type, decode_chunk_size)
+
+    def _check_size(self, height: int | None, width: int | None) -> tuple[int, int]:
+        native = self.unet.config.sample_size * self.vae_scale_factor
+        height, width = height or native, width or native
+        multiple = self.vae_scale_factor * 2 ** (len(self.unet.config.down_block_types) - 1)
+        if height % multiple or width % multiple:
+            raise ValueError(f"height and width must be multiples of {multiple}, got {height}x{width}")
+        return height, width
+
+    def _noise_maker(self, height: int, width: int, generator):
+        """``n -> (1, C, n, h, w)`` initial latents drawn from ``generator`` (on its device)."""
+        channels = self.unet.config.out_channels
+        size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
+        device = generator.device if generator is not None else torch.device("cpu")
+
+        def make_noise(count: int) -> torch.Tensor:
+            noise = torch.randn((1, channels, count, *size), generator=generator, device=device)
+            return noise.to(self._execution_device, self.unet.dtype) * self.scheduler.init_noise_sigma
+
+        return make_noise
+
+    def _output(self, latents: torch.Tensor, skeletons, output_type: str, chunk: int) -> FollowYourPoseOutput:
         if output_type == "latent":
             return FollowYourPoseOutput(frames=latents, pose_frames=skeletons)
-        frames = self.decode_latents(latents, decode_chunk_size)
+        frames = self.decode_latents(latents, chunk)
         self.maybe_free_model_hooks()
         if output_type == "pt":
             return FollowYourPoseOutput(frames=frames, pose_frames=skeletons)
         array = frames.permute(0, 2, 3, 1).cpu().numpy()
         if output_type == "pil":
-            return FollowYourPoseOutput(frames=[Image.fromarray((a * 255).round().astype(np.uint8)) for a in array], pose_frames=skeletons)
+            array = [Image.fromarray((a * 255).round().astype(np.uint8)) for a in array]
         return FollowYourPoseOutput(frames=array, pose_frames=skeletons)
 
     def _skeletons(self, pose, pose_keypoints, keypoint_size, height: int, width: int) -> np.ndarray | None:

@@ -1,0 +1,209 @@
+"""Speed and memory of the Follow-Your-Pose model against a baseline measured in the same run.
+
+    python -m benchmarks.bench_model [--frames 8 16] [--latent-size 32] [--gen-frames 16 32 64] [--device auto]
+
+1. Stage-2 training step (forward + backward, base frozen, temporal parts trainable) of the inflated
+   UNet and of diffusers' AnimateDiff ``UNetMotionModel`` built from the same 2D UNet
+   (``UNetMotionModel.from_unet2d`` with a ``MotionAdapter`` of matching widths), for each frame
+   count: seconds per step, peak memory, and the ratio inflated / AnimateDiff (target: <= 1).
+   Peak memory is ``torch.cuda.max_memory_allocated`` on GPU; on CPU each measurement runs in a
+   fresh process and reports its peak resident-set growth over the step.
+2. Generation (pipeline, pose-guided, CFG) seconds per frame for each ``--gen-frames`` length
+   with the noise-reuse windows; the ratio longest / shortest shows flatness (each window of T
+   frames yields T/2 new ones, so UNet calls per frame tend to 2/T: a ratio near the printed
+   "ideal" is flat).
+
+The models are tiny random SD-1.x-shaped ones by default (``--unet-channels``); pass SD sizes
+(``--unet-channels 320 640 1280 1280 --latent-size 64``) on a GPU for real figures.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """What the benchmark measures."""
+
+    frames: tuple[int, ...] = (8, 16)
+    """Clip lengths for the training-step comparison."""
+    latent_size: int = 32
+    """Latent side for the training step (pixels / 8)."""
+    gen_frames: tuple[int, ...] = (16, 32, 64)
+    """Video lengths for the generation benchmark."""
+    gen_latent_size: int = 16
+    """Latent side for generation."""
+    steps: int = 4
+    """DDIM steps per window in the generation benchmark."""
+    window: int = 8
+    """Frames per window in the generation benchmark."""
+    repeats: int = 3
+    """Timed repeats per measurement (after one warm-up)."""
+    unet_channels: tuple[int, ...] = (32, 64, 64, 64)
+    """UNet block widths of the random SD-1.x-shaped model."""
+    device: str = "auto"
+    """Torch device; auto picks cuda when available."""
+    skip_generation: bool = False
+    """Only run the training-step comparison."""
+
+    def __post_init__(self) -> None:
+        if not self.frames or min(self.frames) < 2 or not self.gen_frames or min(self.gen_frames) < 1:
+            raise ValueError("frames must be >= 2 and gen_frames >= 1")
+        if self.latent_size % 8 or self.gen_latent_size % 8:
+            raise ValueError("latent sizes must be multiples of 8")
+        if self.repeats < 1 or self.steps < 1 or self.window < 2:
+            raise ValueError("repeats and steps must be positive, window >= 2")
+
+
+def _device(name: str):
+    import torch
+
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _build(kind: str, base: str, device):
+    import torch
+    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+
+    from training.models import InflatedUNet, freeze_for_stage2
+
+    torch.manual_seed(0)
+    if kind == "inflated":
+        model = InflatedUNet.from_pretrained(base, subfolder="unet").inflate()
+        freeze_for_stage2(model)
+    else:
+        unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
+        adapter = MotionAdapter(
+            block_out_channels=tuple(unet.config.block_out_channels), motion_layers_per_block=unet.config.layers_per_block,
+            motion_num_attention_heads=unet.config.attention_head_dim, motion_norm_num_groups=unet.config.norm_num_groups,
+            motion_max_seq_length=64,
+        )  # fmt: skip
+        model = UNetMotionModel.from_unet2d(unet, motion_adapter=adapter)
+        model.freeze_unet2d_params()
+    return model.to(device).train()
+
+
+def measure_training(kind: str, base: str, frames: int, latent: int, repeats: int, device_name: str) -> dict:
+    """One fresh process: seconds per forward+backward and peak memory of ``kind`` on a clip of ``frames``."""
+    import torch
+
+    device = _device(device_name)
+    model = _build(kind, base, device)
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, 4, frames, latent, latent, generator=generator).to(device)
+    text = torch.randn(1, 77, model.config.cross_attention_dim, generator=generator).to(device)
+    timestep = torch.tensor([500], device=device)
+    if kind == "animatediff":  # UNetMotionModel takes the text per frame (its pipeline repeats it)
+        text = text.repeat_interleave(frames, dim=0)
+
+    def step() -> None:
+        model(sample, timestep, encoder_hidden_states=text).sample.square().mean().backward()
+        model.zero_grad(set_to_none=True)
+
+    base_memory = _rss_mib()  # CPU: the peak resident set grows from here (warm-up included)
+    step()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base_memory = torch.cuda.memory_allocated() / 2**20
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() / 2**20 - base_memory
+    else:
+        peak = _rss_mib() - base_memory
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"seconds": (time.perf_counter() - start) / repeats, "peak_mib": peak, "trainable": trainable}
+
+
+def _in_fresh_process(function, *args) -> dict:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+def measure_generation(base: str, config: BenchConfig) -> list[dict]:
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from pose_extraction.skeleton import render_sequence
+    from training.models import InflatedUNet, PoseEncoder
+    from training.pipeline import FollowYourPosePipeline
+
+    device = _device(config.device)
+    pipe = FollowYourPosePipeline(
+        vae=AutoencoderKL.from_pretrained(base, subfolder="vae"),
+        text_encoder=CLIPTextModel.from_pretrained(base, subfolder="text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(base, subfolder="tokenizer"),
+        unet=InflatedUNet.from_pretrained(base, subfolder="unet").inflate(),
+        scheduler=DDIMScheduler.from_pretrained(base, subfolder="scheduler"),
+        pose_encoder=PoseEncoder(channels=config.unet_channels),
+    ).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    size = config.gen_latent_size * 8
+    longest = max(config.gen_frames)
+    figure = np.array([[[size * (0.3 + 0.4 * (i % 2)), size * (0.1 + 0.05 * i), 0.9] for i in range(17)]], np.float32)
+    poses = render_sequence([figure + np.float32([[[(t % 5) * 2, 0, 0]]]) for t in range(longest)], size, size)
+    results = []
+    for index, frames in enumerate((min(config.gen_frames), *config.gen_frames)):  # the first run warms up
+        start = time.perf_counter()
+        pipe("a person dancing", poses[:frames], num_inference_steps=config.steps, guidance_scale=7.5,
+             window_size=config.window, generator=torch.Generator().manual_seed(0))  # fmt: skip
+        if index:
+            results.append({"frames": frames, "seconds_per_frame": (time.perf_counter() - start) / frames})
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.arguments import apply_overrides, build_parser
+    from training.long_video import plan_windows
+    from training.tiny import TinySDConfig, save_tiny_sd
+
+    parser = build_parser(BenchConfig(), prog="python -m benchmarks.bench_model", description=__doc__.split("\n\n")[0])
+    config = apply_overrides(BenchConfig(), vars(parser.parse_args(argv)))
+    print("config:", asdict(config))
+    with tempfile.TemporaryDirectory() as folder:
+        sample = max(64, -(-max(config.latent_size, config.gen_latent_size) * 8 // 64) * 64)
+        base = str(save_tiny_sd(Path(folder) / "base", TinySDConfig(unet_channels=config.unet_channels, sample_size=sample)))
+        print("\n== stage-2 training step (forward + backward), inflated UNet vs AnimateDiff UNetMotionModel ==")
+        print(f"{'frames':>6} {'model':>10} {'s/step':>8} {'peak MiB':>9} {'trainable':>10}")
+        for frames in config.frames:
+            rows = {}
+            for kind in ("inflated", "animatediff"):
+                rows[kind] = _in_fresh_process(measure_training, kind, base, frames, config.latent_size, config.repeats, config.device)
+                row = rows[kind]
+                print(f"{frames:>6} {kind:>10} {row['seconds']:>8.3f} {row['peak_mib']:>9.1f} {row['trainable']:>10,}")
+            time_ratio = rows["inflated"]["seconds"] / rows["animatediff"]["seconds"]
+            memory_ratio = rows["inflated"]["peak_mib"] / max(rows["animatediff"]["peak_mib"], 1e-6)
+            print(f"{frames:>6} {'ratio':>10} {time_ratio:>8.2f} {memory_ratio:>9.2f}   (inflated / AnimateDiff; target <= 1)")
+        if not config.skip_generation:
+            print(f"\n== generation, {config.steps} DDIM steps, CFG, window {config.window} (noise reuse of window/2) ==")
+            results = measure_generation(base, config)
+            for row in results:
+                calls = len(plan_windows(row["frames"], config.window))
+                print(f"{row['frames']:>6} frames  {row['seconds_per_frame']:.3f} s/frame   ({calls} windows)")
+            first, last = results[0], results[-1]
+            ideal = (len(plan_windows(last["frames"], config.window)) / last["frames"]) / (
+                len(plan_windows(first["frames"], config.window)) / first["frames"]
+            )
+            ratio = last["seconds_per_frame"] / first["seconds_per_frame"]
+            print(f"s/frame ratio {last['frames']} vs {first['frames']} frames: {ratio:.2f} (windows-per-frame ratio: {ideal:.2f}; flat means bounded, not growing with length)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
