@@ -148,7 +148,10 @@ class InflatedUNet(UNet2DConditionModel):
         """Inflate an already loaded 2D UNet (its weights are copied)."""
         model = cls.from_config(unet.config)
         model.load_state_dict(unet.state_dict(), strict=True)
-        return model.to(device=unet.device, dtype=unet.dtype).inflate(config)
+        model.to(unet.device)
+        if unet.dtype != model.dtype:
+            model.to(unet.dtype)
+        return model.inflate(config)
 
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, *, num_frames=None, **kwargs):
         """``sample`` is ``(B, C, F, H, W)`` (output has the same layout) or frames folded ``(B*F, C, H, W)``
