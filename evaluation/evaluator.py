@@ -75,6 +75,8 @@ def _score_video(path: Path, metrics, cache: "StateCache", resume: bool, context
     with context.timed("decode"):
         sample = load_sample(path)
     for metric in missing:
+        metric.prepare()  # a model that cannot load stops the run here, with its reason, instead of skipping every video
+    for metric in missing:
         try:
             state = metric.safe_update(sample)
         except Exception as error:  # one metric failing on one video must not lose the others

@@ -68,6 +68,10 @@ def test_empty_folder_unknown_metric_and_nothing_usable_are_clear_errors(tmp_pat
     with pytest.raises(SystemExit):
         main(["--videos", str(broken), "--out", str(tmp_path / "o"), "--metrics", "temporal_flickering"])
     assert "none of the 1 videos" in capsys.readouterr().err
+    usable = still_videos(tmp_path / "usable", count=1, frames=2)
+    with pytest.raises(SystemExit):
+        main(["--videos", str(usable), "--out", str(tmp_path / "o"), "--metrics", "clip", "--clip-model", str(tmp_path / "no-clip")])
+    assert "could not load the CLIP backbone" in capsys.readouterr().err
 
 
 def test_a_stopped_run_resumes_from_cached_states_and_changed_files_are_rescored(tmp_path):

@@ -52,7 +52,13 @@ class MetricContext:
             from evaluation.metrics.clip_backbone import ClipBackbone
 
             with self.timed("load/clip"):
-                self._clip = ClipBackbone(self.config, self)
+                try:
+                    self._clip = ClipBackbone(self.config, self)
+                except (OSError, ValueError) as error:
+                    raise ValueError(
+                        f"could not load the CLIP backbone {self.config.clip_model!r} (a local folder with a saved "
+                        f"CLIPModel + CLIPProcessor, or a hub id already in the local cache when offline): {error}"
+                    ) from error
         return self._clip
 
     @property
@@ -107,6 +113,9 @@ class Metric(ABC):
     def settings(self) -> dict:
         """What the numbers depend on besides the video (backbone, thresholds); recorded and part of the cache key."""
         return {}
+
+    def prepare(self) -> None:
+        """Load what :meth:`update` needs (called before the first video that needs scoring; cheap afterwards)."""
 
     @abstractmethod
     def update(self, sample: VideoSample) -> dict:

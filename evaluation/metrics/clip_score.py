@@ -24,6 +24,9 @@ class ClipScore(Metric):
     def settings(self) -> dict:
         return {"clip_model": self.config.clip_model}
 
+    def prepare(self) -> None:
+        self.context.clip
+
     def update(self, sample: VideoSample) -> dict:
         images = self.context.image_embeddings(sample)
         text = self.context.clip.text_embeddings([sample.prompt])[0]

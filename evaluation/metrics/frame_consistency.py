@@ -23,6 +23,9 @@ class FrameConsistency(Metric):
     def settings(self) -> dict:
         return {"clip_model": self.config.clip_model}
 
+    def prepare(self) -> None:
+        self.context.clip
+
     def update(self, sample: VideoSample) -> dict:
         if len(sample.frames) < 2:
             raise SampleError("frame consistency needs at least 2 frames")

@@ -49,16 +49,21 @@ class FrechetVideoDistance(Metric):
         return {"i3d": str(Path(c.fvd_i3d).resolve()), "i3d_kwargs": c.fvd_i3d_kwargs,
                 "reference": str(Path(c.fvd_reference).resolve()), "frames": c.fvd_frames, "size": c.fvd_size}
 
+    def prepare(self) -> None:
+        import torch
+
+        if self._model is None:
+            with self.context.timed("load/i3d"):
+                self._device = torch.device(resolve_device(self.config.device))
+                self._model = load_i3d(self.config.fvd_i3d, self._device)
+
     def features(self, frames: np.ndarray) -> np.ndarray:
         """I3D features ``(D,)`` of the first ``fvd_frames`` frames, resized to ``fvd_size`` and scaled to [-1, 1]."""
         import torch
 
         if len(frames) < self.config.fvd_frames:
             raise SampleError(f"fvd needs {self.config.fvd_frames} frames, the video has {len(frames)}")
-        if self._model is None:
-            with self.context.timed("load/i3d"):
-                self._device = torch.device(resolve_device(self.config.device))
-                self._model = load_i3d(self.config.fvd_i3d, self._device)
+        self.prepare()
         with self.context.timed("preprocess/i3d"):
             clip = torch.from_numpy(np.ascontiguousarray(frames[: self.config.fvd_frames])).to(self._device)
             clip = clip.permute(0, 3, 1, 2).float()

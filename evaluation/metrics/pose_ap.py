@@ -58,6 +58,9 @@ class PoseAP(Metric):
             "area_scale": self.config.pose_area_scale,
         }
 
+    def prepare(self) -> None:
+        self.context.estimator
+
     def update(self, sample: VideoSample) -> dict:
         keypoints = sample.keypoints
         if keypoints is None:
