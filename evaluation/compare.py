@@ -24,6 +24,8 @@ PAPER_ROWS = {
     "ControlNet (paper)": {"clip_score": 22.31, "pose_ap": 33.23, "frame_consistency": 54.35},
     "T2I-Adapter (paper)": {"clip_score": 22.42, "pose_ap": 33.47, "frame_consistency": 53.86},
 }
+PAPER_NOTE = ("paper rows are the published Table 1 figures (1024 videos; its CLIP backbone and pose detector "
+              "settings are not fully specified): for orientation, not a like-for-like comparison")
 HEADLINE_ORDER = ("clip_score", "pose_ap", "frame_consistency")
 
 
@@ -78,6 +80,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path = ".", pape
         best[figure] = (max if higher else min)(values) if values else None
     paper_rows = [(n, {f: (v.get(f), None) for f, _ in cols}, None) for n, v in PAPER_ROWS.items()] if paper else []
     warnings = comparability_warnings(runs)
+    if paper:
+        warnings.append(PAPER_NOTE)
     markdown = _markdown(table, paper_rows, cols, best, warnings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +103,7 @@ def _markdown(table, paper_rows, cols, best, warnings) -> str:
     for name, cells, count in table + paper_rows:
         row = [name] + [_text(*cells[f], bold=count is not None and cells[f][0] == best[f]) for f, _ in cols]
         lines.append("| " + " | ".join(row + ["–" if count is None else str(count)]) + " |")
-    lines += [f"\n> warning: {w}" for w in warnings]
+    lines += [f"\n> {'note' if w == PAPER_NOTE else 'warning'}: {w}" for w in warnings]
     return "\n".join(lines)
 
 
