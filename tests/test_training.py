@@ -131,6 +131,8 @@ def test_bad_configs_fail_before_training(tmp_path, tiny_base, pose_data, clip_d
         (stage1.main, ["--preset", "huge", "--data", str(pose_data), "--output", str(tmp_path / "d")], "unknown preset"),
         (stage1.main, stage1_args(tiny_base, pose_data, tmp_path / "e", "--device", "cpu", "--mixed-precision", "fp16"), "fp16 needs a CUDA"),
         (stage2.main, stage2_args(None, clip_data, tmp_path / "f"), "--init STAGE1_OUTPUT_DIR"),
+        (stage1.main, stage1_args(tiny_base, pose_data, tmp_path / "i", "--log.report-to", "wandb", "--device", "cuda"), "no CUDA device")
+        if not torch.cuda.is_available() else (stage1.main, ["--preset", "x"], "unknown preset"),
         (stage2.main, stage2_args(tmp_path, clip_data, tmp_path / "g"), "no exported stage-1 model"),
         (stage2.main, stage2_args(tmp_path, tmp_path / "nowhere", tmp_path / "h"), "clip folder"),
     ]
@@ -351,6 +353,7 @@ def test_stage2_trains_only_its_parameters_and_resumes(stage1_run, tmp_path, cli
         assert image.n_frames == 3 and image.size == (128, 64)  # skeleton | sample, side by side
     reloaded = load_inflated(output / "model" / "unet")
     assert all(torch.equal(reloaded.state_dict()[k], unet_after[k]) for k in trainable)
+    check_generate_loads_the_export(output / "model", tmp_path)
     # resume from the step-2 checkpoint in a fresh folder: step 3 is the same
     again = tmp_path / "stage2-resumed"
     (again / "checkpoints").mkdir(parents=True)
@@ -359,6 +362,26 @@ def test_stage2_trains_only_its_parameters_and_resumes(stage1_run, tmp_path, cli
         init, clip_data, again, "--max-steps", "3", "--data.num-frames", "3", "--data.frame-stride", "2", "--resume", "latest",
     ))
     assert resumed.losses == {3: result.losses[3]}
+
+
+def check_generate_loads_the_export(model: Path, tmp_path: Path) -> None:
+    """``python -m training.generate --model OUTPUT/model`` runs on what stage 2 exported."""
+    from PIL import Image
+
+    from pose_extraction.skeleton import render_sequence
+    from training import generate
+    from training.validation import default_pose_sequence
+
+    poses = tmp_path / "poses"
+    poses.mkdir()
+    for index, frame in enumerate(render_sequence(default_pose_sequence(3, 64), 64, 64)):
+        Image.fromarray(frame).save(poses / f"{index:03d}.png")
+    out = tmp_path / "video.mp4"
+    code = generate.main([
+        "--model", str(model), "--prompt", "a person moving", "--pose", str(poses), "--out", str(out),
+        "--frames", "3", "--steps", "2", "--height", "64", "--width", "64", "--device", "cpu",
+    ])
+    assert code == 0 and out.is_file() and out.with_suffix(".json").is_file()
 
 
 # --- failures ---------------------------------------------------------------------------------------
@@ -408,9 +431,11 @@ class NaNAtThirdStep(PoseImageStage):
         return loss * float("nan") if self.calls == 3 else loss
 
 
-def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_base, pose_data):
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, pose_data):
+    """Also: with no --model.pretrained the tiny preset builds its random base into OUTPUT/tiny-base."""
     output = tmp_path / "nan"
-    config = parse1(stage1_args(tiny_base, pose_data, output, "--max-steps", "5", "--checkpoint.every", "2"))
+    config = parse1(stage1_args(Path(""), pose_data, output, "--model.pretrained", "", "--max-steps", "5", "--checkpoint.every", "2"))
+    assert config.model.pretrained == ""
     with pytest.raises(NonFiniteLossError, match="loss is nan at step 3") as error:
         train(config, NaNAtThirdStep(config))
     assert "step-00000002" in str(error.value)
@@ -418,3 +443,4 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     weights = load_file(str(output / "checkpoints" / "step-00000002" / ckpt.WEIGHTS))
     assert all(torch.isfinite(v).all() for v in weights.values())
     assert not (output / "model").exists()
+    assert (output / "tiny-base" / "model_index.json").is_file()

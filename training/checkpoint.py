@@ -21,6 +21,7 @@ renamed away before they are deleted, for the same reason.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -42,6 +43,7 @@ OPTIMIZER = "optimizer.pt"
 SCHEDULER = "scheduler.pt"
 STATE = "state.json"
 CONFIG = "config.json"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -208,11 +210,28 @@ def load_checkpoint(path: str | Path, *, process_index: int, optimizer, lr_sched
     optimizer.load_state_dict(torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True))
     lr_scheduler.load_state_dict(torch.load(path / SCHEDULER, map_location="cpu", weights_only=True))
     rng_path = path / "rng" / f"rank-{process_index}.pt"
-    if not rng_path.is_file():  # resumed on more processes than saved: rank 0's stream, shifted by the seed per rank
-        rng_path = path / "rng" / "rank-0.pt"
-    _restore_rng(torch.load(rng_path, map_location="cpu", weights_only=True), generator)
+    if rng_path.is_file():
+        _restore_rng(torch.load(rng_path, map_location="cpu", weights_only=True), generator)
+    else:  # resumed on more processes than saved: this rank keeps its freshly seeded streams
+        logger.warning("%s has no RNG state for process %d; its random streams start fresh", path, process_index)
     ema = load_file(str(path / EMA_WEIGHTS)) if (path / EMA_WEIGHTS).is_file() else None
     return LoadedCheckpoint(path=path, state=state, weights=load_file(str(path / WEIGHTS)), ema_weights=ema)
+
+
+def config_differences(path: str | Path, config) -> list[str]:
+    """Settings that change the training trajectory and differ from those the checkpoint was written with."""
+    from training.config import load_config, to_dict
+
+    def flat(values: dict, prefix: str = "") -> dict:
+        out = {}
+        for name, value in values.items():
+            out.update(flat(value, f"{prefix}{name}.") if isinstance(value, dict) else {prefix + name: value})
+        return out
+
+    ignored = ("max_steps", "resume", "output_dir", "log.", "checkpoint.", "validation.", "data.num_workers")
+    old, new = flat(to_dict(load_config(Path(path) / CONFIG))), flat(to_dict(config))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k) and not k.startswith(ignored)]
 
 
 def load_weights_into(module: torch.nn.Module, weights: dict[str, torch.Tensor], names: list[str]) -> None:

@@ -47,23 +47,32 @@ class TrainResult:
     samples: list[Path] = field(default_factory=list)
 
 
+TRACKERS = {"tensorboard": ["tensorboard"], "wandb": ["wandb"], "all": ["tensorboard", "wandb"], "none": []}
+
+
+def check_environment(config: TrainConfig) -> None:
+    """Refuse, before anything loads, what this machine cannot run: CUDA, fp16 on CPU, W&B, 8-bit Adam."""
+    import importlib.util
+
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device is 'cuda' but no CUDA device is available (use --device auto or cpu)")
+    use_cpu = config.device == "cpu" or not torch.cuda.is_available()
+    if config.mixed_precision == "fp16" and use_cpu:
+        raise ConfigError("mixed_precision fp16 needs a CUDA device; use bf16 or no on CPU")
+    if "wandb" in TRACKERS[config.log.report_to] and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("log.report_to asks for W&B but wandb is not installed")
+    if config.optim.use_8bit_adam and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("optim.use_8bit_adam needs bitsandbytes (pip install bitsandbytes) and a GPU")
+
+
 def make_accelerator(config: TrainConfig):
     """An ``Accelerator`` for ``config`` (device, precision, accumulation, trackers under OUTPUT/logs)."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device is 'cuda' but no CUDA device is available (use --device auto or cpu)")
-    use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
-    if config.mixed_precision == "fp16" and use_cpu:
-        raise ConfigError("mixed_precision fp16 needs a CUDA device; use bf16 or no on CPU")
-    trackers = {"tensorboard": ["tensorboard"], "wandb": ["wandb"], "all": ["tensorboard", "wandb"], "none": []}
-    log_with = trackers[config.log.report_to]
-    if "wandb" in log_with:
-        try:
-            import wandb  # noqa: F401
-        except ImportError as error:
-            raise ConfigError("log.report_to asks for W&B but wandb is not installed") from error
+    check_environment(config)
+    use_cpu = config.device == "cpu" or not torch.cuda.is_available()
+    log_with = TRACKERS[config.log.report_to]
     output = Path(config.output_dir)
     return Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -189,6 +198,9 @@ class Trainer:
         return dict(zip(self.names, self.ema.shadow_params))
 
     def restore(self, path: Path) -> None:
+        changed = ckpt.config_differences(path, self.config)
+        if changed and self.accelerator.is_main_process:
+            logger.warning("resuming %s with different settings (the loss curve will not continue exactly): %s", path, "; ".join(changed))
         loaded = ckpt.load_checkpoint(
             path, process_index=self.accelerator.process_index, optimizer=self.optimizer,
             lr_scheduler=self.lr_scheduler, generator=self.generator,

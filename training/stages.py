@@ -71,28 +71,33 @@ def check_resolution(resolution: int, pretrained: str, revision: str | None) -> 
         )
 
 
-def load_base(pretrained: str, revision: str | None = None, *, unet_class=None) -> dict:
+def load_base(pretrained: str, revision: str | None = None, *, unet_class=None, frozen_dtype=None) -> dict:
     """Tokenizer, text encoder, VAE, UNet (as ``unet_class``, default ``UNet2DConditionModel``) and the
-    training noise scheduler of an SD-1.x-shaped model."""
+    training noise scheduler of an SD-1.x-shaped model; text encoder and VAE in ``frozen_dtype`` (default fp32)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     unet_class = unet_class or UNet2DConditionModel
     kwargs = {"revision": revision}
+    frozen = {"torch_dtype": frozen_dtype} if frozen_dtype not in (None, torch.float32) else {}
     return {
         "tokenizer": CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", **kwargs),
-        "text_encoder": CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", **kwargs),
-        "vae": AutoencoderKL.from_pretrained(pretrained, subfolder="vae", **kwargs),
+        "text_encoder": CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", **kwargs, **frozen),
+        "vae": AutoencoderKL.from_pretrained(pretrained, subfolder="vae", **kwargs, **frozen),
         "unet": unet_class.from_pretrained(pretrained, subfolder="unet", **kwargs),
         "noise_scheduler": DDPMScheduler.from_pretrained(pretrained, subfolder="scheduler", **kwargs),
     }
 
 
-def write_base_reference(folder: Path, pretrained: str, revision: str | None) -> None:
-    """``base.json``: which base model the exported weights go with (a local base is stored as an absolute path)."""
+def base_reference(pretrained: str) -> str:
+    """How an export names its base: a local folder as an absolute path, a hub id as is."""
     local = Path(pretrained)
-    reference = str(local.resolve()) if local.exists() else pretrained
-    (folder / BASE_FILE).write_text(json.dumps({"pretrained": reference, "revision": revision}, indent=1))
+    return str(local.resolve()) if local.exists() else pretrained
+
+
+def write_base_reference(folder: Path, pretrained: str, revision: str | None) -> None:
+    """``base.json``: which base model the exported weights go with (layout: :mod:`training.pipeline`)."""
+    (folder / BASE_FILE).write_text(json.dumps({"pretrained": base_reference(pretrained), "revision": revision}, indent=1))
 
 
 def read_base_reference(folder: Path) -> tuple[str, str | None]:
@@ -144,16 +149,13 @@ class DiffusionStage:
         """Load the base model, freeze it, move it to the device, frozen weights in the mixed-precision dtype."""
         self.device = accelerator.device
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-        self.base = load_base(pretrained, revision, unet_class=unet_class)
+        self.base = load_base(pretrained, revision, unet_class=unet_class, frozen_dtype=self.weight_dtype)
         self.vae_factor = 2 ** (len(self.base["vae"].config.block_out_channels) - 1)
         for name in ("text_encoder", "vae", "unet"):
             module = self.base[name]
             module.requires_grad_(False)
             module.eval()
             module.to(self.device)
-        if self.weight_dtype != torch.float32:
-            for name in ("text_encoder", "vae"):
-                self.base[name].to(dtype=self.weight_dtype)
 
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> torch.Tensor:
@@ -360,11 +362,11 @@ class VideoStage(DiffusionStage):
             unet.conv_in.load_state_dict(weights)
         torch.manual_seed(self.config.seed)
         unet.inflate(InflationConfig())
-        self.pose_encoder = PoseEncoder.from_pretrained(self.init / "pose_encoder").to(self.device)
+        dtype = {"torch_dtype": self.weight_dtype} if self.weight_dtype != torch.float32 else {}
+        self.pose_encoder = PoseEncoder.from_pretrained(self.init / "pose_encoder", **dtype).to(self.device)
         self.names = freeze_for_stage2(unet, self.pose_encoder)
         unet.to(self.device)
         cast_frozen(unet, self.weight_dtype)
-        self.pose_encoder.to(dtype=self.weight_dtype) if self.weight_dtype != torch.float32 else None
         self.unet = unet
 
     def trainable_module(self) -> torch.nn.Module:
@@ -421,6 +423,6 @@ class VideoStage(DiffusionStage):
         from training.models.inflated_unet import save_inflated
 
         folder.mkdir(parents=True, exist_ok=True)
-        save_inflated(self.unet, folder / "unet", base=self.pretrained, revision=self.revision)
+        save_inflated(self.unet, folder / "unet", base=base_reference(self.pretrained), revision=self.revision)
         self.pose_encoder.save_pretrained(folder / "pose_encoder", safe_serialization=True)
         write_base_reference(folder, self.pretrained, self.revision)

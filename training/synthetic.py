@@ -163,8 +163,12 @@ def encode_mp4(frames: np.ndarray, fps: int = 8) -> bytes:
     return buffer.getvalue()
 
 
-def write_clips(folder: str | Path, count: int, *, size: int = 64, frames: int = 12, per_shard: int = 8, seed: int = 0) -> Path:
-    """A clip folder (:mod:`datasets.clips` layout) of ``count`` synthetic clips of moving figures."""
+def write_clips(
+    folder: str | Path, count: int, *, size: int = 64, frames: int = 12, per_shard: int = 8, seed: int = 0,
+    background: tuple | None = None,
+) -> Path:
+    """A clip folder (:mod:`datasets.clips` layout) of ``count`` synthetic clips of moving figures;
+    ``background`` is one RGB colour for all, or None for a random colour per clip."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import webdataset as wds
@@ -182,8 +186,8 @@ def write_clips(folder: str | Path, count: int, *, size: int = 64, frames: int =
             for index in range(shard * per_shard, min(count, (shard + 1) * per_shard)):
                 video_id, caption = f"synthetic{index:06d}", "a person moving"
                 key = schema.clip_key(video_id, 0)
-                background = tuple(int(v) for v in rng.integers(0, 120, 3))
-                video = np.stack([draw_figure(k, size, background=background) for k in moving_pose(rng, size, frames)])
+                colour = background or tuple(int(v) for v in rng.integers(0, 120, 3))
+                video = np.stack([draw_figure(k, size, background=colour) for k in moving_pose(rng, size, frames)])
                 annotation = schema.make_annotation(
                     key=key, video_id=video_id, clip_id=f"{video_id}.0", clip_index=0,
                     span=("00:00:00.000", f"00:00:{frames / fps:06.3f}"), cut=(0.0, frames / fps), fps=fps,
