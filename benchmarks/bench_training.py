@@ -52,7 +52,7 @@ def make_data(root: Path) -> tuple[Path, Path]:
     return images, clips
 
 
-def measure(stage_number: int, checkpointing: bool, steps: int, root: Path) -> dict:
+def measure(stage_number: int, checkpointing: bool, steps: int, root: Path, resolution: int | None = None) -> dict:
     """Run in a child process: time ``steps`` optimiser steps after two warm-up steps, then the loader alone."""
     import torch
 
@@ -69,7 +69,7 @@ def measure(stage_number: int, checkpointing: bool, steps: int, root: Path) -> d
     config = replace(
         config, output_dir=str(output), gradient_checkpointing=checkpointing, max_steps=10_000,
         model=replace(config.model, pretrained=str(root / "tiny-base"), **init),
-        data=replace(config.data, root=str(images if stage_number == 1 else clips)),
+        data=replace(config.data, root=str(images if stage_number == 1 else clips), resolution=resolution or config.data.resolution),
         log=replace(config.log, progress_bar=False, report_to="none"),
     )
     trainer = Trainer(config, PoseImageStage(config) if stage_number == 1 else VideoStage(config))
@@ -100,6 +100,7 @@ def measure(stage_number: int, checkpointing: bool, steps: int, root: Path) -> d
         "stage": stage_number, "checkpointing": checkpointing, "batch": config.batch_size,
         "train_samples_per_s": samples / elapsed, "steps_per_s": steps / elapsed, "peak_mb": peak,
         "loader_samples_per_s": loader_rate, "workers": config.data.num_workers, "device": str(trainer.accelerator.device),
+        "resolution": config.data.resolution,
     }
 
 
@@ -121,8 +122,10 @@ def loader_throughput(trainer, batches: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def run_child(stage_number: int, checkpointing: bool, steps: int, root: Path, threads: int) -> dict:
+def run_child(stage_number: int, checkpointing: bool, steps: int, root: Path, threads: int, resolution: int | None) -> dict:
     command = [sys.executable, __file__, "--child", f"{stage_number},{int(checkpointing)}", "--steps", str(steps), "--root", str(root)]
+    if resolution:
+        command += ["--resolution", str(resolution)]
     command += ["--threads", str(threads)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -134,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=12, help="timed optimiser steps per configuration")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--resolution", type=int, default=None, help="override the tiny preset's 64 px (a multiple of 64), e.g. 256 to see activation memory")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--root", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     if args.child:
         stage_number, checkpointing = (int(v) for v in args.child.split(","))
-        print(json.dumps(measure(stage_number, bool(checkpointing), args.steps, Path(args.root))))
+        print(json.dumps(measure(stage_number, bool(checkpointing), args.steps, Path(args.root), args.resolution)))
         return
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         root = Path(tmp)
@@ -151,8 +155,11 @@ def main(argv: list[str] | None = None) -> None:
 
         save_tiny_sd(root / "tiny-base")
         make_data(root)
-        rows = [run_child(s, c, args.steps, root, args.threads) for s in (1, 2) for c in (False, True)]
-    print(f"tiny preset, {args.steps} timed steps per row, device {rows[0]['device']}, threads {args.threads or 'torch default'}")
+        rows = [run_child(s, c, args.steps, root, args.threads, args.resolution) for s in (1, 2) for c in (False, True)]
+    print(
+        f"tiny preset at {rows[0]['resolution']} px, {args.steps} timed steps per row, device {rows[0]['device']}, "
+        f"threads {args.threads or 'torch default'}"
+    )
     header = f"{'stage':>5} {'grad ckpt':>9} {'batch':>5} {'train samples/s':>15} {'peak MB':>8} {'loader samples/s':>16} {'loader/train':>12}"
     print(header)
     for row in rows:

@@ -283,7 +283,7 @@ def test_stage1_writes_checkpoints_logs_samples_and_a_loadable_export(stage1_run
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from training.models.pose_encoder import PoseEncoder
-    from training.stages import read_base_reference
+    from training.base_model import read_base_reference
 
     config, stage, _, result = stage1_run
     output = Path(config.output_dir)

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 from training.config import preset
 from training.loop import Trainer
-from training.stages import PoseImageStage, VideoStage, load_base
+from training.base_model import load_base
+from training.stages import PoseImageStage, VideoStage
 
 pytestmark = pytest.mark.slow
 BACKGROUND = (30, 40, 60)

@@ -14,9 +14,10 @@ the newest one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,11 +88,9 @@ def make_optimizer(config: TrainConfig, parameters: list[torch.nn.Parameter]):
     """AdamW, or bitsandbytes' 8-bit AdamW when asked (a clear error when it is not installed)."""
     optim = config.optim
     kwargs = dict(lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay, eps=optim.eps)
-    if optim.use_8bit_adam:
-        try:
-            import bitsandbytes as bnb
-        except ImportError as error:
-            raise ConfigError("optim.use_8bit_adam needs bitsandbytes (pip install bitsandbytes) and a GPU") from error
+    if optim.use_8bit_adam:  # check_environment made sure it imports
+        import bitsandbytes as bnb
+
         return bnb.optim.AdamW8bit(parameters, **kwargs)
     return torch.optim.AdamW(parameters, **kwargs)
 
@@ -321,23 +320,18 @@ class Trainer:
 
     # --- validation, export --------------------------------------------------------------------
 
+    @contextlib.contextmanager
     def swapped_in_ema(self):
         """Context: the EMA weights in the model (no-op without EMA)."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def swap():
-            if self.ema is None:
-                yield
-                return
-            self.ema.store(self.params)
-            self.ema.copy_to(self.params)
-            try:
-                yield
-            finally:
-                self.ema.restore(self.params)
-
-        return swap()
+        if self.ema is None:
+            yield
+            return
+        self.ema.store(self.params)
+        self.ema.copy_to(self.params)
+        try:
+            yield
+        finally:
+            self.ema.restore(self.params)
 
     def validate(self) -> list[Path]:
         folder = self.output / "samples" / f"step-{self.state.global_step:08d}"
@@ -357,8 +351,6 @@ class Trainer:
         if self.accelerator.is_main_process:
             tmp = self.output / ".tmp-model"
             if tmp.exists():
-                import shutil
-
                 shutil.rmtree(tmp)
             with self.swapped_in_ema():
                 self.stage.export(tmp)
