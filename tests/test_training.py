@@ -38,17 +38,36 @@ def tiny_base(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pose_data(tmp_path_factory) -> Path:
-    from training.synthetic import write_laion_pose
+def toy_world(tmp_path_factory) -> Path:
+    """LAION-Pose and clip shards written by a real builder (pipelines/build_toy_world.py, shared shard writer)."""
+    from pipelines import build_toy_world
 
-    return write_laion_pose(tmp_path_factory.mktemp("laion") / "laion-pose", 12, size=80, per_shard=5, seed=3)
+    output = tmp_path_factory.mktemp("toy") / "world"
+    code = build_toy_world.main([
+        "--output", str(output), "--preset", "smoke", "--size", "64", "--images", "12", "--images-per-shard", "5",
+        "--clips", "4", "--clips-per-shard", "2", "--clip-frames", "8", "--eval-videos", "1", "--eval-long-videos", "1",
+        "--workers", "1",
+    ])
+    assert code == 0
+    return output
 
 
 @pytest.fixture(scope="module")
-def clip_data(tmp_path_factory) -> Path:
-    from training.synthetic import write_clips
+def pose_data(toy_world) -> Path:
+    return toy_world / "images"
 
-    return write_clips(tmp_path_factory.mktemp("clips") / "clips", 4, size=64, frames=7, per_shard=2, seed=4)
+
+@pytest.fixture(scope="module")
+def clip_data(toy_world) -> Path:
+    return toy_world / "clips"
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory) -> Path:
+    """Light figures on dark backgrounds (:mod:`training.synthetic`), so the figure's pixels are easy to find."""
+    from training.synthetic import write_laion_pose
+
+    return write_laion_pose(tmp_path_factory.mktemp("figures") / "laion-pose", 12, size=80, per_shard=5, seed=3)
 
 
 def stage1_args(base: Path, data: Path, output: Path, *extra: str) -> list[str]:
@@ -147,7 +166,7 @@ def test_bad_configs_fail_before_training(tmp_path, tiny_base, pose_data, clip_d
 # --- data -------------------------------------------------------------------------------------------
 
 
-def test_crop_moves_keypoints_with_the_image_and_skeleton_is_redrawn(pose_data):
+def test_crop_moves_keypoints_with_the_image_and_skeleton_is_redrawn(figures):
     """The skeleton drawn after the crop lies on the figure in the cropped image; drawn from the
     un-moved keypoints it would not. A flip mirrors the image and swaps left and right limbs."""
     from pose_extraction.skeleton import render_skeleton
@@ -155,7 +174,7 @@ def test_crop_moves_keypoints_with_the_image_and_skeleton_is_redrawn(pose_data):
 
     config = replace(preset(1, "tiny").data, crop_scale=(0.35, 0.6), crop_ratio=(0.75, 1.33), random_flip=True)
     plain_config = replace(config, random_flip=False)
-    dataset = PoseImageDataset(pose_data, config, seed=0)
+    dataset = PoseImageDataset(figures, config, seed=0)
     on_body, control, flips = [], [], 0
     for index in range(len(dataset)):
         sample = dataset.load(index)
@@ -233,12 +252,12 @@ def test_clip_dataset_reads_strided_frames_and_skips_short_clips(clip_data):
     from datasets.clips import ClipDataset, ClipDatasetConfig
     from training.data import ClipFrameDataset
 
-    config = replace(preset(2, "tiny").data, num_frames=3, frame_stride=3)  # spans 7 frames: every clip fits
+    config = replace(preset(2, "tiny").data, num_frames=8, frame_stride=1)  # spans all 8 frames of every clip
     ours = ClipFrameDataset(clip_data, config, seed=0)
     assert len(ours) == 4 and ours.too_short == 0
-    theirs = next(iter(ClipDataset(ClipDatasetConfig(root=str(clip_data), num_frames=3, frame_stride=3, resolution=64, start="first"))))
+    theirs = next(iter(ClipDataset(ClipDatasetConfig(root=str(clip_data), num_frames=8, frame_stride=1, resolution=64, start="first"))))
     mine = ours[(0, [ours.key(i) for i in range(len(ours))].index(theirs["key"]))]
-    assert torch.allclose(mine["pixel_values"], theirs["pixel_values"])  # one span: the only start is frame 0
+    assert torch.equal(mine["pixel_values"], theirs["pixel_values"])  # one span: the only start is frame 0
     with pytest.raises(ConfigError, match="no clip .* has the 9 frames"):
         ClipFrameDataset(clip_data, replace(config, num_frames=5, frame_stride=2), seed=0)
 
@@ -444,3 +463,15 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert all(torch.isfinite(v).all() for v in weights.values())
     assert not (output / "model").exists()
     assert (output / "tiny-base" / "model_index.json").is_file()
+
+
+def test_timestep_sampling_uniform_and_cubic():
+    from training.stages import sample_timesteps
+
+    generator = torch.Generator().manual_seed(0)
+    uniform = sample_timesteps(20_000, 1000, generator, "cpu", "uniform").float()
+    cubic = sample_timesteps(20_000, 1000, generator, "cpu", "cubic").float()
+    assert 0 <= min(uniform.min(), cubic.min()) and max(uniform.max(), cubic.max()) <= 999
+    assert abs(uniform.mean().item() - 499.5) < 10
+    assert abs(cubic.mean().item() - 750) < 10  # E[1 - u^3] = 3/4: noisy steps favoured, as T2I-Adapter does
+    assert abs((cubic >= 500).float().mean().item() - 0.5 ** (1 / 3)) < 0.02  # P(u^3 <= 1/2)
