@@ -475,3 +475,29 @@ def test_timestep_sampling_uniform_and_cubic():
     assert abs(uniform.mean().item() - 499.5) < 10
     assert abs(cubic.mean().item() - 750) < 10  # E[1 - u^3] = 3/4: noisy steps favoured, as T2I-Adapter does
     assert abs((cubic >= 500).float().mean().item() - 0.5 ** (1 / 3)) < 0.02  # P(u^3 <= 1/2)
+
+
+def test_two_processes_with_torchrun_train_and_checkpoint_every_rank(tmp_path, tiny_base, pose_data):
+    """The multi-GPU path (DDP through accelerate, ranks splitting the data) run on CPU with gloo."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    output = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+        "--master-port", str(port), "-m", "training.stage1",
+        *stage1_args(tiny_base, pose_data, output, "--max-steps", "2", "--checkpoint.every", "1"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert set(read_metrics(output)) == {1, 2}
+    latest = ckpt.list_checkpoints(output)[-1]
+    assert sorted(p.name for p in (latest / "rng").iterdir()) == ["rank-0.pt", "rank-1.pt"]
+    assert json.loads((latest / ckpt.STATE).read_text())["samples_per_batch"] == 4  # 2 per process x 2 processes
+    assert (output / "model" / "pose_encoder" / "config.json").is_file()

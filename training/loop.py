@@ -218,7 +218,10 @@ class Trainer:
             batches_in_epoch=samples // self.state.samples_per_batch, samples_per_batch=self.state.samples_per_batch,
         )
         self.metrics.truncate_after(saved.global_step)
-        logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, saved.global_step, saved.epoch, saved.batches_in_epoch)
+        if self.accelerator.is_main_process:
+            logger.info(
+                "resumed from %s at step %d (epoch %d, batch %d)", path, saved.global_step, saved.epoch, saved.batches_in_epoch
+            )
 
     def save(self) -> Path:
         path = ckpt.save_checkpoint(
