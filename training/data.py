@@ -12,11 +12,12 @@ The random resized crop transforms the image and its keypoints together; the
 skeleton is then drawn at the training size by the shared renderer
 (:func:`pose_extraction.skeleton.render_skeleton`), never cropped as pixels.
 
-Stage 2 reads clip shards through :mod:`datasets.clips`; see :func:`clip_dataset`.
+Stage 2 reads clip shards of :mod:`datasets.clips` the same way (:class:`ClipFrameDataset`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tarfile
@@ -27,11 +28,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from datasets import clips
 from datasets.keypoints import COCO17_FLIP_PAIRS, as_keypoints
 from datasets.laion_pose import decode_sample
 from datasets.laion_pose import shard_paths as laion_shard_paths
 from pose_extraction.skeleton import render_skeleton
-from training.config import ConfigError, ImageDataConfig
+from training.config import ClipDataConfig, ConfigError, ImageDataConfig
 
 
 @dataclass(frozen=True)
@@ -240,9 +242,7 @@ class ClipFrameDataset(torch.utils.data.Dataset):
     out (counted in :attr:`too_short`, from the parquet index).
     """
 
-    def __init__(self, root: str | Path, config, *, seed: int) -> None:
-        from datasets import clips
-
+    def __init__(self, root: str | Path, config: ClipDataConfig, *, seed: int) -> None:
         try:
             shards = clips.shard_paths(root)
         except FileNotFoundError as error:
@@ -268,10 +268,6 @@ class ClipFrameDataset(torch.utils.data.Dataset):
         return self.reader.samples[index].key
 
     def __getitem__(self, item: tuple[int, int] | int) -> dict:
-        import json
-
-        from datasets import clips
-
         epoch, index = item if isinstance(item, tuple) else (0, item)
         raw = self.reader.read(index)
         annotation = json.loads(raw[clips.ANNOTATION_EXT])

@@ -32,6 +32,7 @@ from training.base_model import (
 )
 from training.config import ConfigError, TrainConfig
 
+
 def sample_timesteps(
     batch: int, num_train_timesteps: int, generator: torch.Generator, device, sampling: str
 ) -> torch.Tensor:
@@ -45,7 +46,15 @@ def sample_timesteps(
 
 
 class DiffusionStage:
-    """Shared parts of both stages. Subclasses set ``name`` and implement the stage-specific methods."""
+    """Shared parts of both stages.
+
+    What the loop calls, in order: ``setup(accelerator)`` (cheap checks first, then loading),
+    ``dataset()``, ``batch_sampler(...)``, ``collate``, ``num_workers``, ``trainable_module()`` and
+    ``trainable_names()`` (parameter names inside that module: the only ones optimised, checkpointed
+    and exported), ``enable_gradient_checkpointing()``, then per micro-batch
+    ``loss(model, batch, generator, sampling)``, and ``validate(folder, config, seed=...)`` /
+    ``export(folder)``. Subclasses set ``name`` and implement the stage-specific ones.
+    """
 
     name = "stage"
 
@@ -61,6 +70,12 @@ class DiffusionStage:
 
     def collate(self, samples: list[dict]) -> dict:
         return torch.utils.data.default_collate(samples)
+
+    def batch_sampler(self, length: int, batch_size: int, *, rank: int, world: int):
+        """Seeded per-epoch order, split across processes, resumable mid-epoch."""
+        from training.data import ResumableBatchSampler
+
+        return ResumableBatchSampler(length, batch_size, seed=self.config.seed, shuffle=self.config.data.shuffle, rank=rank, world=world)
 
     def setup_base(self, accelerator, pretrained: str, revision: str | None, unet_class=None) -> None:
         """Load the base model, freeze it, move it to the device, frozen weights in the mixed-precision dtype."""
@@ -178,14 +193,6 @@ class PoseImageStage(DiffusionStage):
         self.data = PoseImageDataset(self.config.data.root, self.config.data, seed=self.config.seed)
         return self.data
 
-    def batch_sampler(self, length: int, batch_size: int, *, rank: int, world: int):
-        from training.data import ResumableBatchSampler
-
-        return ResumableBatchSampler(length, batch_size, seed=self.config.seed, shuffle=self.config.data.shuffle, rank=rank, world=world)
-
-    def collate(self, samples: list[dict]) -> dict:
-        return torch.utils.data.default_collate(samples)
-
     def loss(self, model, batch: dict, generator: torch.Generator, sampling: str) -> torch.Tensor:
         latents = self.encode_images(batch["pixel_values"], generator)
         text = self.encode_text(batch["caption"])
@@ -290,11 +297,6 @@ class VideoStage(DiffusionStage):
 
         self.data = ClipFrameDataset(self.config.data.root, self.config.data, seed=self.config.seed)
         return self.data
-
-    def batch_sampler(self, length: int, batch_size: int, *, rank: int, world: int):
-        from training.data import ResumableBatchSampler
-
-        return ResumableBatchSampler(length, batch_size, seed=self.config.seed, shuffle=self.config.data.shuffle, rank=rank, world=world)
 
     def loss(self, model, batch: dict, generator: torch.Generator, sampling: str) -> torch.Tensor:
         from training.models.pose_encoder import unfold_frames
