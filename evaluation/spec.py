@@ -26,12 +26,12 @@ import json
 import logging
 from pathlib import Path
 
+from datasets.toy_world import SPEC_KIND as TOY_SPEC_KIND
 from evaluation.evaluator import write_json
 
 SUMMARY_NAME = "generation.json"
 FIXED_FIELDS = ("model", "out")
-# The toy world's held-out ``spec.json`` (pipelines/toy_world/heldout.py): its entries carry these generation fields.
-TOY_SPEC_KIND = "toy_eval_spec"
+# The toy world's held-out ``spec.json`` (datasets/toy_world.py): its entries carry these generation fields.
 TOY_SPEC_FIELDS = ("key", "prompt", "pose", "frames", "seed", "width", "height", "fps")
 # Fields that shape the loaded pipeline: they must be the same for every item.
 PIPELINE_FIELDS = ("base", "lora", "lora_scale", "device", "dtype")

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from evaluation import toy_metrics as tm
-from pipelines.toy_world.captions import PALETTE
+from datasets.toy_world import PALETTE
 from pipelines.toy_world.config import ToyWorldConfig
-from pipelines.toy_world.figures import paint
+from pose_extraction.figure import paint
 from pipelines.toy_world.samples import draw_sample
 
 TOLERANCE = tm.palette_tolerance(PALETTE)

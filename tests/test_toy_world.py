@@ -19,8 +19,8 @@ from pipelines.build_toy_world import main
 from pipelines.toy_world import poses
 from pipelines.toy_world.captions import PALETTE, held_out_pairs, make_caption, parse_caption, training_pairs
 from pipelines.toy_world.config import ToyWorldConfig
-from pipelines.toy_world.figures import silhouette
-from pipelines.toy_world.heldout import read_spec
+from pose_extraction.figure import silhouette
+from datasets.toy_world import read_spec
 from pipelines.toy_world.samples import draw_sample
 from pose_extraction.skeleton import render_skeleton
 

@@ -9,7 +9,7 @@ from pipelines.hdvila.config import X264_PRESETS
 from pipelines.toy_world.captions import (
     DEFAULT_TEMPLATE, PALETTE, check_template, held_out_pairs, min_distance, palette_subset, training_pairs,
 )  # fmt: skip
-from pipelines.toy_world.figures import FigureStyle
+from pose_extraction.figure import FigureStyle
 
 GENERATOR = "toy_world"
 GENERATOR_VERSION = 1

@@ -9,14 +9,10 @@
   world's own rendering of the entry, i.e. a perfect generator, so the evaluation's upper bound
   (and its plumbing) can be measured on real files;
 
-and, written last (the set is complete when it exists), ``spec.json``: ``schema``
-``"toy_eval_spec"``, ``schema_version`` 1, ``size``, ``fps``, ``palette`` (name -> RGB),
-``caption_template``, ``figure_style``, ``mask_tolerance``, ``held_out_pairs``, ``config``
-and ``entries``: one per sequence with ``key``, ``set`` (``short``: ``eval_frames`` frames;
-``long``: ``eval_long_frames`` frames, for window-boundary consistency), ``prompt``,
-``figure``, ``background`` (names and ``*_rgb``), ``held_out_pair``, ``frames``, ``fps``,
-``width``, ``height``, ``seed`` (a per-entry generation seed), and ``pose`` / ``oracle``
-(paths relative to ``eval/``).
+and, written last (the set is complete when it exists), ``spec.json`` in the format of
+:mod:`datasets.toy_world` (``short`` entries have ``eval_frames`` frames; ``long`` ones
+``eval_long_frames`` frames, for window-boundary consistency; ``seed`` is a per-entry
+generation seed).
 
 Held out: prompts use the colour pairs kept out of training; poses come from random
 streams training never draws from.
@@ -33,6 +29,7 @@ import numpy as np
 
 from datasets.generated import make_record, sidecar_paths, write_record
 from datasets.keypoints import COCO17_NAMES
+from datasets.toy_world import SPEC_KIND, SPEC_NAME, SPEC_VERSION, read_spec
 from pipelines.shards import write_json_atomic
 from pipelines.toy_world.config import GENERATOR, ToyWorldConfig
 from pipelines.toy_world.samples import STREAMS, ToySample, draw_sample, toy_extra
@@ -40,9 +37,6 @@ from pipelines.toy_world.writers import KEYPOINT_THRESHOLD, encode_mp4, mask_box
 from pose_extraction.skeleton import render_sequence
 from pose_extraction.video import KIND, SCHEMA_VERSION, VIDEO_NAME, PoseSequence, write_keypoints
 
-SPEC_NAME = "spec.json"
-SPEC_KIND = "toy_eval_spec"
-SPEC_VERSION = 1
 log = logging.getLogger(__name__)
 
 
@@ -119,16 +113,4 @@ def write_eval_set(config: ToyWorldConfig, root: str | Path) -> dict:
         "held_out_pairs": [list(p) for p in config.held_out_pairs], "config": config.to_dict(), "entries": entries,
     }  # fmt: skip
     write_json_atomic(root / SPEC_NAME, spec)
-    return spec
-
-
-def read_spec(root: str | Path) -> dict:
-    """The ``spec.json`` of an evaluation set (folder or file); ValueError for another kind or version."""
-    path = Path(root)
-    path = path / SPEC_NAME if path.is_dir() else path
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: the evaluation set is missing or incomplete")
-    spec = json.loads(path.read_text())
-    if spec.get("schema") != SPEC_KIND or spec.get("schema_version") != SPEC_VERSION:
-        raise ValueError(f"{path} is not a toy evaluation spec of version {SPEC_VERSION}")
     return spec

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.toy_world.figures import DEFAULT_FIGURE_STYLE, FigureStyle, extent_margins
+from pose_extraction.figure import DEFAULT_FIGURE_STYLE, FigureStyle, extent_margins
 
 PARAMETERS: tuple[tuple[str, float, float], ...] = (
     ("lean", -20.0, 20.0),

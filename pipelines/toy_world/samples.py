@@ -16,7 +16,7 @@ import numpy as np
 
 from pipelines.toy_world.captions import make_caption
 from pipelines.toy_world.config import GENERATOR_VERSION, ToyWorldConfig
-from pipelines.toy_world.figures import paint, silhouettes
+from pose_extraction.figure import paint, silhouettes
 from pipelines.toy_world.poses import Proportions, fit_to_frame, keypoints_from_params, sample_motion, sample_params, with_scores
 
 STREAMS = {"image": 1, "clip": 2, "short": 3, "long": 4}
