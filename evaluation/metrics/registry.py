@@ -36,4 +36,4 @@ def build_metrics(names: Sequence[str], context) -> list:
 
 def _load_builtin() -> None:
     """Import the metric modules shipped here (each registers itself)."""
-    from evaluation.metrics import clip_score, flicker, frame_consistency, fvd, pose_ap, warping  # noqa: F401
+    from evaluation.metrics import clip_score, flicker, frame_consistency, fvd, pose_ap, toy, warping  # noqa: F401

@@ -1,0 +1,97 @@
+"""The registered toy metrics through ``python -m evaluation.run`` on the toy world's oracle videos (known answers)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datasets.toy_world import read_spec
+from evaluation.run import main as evaluate_main
+from evaluation.sample import load_sample
+from evaluation.toy_metrics import video_pose_iou
+from pipelines.build_toy_world import main as build_main
+from pose_extraction.figure import FigureStyle, silhouette
+
+WORLD = dict(
+    size=64, images=2, images_per_shard=2, clips=1, clips_per_shard=1, clip_frames=8, eval_videos=4,
+    eval_frames=8, eval_long_videos=1, eval_long_frames=12,
+)  # fmt: skip
+METRICS = "pose_iou,prompt_fidelity,background_stability"
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("toy_eval") / "world"
+    argv = ["--output", str(out), "--seed", "5"] + [f"--{k.replace('_', '-')}={v}" for k, v in WORLD.items()]
+    assert build_main(argv) == 0
+    return out / "eval"
+
+
+def _evaluate(videos: Path, out: Path) -> dict:
+    assert evaluate_main(["--videos", str(videos), "--out", str(out), "--metrics", METRICS, "--bootstrap", "50", "--quiet", "--no-report"]) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def test_oracle_scores_its_encoding_limited_iou_and_the_control_is_lower(oracle, tmp_path):
+    results = _evaluate(oracle / "oracle", tmp_path / "run")
+    spec = read_spec(oracle)
+    expected = []
+    for entry in spec["entries"]:  # the same IoU computed directly from the spec, frame by frame
+        sample = load_sample(oracle / entry["oracle"])
+        style = FigureStyle(**spec["figure_style"])
+        masks = np.stack([silhouette(k, entry["height"], entry["width"], style) for k in sample.keypoints])
+        expected.append(video_pose_iou(sample.frames, masks, entry["background_rgb"], spec["mask_tolerance"]).mean())
+    pose = results["metrics"]["pose_iou"]
+    assert pose["videos"] == len(spec["entries"]) == 5 and pose["skipped"] == 0
+    assert pose["aggregate"]["pose_iou"] == pytest.approx(np.mean(expected), abs=1e-9)
+    assert pose["aggregate"]["pose_iou"] > 0.8, "the oracle through H.264 scores near 1"
+    assert pose["aggregate"]["pose_iou_shuffled"] < 0.5 * pose["aggregate"]["pose_iou"]
+    low, high = pose["ci"]["pose_iou_shuffled"]
+    assert low <= pose["aggregate"]["pose_iou_shuffled"] <= high
+    fidelity = results["metrics"]["prompt_fidelity"]["aggregate"]
+    assert fidelity["prompt_fidelity"] == 1.0 and fidelity["background_colour_ok"] == 1.0
+    stability = results["metrics"]["background_stability"]["aggregate"]
+    assert stability["background_stability"] > 0.99 and stability["background_colour_drift"] < 5
+    assert stability["frame_cosine"] > 0.8
+
+
+def test_generated_records_without_toy_settings_are_read_from_the_prompt(oracle, tmp_path):
+    """A generator's record names colours only in its prompt; a non-toy prompt is skipped with its reason."""
+    videos = tmp_path / "generated"
+    shutil.copytree(oracle / "oracle", videos)
+    records = sorted(videos.glob("*.json"))
+    for path in records:
+        record = json.loads(path.read_text())
+        record["settings"] = {}
+        path.write_text(json.dumps(record))
+    stray = json.loads(records[0].read_text())
+    stray["prompt"] = "a photo of a cat"
+    records[0].write_text(json.dumps(stray))
+    with_toy = {row["key"]: row["values"] for row in _evaluate(oracle / "oracle", tmp_path / "a")["videos"]}
+    results = _evaluate(videos, tmp_path / "b")
+    assert results["metrics"]["pose_iou"]["skipped"] == 1
+    skipped = [row for row in results["videos"] if row["skipped"]]
+    assert len(skipped) == 1 and "not a toy-world video" in skipped[0]["skipped"]["pose_iou"]
+    for row in results["videos"]:
+        if not row["skipped"]:
+            assert row["values"]["pose_iou"] == pytest.approx(with_toy[row["key"]]["pose_iou"])
+            assert row["values"]["prompt_fidelity"] == 1.0
+
+
+def test_a_figure_in_the_wrong_colours_fails_prompt_fidelity_but_keeps_its_iou(oracle, tmp_path):
+    videos = tmp_path / "swapped"
+    shutil.copytree(oracle / "oracle", videos)
+    for path in sorted(videos.glob("*.json")):  # the prompt names the colours the other way round
+        record = json.loads(path.read_text())
+        toy = record["settings"]["toy"]
+        toy["figure"], toy["background"] = toy["background"], toy["figure"]
+        record["settings"] = {}
+        record["prompt"] = f"a {toy['figure']} figure on a {toy['background']} background"
+        path.write_text(json.dumps(record))
+    results = _evaluate(videos, tmp_path / "run")
+    assert results["metrics"]["prompt_fidelity"]["aggregate"]["prompt_fidelity"] == 0.0
+    assert results["metrics"]["pose_iou"]["aggregate"]["pose_iou"] < 0.5, "the background is now taken for the figure"
