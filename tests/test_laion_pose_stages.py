@@ -18,12 +18,12 @@ import pytest
 
 from datasets.laion_pose import INDEX_SCHEMA, STATUSES, check_annotation, iter_samples, read_index
 from pipelines.laion_pose.cli import SAMPLE_DIR, SAMPLE_PARQUET, build_parser, config_from_args
-from pipelines.laion_pose.config import DownloadConfig, InputConfig, PoseStageConfig
+from pipelines.laion_pose.config import DownloadConfig, InputConfig, PoseStageConfig, ResourcesConfig
 from pipelines.laion_pose.download import DOWNLOADED, download_shard, status_of
 from pipelines.laion_pose.inputs import plan_input, read_shard
-from pipelines.laion_pose.job import annotate_shard
 from pipelines.laion_pose.pose_stage import PoseAnnotator, decode_rgb, objects
 from pipelines.laion_pose.url_policy import UrlPolicy, resolve_relative
+from pipelines.laion_pose.workers import WorkerPlan, annotate_shard, plan_workers
 from pipelines.laion_pose.writer import index_schema
 from pipelines.shards import (
     ProgressLogger,
@@ -164,6 +164,26 @@ def test_resizer_guards_bombs_16bit_and_orientation(monkeypatch):
     assert alpha.shape == (384, 384, 3) and (alpha[:, :40] == 255).all()  # transparent bands matted white
 
 
+def _header_only_png(width: int, height: int) -> bytes:
+    """A PNG with a valid header of the given size and no pixel data: only a header-only check can size it."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))  # noqa: E731
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_bomb_is_refused_from_its_header_alone(monkeypatch):
+    monkeypatch.setenv("NO_ALBUMENTATIONS_UPDATE", "1")
+    from pipelines.laion_pose.resizer import GuardedResizer
+
+    resizer = GuardedResizer(image_size=512, resize_mode="keep_ratio", resize_only_if_bigger=True, max_image_area=89_478_485)
+    for width, height in ((10_000, 9_000), (100_000, 100_000)):  # above PIL's warning and its error limit
+        assert resizer(io.BytesIO(_header_only_png(width, height)))[-1] == "image area too large"
+    assert resizer(io.BytesIO(_header_only_png(600, 400)))[-1] == "Image decoding error"  # small: decoded, and empty
+
+
 def test_img2dataset_errors_map_to_statuses():
     assert status_of("success", None) == DOWNLOADED
     assert status_of("failed_to_download", "HTTP Error 404: Not Found") == "download_failed"
@@ -299,3 +319,14 @@ def test_cli_maps_flags_onto_configs(tmp_path):
         config_from_args(parser.parse_args(["--input", "x.parquet", "--output", "o", "--pose-backend", "mmpose"]))
     with pytest.raises(ValueError, match="--output is required"):
         config_from_args(parser.parse_args(["--input", "x.parquet"]))
+
+
+def test_worker_plan_fits_the_cluster():
+    assert plan_workers(ResourcesConfig(), 2, 0, shards=10) == WorkerPlan(1, 1.0, 0.0, 2, 0.5)
+    assert plan_workers(ResourcesConfig(pose_workers=2, pose_cpus=0.75), 2, 0, shards=10) == WorkerPlan(2, 0.75, 0.0, 1, 0.5)
+    assert plan_workers(ResourcesConfig(), 64, 8, shards=100) == WorkerPlan(8, 1.0, 1.0, 16, 0.5)
+    assert plan_workers(ResourcesConfig(), 64, 8, shards=3).pose_workers == 3
+    with pytest.raises(ValueError, match="lower --pose-workers"):
+        plan_workers(ResourcesConfig(pose_workers=2), 2, 0, shards=10)
+    with pytest.raises(ValueError, match="GPU"):
+        plan_workers(ResourcesConfig(pose_workers=2, pose_gpus=1), 8, 1, shards=10)

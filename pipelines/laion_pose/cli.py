@@ -58,7 +58,8 @@ _RESOURCES = [
     ("--pose-workers", "pose_workers", int, "pose actors (default: one per GPU, or what the CPUs hold)"),
     ("--pose-cpus", "pose_cpus", float, "CPUs per pose actor (default 1)"),
     ("--pose-gpus", "pose_gpus", float, "GPUs per pose actor (default: 1 if the cluster has GPUs)"),
-    ("--download-cpus", "download_cpus", float, "CPUs per download task (default 0.5)"),
+    ("--download-workers", "download_workers", int, "download actors (default: what the CPUs hold, <= 2 per pose worker)"),
+    ("--download-cpus", "download_cpus", float, "CPUs per download actor (default 0.5)"),
     ("--prefetch-shards", "prefetch_shards", int, "shards downloaded ahead per pose worker (default 1)"),
     ("--max-retries", "max_retries", int, "retries of a failed shard task / crashed actor (default 2)"),
 ]

@@ -132,20 +132,26 @@ class ResourcesConfig:
     """CPUs reserved per pose actor."""
     pose_gpus: float | None = None
     """GPUs per pose actor. None: 1 when the cluster has GPUs, else 0."""
+    download_workers: int | None = None
+    """Download actors (img2dataset imported once each). None: what the CPUs left by the pose workers hold, at most 2 per pose worker."""
     download_cpus: float = 0.5
-    """CPUs reserved per shard download task (mostly waiting on the network)."""
+    """CPUs reserved per download actor (mostly waiting on the network)."""
     prefetch_shards: int = 1
     """Shards downloaded ahead per pose worker, so the pose model never waits for the network."""
+    queued_per_worker: int = 2
+    """Shards handed to a pose worker at once (one running, the rest queued in the actor), so it never idles between shards."""
     max_retries: int = 2
-    """Retries of a failed shard download task and restarts of a crashed pose actor."""
+    """Retries of a failed shard download and restarts of a crashed actor."""
 
     def __post_init__(self) -> None:
-        if self.pose_workers is not None and self.pose_workers < 1:
-            raise ValueError("pose_workers must be at least 1")
+        if (self.pose_workers is not None and self.pose_workers < 1) or (self.download_workers is not None and self.download_workers < 1):
+            raise ValueError("pose_workers and download_workers must be at least 1")
         if self.pose_cpus <= 0 or self.download_cpus <= 0:
             raise ValueError("pose_cpus and download_cpus must be positive")
         if self.pose_gpus is not None and self.pose_gpus < 0:
             raise ValueError("pose_gpus must be non-negative")
+        if self.queued_per_worker < 1:
+            raise ValueError("queued_per_worker must be at least 1")
         if self.prefetch_shards < 0 or self.max_retries < 0:
             raise ValueError("prefetch_shards and max_retries must be non-negative")
 

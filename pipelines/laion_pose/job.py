@@ -1,4 +1,4 @@
-"""The LAION-Pose job on Ray: download tasks feed a pool of pose actors that write finished shards.
+"""The LAION-Pose job on Ray: download actors feed pose actors, which write finished shards.
 
 Shape of a run (:func:`run_job`):
 
@@ -6,12 +6,13 @@ Shape of a run (:func:`run_job`):
    output folder (``config.json`` of an earlier run must match): errors here
    come before Ray starts or any work is done;
 2. skip the shards already finished, delete temporaries of a killed run;
-3. start or join Ray (:mod:`pipelines.ray_runtime`); create the pose actors
-   (one estimator each, GPU when there is one) and wait until they load;
-4. stream shards: one download task per shard (img2dataset, Ray retries
-   failed tasks), at most ``workers * (1 + prefetch_shards)`` shards in
-   flight; each downloaded shard goes to an idle actor, which runs the pose
-   stage in batches and writes the shard atomically (:mod:`.writer`);
+3. start or join Ray (:mod:`pipelines.ray_runtime`); create the actors
+   (:mod:`.workers`: pose actors with one estimator each, on a GPU when there
+   is one; download actors running img2dataset) and wait until they load;
+4. stream shards: at most ``pose workers * (1 + prefetch_shards)`` shards in
+   flight; each shard is downloaded by the least busy download actor, then
+   handed to an idle pose actor, which runs the pose stage in batches and
+   writes the shard atomically (:mod:`.writer`);
 5. log one progress line per shard; a shard that still fails after its
    retries is logged and left unfinished (a rerun retries it), the others go on;
 6. sum the shard stats into ``DIR/stats.json``.
@@ -21,19 +22,14 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-
 from datasets.laion_pose import KIND, SCHEMA_VERSION, STATUSES
-from pipelines.laion_pose.config import JobConfig, PoseStageConfig, ResourcesConfig
-from pipelines.laion_pose.download import DownloadedShard, download_shard
+from pipelines.laion_pose.config import JobConfig, ResourcesConfig
 from pipelines.laion_pose.inputs import InputPlan, plan_input
-from pipelines.laion_pose.pose_stage import PoseAnnotator, objects
-from pipelines.laion_pose.writer import index_schema, write_laion_shard
+from pipelines.laion_pose.workers import DownloadWorker, PoseWorker, plan_workers
+from pipelines.laion_pose.writer import index_schema
 from pipelines.ray_runtime import RaySession, ray_session
 from pipelines.shards import (
     ProgressLogger,
@@ -51,77 +47,15 @@ QUIET_NATIVE_LOGS = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
 """Environment of the pose actors: MediaPipe/TFLite's C++ INFO/WARNING lines would flood the driver's log."""
 
 
-def annotate_shard(annotator: PoseAnnotator, downloaded: DownloadedShard, output: str | Path, schema: pa.Schema) -> dict:
-    """Run the pose stage over a downloaded shard in batches and write the shard; returns its stats."""
-    start = time.monotonic()
-    table = downloaded.table
-    step = annotator.config.images_per_call
-    parts = []
-    for offset in range(0, table.num_rows, step):
-        chunk = table.slice(offset, step)
-        parts.append(annotator({name: objects(chunk.column(name).to_pylist()) for name in chunk.column_names}))
-    columns = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]} if parts else {}
-    pose_s = time.monotonic() - start
-    extra = {
-        "pose_s": round(pose_s, 3),
-        "download_s": downloaded.stats.get("download_s", 0.0),
-        "estimator": annotator.name,
-        "img2dataset": downloaded.stats.get("img2dataset", {}),
-    }
-    stats = write_laion_shard(output, downloaded.spec.stem, columns, downloaded.carried, schema, extra)
-    stats["write_s"] = round(time.monotonic() - start - pose_s, 3)
-    return stats
-
-
-class PoseWorker:
-    """A Ray actor body: one :class:`PoseAnnotator` (one model), many shards."""
-
-    def __init__(self, stage: PoseStageConfig, output: str, schema: pa.Schema) -> None:
-        logging.basicConfig(level=logging.INFO)
-        self.annotator = PoseAnnotator(stage)
-        self.output = output
-        self.schema = schema
-
-    def ready(self) -> str:
-        return self.annotator.name
-
-    def process(self, downloaded: DownloadedShard) -> dict:
-        return annotate_shard(self.annotator, downloaded, self.output, self.schema)
-
-    def close(self) -> None:
-        self.annotator.close()
-
-
-def plan_workers(resources: ResourcesConfig, session: RaySession, shards: int) -> tuple[int, float, float]:
-    """``(pose workers, CPUs each, GPUs each)`` for this cluster; raises when they cannot all run beside a download."""
-    gpus = resources.pose_gpus if resources.pose_gpus is not None else (1.0 if session.num_gpus >= 1 else 0.0)
-    if resources.pose_workers is not None:
-        workers = resources.pose_workers
-    elif gpus > 0:
-        workers = max(1, int(session.num_gpus // gpus))
-    else:
-        workers = max(1, int((session.num_cpus - resources.download_cpus) // resources.pose_cpus))
-    workers = max(1, min(workers, shards))
-    needed = workers * resources.pose_cpus + resources.download_cpus
-    if needed > session.num_cpus + 1e-9:
-        raise ValueError(
-            f"{workers} pose worker(s) x {resources.pose_cpus} CPU + {resources.download_cpus} CPU for downloads "
-            f"= {needed} CPUs, but the cluster has {session.num_cpus}: lower --pose-workers or --pose-cpus"
-        )
-    if gpus * workers > session.num_gpus + 1e-9:
-        raise ValueError(f"{workers} pose worker(s) x {gpus} GPU exceed the cluster's {session.num_gpus} GPU(s)")
-    return workers, resources.pose_cpus, gpus
-
-
 def prepare_output(output: Path, config: JobConfig) -> None:
     """Create ``output`` and its ``config.json``, or check that an earlier run there used the same settings."""
     output.mkdir(parents=True, exist_ok=True)
     path = output / CONFIG_NAME
     signature = config.output_signature()
     if path.exists():
-        previous = json.loads(path.read_text()).get("output_signature")
+        previous = json.loads(path.read_text()).get("output_signature") or {}
         if previous != signature:
-            differing = sorted(k for k in set(signature) | set(previous or {}) if (previous or {}).get(k) != signature.get(k))
+            differing = sorted(k for k in set(signature) | set(previous) if previous.get(k) != signature.get(k))
             raise ValueError(
                 f"{output} holds shards built with different settings (section(s) {differing} differ from "
                 f"{path}); use another --output or the same settings to resume"
@@ -147,8 +81,7 @@ def run_job(config: JobConfig) -> dict:
     failures: dict[str, str] = {}
     if todo:
         with ray_session(config.ray) as session:
-            failures = _run_on_ray(todo, plan, config, session, progress)
-    estimators = sorted({s.get("estimator") for s in read_shard_stats(output) if s.get("estimator")})
+            failures = run_shards(todo, plan, config, session, progress)
     finished = finished_shards(output)
     extra = {
         "kind": KIND,
@@ -156,54 +89,59 @@ def run_job(config: JobConfig) -> dict:
         "planned_shards": len(plan.shards),
         "complete": all(spec.stem in finished for spec in plan.shards),
         "failed_shards": failures,
-        "estimators": estimators,
+        "estimators": sorted({s["estimator"] for s in read_shard_stats(output) if s.get("estimator")}),
     }
     totals = aggregate_stats(output, statuses=STATUSES, extra=extra)
     _log.info("done: %s | counts %s", progress.line(), totals["counts"])
     return totals
 
 
-def _run_on_ray(todo, plan: InputPlan, config: JobConfig, session: RaySession, progress: ProgressLogger) -> dict[str, str]:
+def run_shards(todo, plan: InputPlan, config: JobConfig, session: RaySession, progress: ProgressLogger) -> dict[str, str]:
+    """Process the shards ``todo`` on the Ray session; returns the failed ones (stem -> error)."""
     import ray
 
-    workers, cpus, gpus = plan_workers(config.resources, session, len(todo))
+    workers = plan_workers(config.resources, session.num_cpus, session.num_gpus, len(todo))
     retries = config.resources.max_retries
-    download = ray.remote(download_shard).options(
-        num_cpus=config.resources.download_cpus, max_retries=retries, retry_exceptions=True
-    )
-    actor_class = ray.remote(PoseWorker).options(
-        num_cpus=cpus,
-        num_gpus=gpus,
+    pose_class = ray.remote(PoseWorker).options(
+        num_cpus=workers.pose_cpus,
+        num_gpus=workers.pose_gpus,
         max_restarts=retries,
         max_task_retries=retries,
         runtime_env={"env_vars": QUIET_NATIVE_LOGS},
     )
-    schema = index_schema(plan.carried_schema)
-    actors = [actor_class.remote(config.stage, str(Path(config.output).resolve()), schema) for _ in range(workers)]
+    download_class = ray.remote(DownloadWorker).options(num_cpus=workers.download_cpus, max_restarts=retries)
+    output = str(Path(config.output).resolve())
+    posers = [pose_class.remote(config.stage, output, index_schema(plan.carried_schema)) for _ in range(workers.pose_workers)]
+    downloaders = [
+        download_class.remote(plan, config.input, config.download, retries=retries) for _ in range(workers.download_workers)
+    ]
     try:
-        names = ray.get([actor.ready.remote() for actor in actors])
-        _log.info("%d pose worker(s) ready (%s; %.2g CPU, %.2g GPU each)", workers, names[0], cpus, gpus)
+        names = ray.get([actor.ready.remote() for actor in posers])
+        ray.get([actor.ready.remote() for actor in downloaders])
+        _log.info("%s; pose model %s", workers, names[0])
         progress.restart_clock()
-        return _schedule(todo, ray.put(plan), download, actors, config, progress)
+        return _schedule(todo, downloaders, posers, config.resources, progress)
     finally:
-        _stop(actors)
+        _stop(posers, downloaders)
 
 
-def _schedule(todo, plan_ref, download, actors, config: JobConfig, progress: ProgressLogger) -> dict[str, str]:
-    """Feed shards through downloads and actors until all are finished or failed; returns failures by stem."""
+def _schedule(todo, downloaders, posers, resources: ResourcesConfig, progress: ProgressLogger) -> dict[str, str]:
+    """Feed shards through the actors until all are finished or failed; returns failures by stem."""
     import ray
 
     queue = deque(todo)
-    limit = len(actors) * (1 + config.resources.prefetch_shards)
+    limit = len(posers) * (resources.queued_per_worker + resources.prefetch_shards)
+    load = Counter({index: 0 for index in range(len(downloaders))})
     downloading: dict = {}
     ready: deque = deque()
     busy: dict = {}
-    idle = deque(actors)
+    idle = deque(actor for _ in range(resources.queued_per_worker) for actor in posers)  # one entry per free slot
     failures: dict[str, str] = {}
     while queue or downloading or ready or busy:
         while queue and len(downloading) + len(ready) + len(busy) < limit:
-            spec = queue.popleft()
-            downloading[download.remote(spec, plan_ref, config.input, config.download)] = spec
+            spec, which = queue.popleft(), min(load, key=load.get)
+            downloading[downloaders[which].download.remote(spec)] = (spec, which)
+            load[which] += 1
         while ready and idle:
             spec, ref = ready.popleft()
             actor = idle.popleft()
@@ -211,34 +149,47 @@ def _schedule(todo, plan_ref, download, actors, config: JobConfig, progress: Pro
         finished, _ = ray.wait(list(downloading) + list(busy), num_returns=1, timeout=HEARTBEAT_S)
         if not finished:
             _log.info("working: %d downloading, %d waiting, %d in pose | %s", len(downloading), len(ready), len(busy), progress.line())
-            continue
         for ref in finished:
             if ref in downloading:
-                ready.append((downloading.pop(ref), ref))
+                spec, which = downloading.pop(ref)
+                load[which] -= 1
+                ready.append((spec, ref))
                 continue
             actor, spec = busy.pop(ref)
-            try:
-                progress.update(ray.get(ref))
-            except ray.exceptions.ActorDiedError as err:
-                failures[spec.stem] = f"pose worker died: {err}"
-                _log.error("shard %s failed, its pose worker died: %s", spec.stem, err)
-                actor = None
-            except ray.exceptions.RayError as err:
-                failures[spec.stem] = str(err)[-2000:]
-                _log.error("shard %s failed after retries (a rerun retries it): %s", spec.stem, err)
-            if actor is not None:
+            if _account(ref, actor, spec, progress, failures):
                 idle.append(actor)
-            elif not idle and not busy:
-                raise RuntimeError("every pose worker died; finished shards are kept, rerun to resume")
+            else:
+                idle = deque(a for a in idle if a is not actor)
+                if not idle and not busy:
+                    raise RuntimeError("every pose worker died; finished shards are kept, rerun to resume")
     return failures
 
 
-def _stop(actors) -> None:
+def _account(ref, actor, spec, progress: ProgressLogger, failures: dict[str, str]) -> bool:
+    """Log a finished shard or record its failure; False when the pose worker that ran it is dead for good."""
     import ray
 
     try:
-        ray.get([actor.close.remote() for actor in actors], timeout=30)
+        progress.update(ray.get(ref))
+        return True
+    except ray.exceptions.RayError as err:
+        failures[spec.stem] = str(err)[-2000:]
+        _log.error("shard %s failed after retries (a rerun retries it): %s", spec.stem, err)
+    try:  # the error may be the shard's (or its download's); is the pose worker itself still there?
+        ray.get(actor.ready.remote(), timeout=120)
+        return True
+    except ray.exceptions.RayError:
+        _log.error("a pose worker died and could not be restarted")
+        return False
+
+
+def _stop(posers, downloaders) -> None:
+    """Free the pose models, then end every actor of the job (by handle)."""
+    import ray
+
+    try:
+        ray.get([actor.close.remote() for actor in posers], timeout=30)
     except Exception as err:  # a dead actor has nothing left to close
         _log.debug("closing pose workers: %s", err)
-    for actor in actors:
+    for actor in [*posers, *downloaders]:
         ray.kill(actor)

@@ -18,6 +18,7 @@ rows only).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
@@ -47,11 +48,11 @@ def decode_rgb(data: bytes | None) -> np.ndarray | None:
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if array is None or array.size == 0:
         return None
-    return np.ascontiguousarray(array[..., ::-1])
+    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError("PNG encoding failed")
     return encoded.tobytes()
@@ -65,8 +66,25 @@ def _optional(batch: dict, name: str, index: int):
     return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
 
+@dataclass
+class Decoded:
+    """A batch between the phases of :class:`PoseAnnotator`: its decoded images and the output being built."""
+
+    batch: dict
+    out: dict
+    rows: list[int]
+    """Batch rows that reach the estimator."""
+    images: list[np.ndarray]
+    """Their RGB images, same order."""
+
+
 class PoseAnnotator:
-    """Estimate poses on the downloaded rows of a batch, decide kept/rejected and render what is kept."""
+    """Estimate poses on the downloaded rows of a batch, decide kept/rejected and render what is kept.
+
+    Calling it runs three phases, also usable one by one so a caller can
+    overlap them across batches (decode the next batch and finish the previous
+    one while the model runs): :meth:`decode`, :meth:`estimate`, :meth:`finish`.
+    """
 
     def __init__(self, config: PoseStageConfig, estimator: PoseEstimator | None = None) -> None:
         self.config = config
@@ -108,10 +126,15 @@ class PoseAnnotator:
         return results
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        decoded = self.decode(batch)
+        return self.finish(decoded, self.estimate(decoded.images))
+
+    def decode(self, batch: dict[str, np.ndarray]) -> "Decoded":
+        """First phase: decode the downloaded rows' images (rows that do not decode become ``not_an_image``)."""
         size = len(batch["key"])
         out = {name: objects(batch[name]) for name in ("status", "error")}
         out.update({name: objects([None] * size) for name in ADDED_COLUMNS})
-        todo, images = [], []
+        decoded = Decoded(batch, out, [], [])
         for index in range(size):
             if out["status"][index] != DOWNLOADED:
                 continue
@@ -119,9 +142,14 @@ class PoseAnnotator:
             if image is None:
                 out["status"][index], out["error"][index] = "not_an_image", "the stored image does not decode"
                 continue
-            todo.append(index)
-            images.append(image)
-        for index, image, poses in zip(todo, images, self.estimate(images)):
+            decoded.rows.append(index)
+            decoded.images.append(image)
+        return decoded
+
+    def finish(self, decoded: "Decoded", found: list[Poses | Exception]) -> dict[str, np.ndarray]:
+        """Last phase: keep rule, annotation and skeleton image for each estimated row; the output batch."""
+        batch, out = decoded.batch, decoded.out
+        for index, image, poses in zip(decoded.rows, decoded.images, found):
             height, width = image.shape[:2]
             out["width"][index], out["height"][index] = width, height
             if isinstance(poses, Exception):

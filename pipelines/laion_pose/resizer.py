@@ -32,6 +32,7 @@ from img2dataset.resizer import Resizer
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 EXIF_ORIENTATION = 0x0112
+EXIF_HEADER_FORMATS = frozenset({"JPEG", "MPO", "WEBP", "TIFF"})
 _FAILED = (None, None, None, None, None)
 
 _ORIENT = {
@@ -60,6 +61,16 @@ class ImageHeader:
         return self.width * self.height
 
 
+def _orientation(image) -> int:
+    """EXIF orientation from the header of formats that carry it there (PIL's PNG ``getexif`` would decode the image)."""
+    if image.format not in EXIF_HEADER_FORMATS:
+        return 1
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block: treat the image as upright
+        return 1
+
+
 def read_header(data: bytes) -> ImageHeader | None:
     """The header of an encoded image; None when PIL cannot identify it (img2dataset's decoder decides then)."""
     from PIL import Image
@@ -71,10 +82,7 @@ def read_header(data: bytes) -> ImageHeader | None:
                 width, height = image.size
                 png_depth = data[24] if data[:8] == PNG_SIGNATURE and len(data) > 24 else 8
                 high = image.mode in HIGH_DEPTH_MODES or png_depth == 16
-                try:
-                    orientation = int(image.getexif().get(EXIF_ORIENTATION, 1))
-                except Exception:  # a broken EXIF block: treat as upright
-                    orientation = 1
+                orientation = _orientation(image)
         except Image.DecompressionBombError:
             return ImageHeader(width=2**31, height=2**31, high_bit_depth=False, orientation=1)
         except Exception:

@@ -1,0 +1,182 @@
+"""LAION-Pose builder throughput, with its baselines measured in the same run.
+
+    .venv/bin/python benchmarks/bench_laion_pose.py [--rows 300] [--shard-size 25] [--skip-download-compare]
+
+Input: the bundled sample (pipelines/sample) replicated to ``--rows`` rows
+(people, person-less photos and bad rows in the sample's proportions), read
+through ``file://`` (no network: the job's own overheads are what is measured).
+
+1. Pose stage alone: the MediaPipe estimator in this process, one model, on
+   the very images the job stores (decoded beforehand, not timed): images/s.
+   Measured before and after the job runs; the mean is the baseline.
+   Also two such processes started together: their summed rate is the
+   ceiling two pose workers can reach on this (shared) machine right now.
+2. Whole job on a local Ray (2 CPUs, one pose worker): download tasks
+   (img2dataset), pose actor, shard writing; images/s counts the images that
+   reach the pose model, from the moment the pose workers are ready (Ray
+   start and model load excluded; a warm-up job first imports img2dataset in
+   the Ray workers). Printed with the ratio to (1) (target >= 0.8).
+3. The same job with 2 pose workers (0.75 CPU each + 0.5 for downloads):
+   speed-up over 1 worker (target >= 1.7 on 2 cores).
+4. Download distribution: one shard through ``img2dataset.download(...)``
+   (a logger process and a process pool spawned per call) versus the job's
+   in-task use of img2dataset's shard downloader on the same rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.laion_pose.cli import SAMPLE_DIR, SAMPLE_PARQUET
+from pipelines.laion_pose.config import DownloadConfig, InputConfig, JobConfig, PoseStageConfig, ResourcesConfig
+from pipelines.laion_pose.download import DOWNLOADED, download_shard
+from pipelines.laion_pose.inputs import plan_input
+from pipelines.laion_pose.job import prepare_output, run_shards
+from pipelines.laion_pose.pose_stage import PoseAnnotator, decode_rgb
+from pipelines.ray_runtime import RayConfig, ray_session
+from pipelines.shards import ProgressLogger
+
+
+def replicate_sample(folder: Path, rows: int) -> Path:
+    sample = pq.read_table(SAMPLE_PARQUET)
+    copies = -(-rows // sample.num_rows)
+    table = pa.concat_tables([sample] * copies).slice(0, rows)
+    path = folder / "replicated.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+def job_config(parquet: Path, output: Path, shard_size: int, workers: int) -> JobConfig:
+    return JobConfig(
+        input=InputConfig(path=str(parquet), url_base=SAMPLE_DIR.as_uri() + "/", shard_size=shard_size),
+        output=str(output),
+        download=DownloadConfig(allowed_file_roots=(str(SAMPLE_DIR),)),
+        stage=PoseStageConfig(),
+        resources=ResourcesConfig(pose_workers=workers, pose_cpus=1.0 if workers == 1 else 0.75, download_cpus=0.5),
+        ray=RayConfig(num_cpus=2),
+    )
+
+
+def stored_images(config: JobConfig) -> list[bytes]:
+    """The encoded images the job hands to the pose model (download stage run without Ray)."""
+    plan = plan_input(config.input)
+    images = []
+    for spec in plan.shards:
+        shard = download_shard(spec, plan, config.input, config.download)
+        for status, data in zip(shard.table.column("status").to_pylist(), shard.table.column("image").to_pylist()):
+            if status == DOWNLOADED:
+                images.append(data)
+    return images
+
+
+def pose_alone(encoded: list[bytes], barrier=None) -> float:
+    """Images/s of the estimator alone on the decoded images (decoding and model load not timed)."""
+    images = [decode_rgb(data) for data in encoded]
+    annotator = PoseAnnotator(PoseStageConfig())
+    try:
+        annotator.estimate(images[:4])  # warm-up
+        if barrier is not None:
+            barrier.wait()
+        start = time.perf_counter()
+        annotator.estimate(images)
+        return len(images) / (time.perf_counter() - start)
+    finally:
+        annotator.close()
+
+
+def pose_alone_parallel(encoded: list[bytes], processes: int = 2) -> float:
+    """Summed images/s of ``processes`` pose-alone processes started together: what the machine gives 2 models now."""
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(processes, mp_context=context) as pool:
+        barrier = manager.Barrier(processes)
+        return sum(pool.map(pose_alone, [encoded] * processes, [barrier] * processes))
+
+
+def run_job_timed(config: JobConfig, session) -> tuple[float, dict]:
+    """Images reaching the pose model per second, from pose workers ready to last shard written."""
+    plan = plan_input(config.input)
+    prepare_output(Path(config.output), config)
+    progress = ProgressLogger(len(plan.shards), unit="images")
+    failures = run_shards(list(plan.shards), plan, config, session, progress)
+    elapsed = progress.clock() - progress.start
+    if failures:
+        raise RuntimeError(f"shards failed: {failures}")
+    return elapsed, {"rows": progress.rows}
+
+
+def compare_download(config: JobConfig, work: Path) -> tuple[float, float, int]:
+    """Seconds for one shard via ``img2dataset.download`` (spawning) and via the job's in-task downloader."""
+    import img2dataset
+
+    plan = plan_input(config.input)
+    spec = plan.shards[0]
+    start = time.perf_counter()
+    shard = download_shard(spec, plan, config.input, config.download)
+    in_task = time.perf_counter() - start
+    fetchable = shard.table.filter(pa.compute.invert(pa.compute.equal(shard.table["status"], "refused_url")))
+    urls = pa.table({"url": fetchable.column("url")})
+    pq.write_table(urls, work / "shard.parquet")
+    start = time.perf_counter()
+    img2dataset.download(
+        url_list=str(work / "shard.parquet"), input_format="parquet", url_col="url", output_folder=str(work / "i2d"),
+        output_format="parquet", image_size=512, resize_mode="keep_ratio", resize_only_if_bigger=True, processes_count=1,
+        thread_count=32, number_sample_per_shard=len(urls) + 1, enable_wandb=False, extract_exif=False, min_image_size=64,
+    )  # fmt: skip
+    return time.perf_counter() - start, in_task, urls.num_rows
+
+
+def _runs(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=300)
+    parser.add_argument("--shard-size", type=int, default=25)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the machine is shared: best of each is reported)")
+    parser.add_argument("--skip-download-compare", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    work = Path(tempfile.mkdtemp(prefix="bench-laion-pose-"))
+    try:
+        parquet = replicate_sample(work, args.rows)
+        images = stored_images(job_config(parquet, work / "unused", args.shard_size, 1))
+        print(f"input: {args.rows} rows, {len(images)} reach the pose model, shards of {args.shard_size}; {args.rounds} rounds")
+        alone, alone_two, one, two = [], [], [], []
+        with ray_session(RayConfig(num_cpus=2)) as session:
+            warm = work / "warm"
+            warm.mkdir()
+            run_job_timed(job_config(replicate_sample(warm, 20), work / "warm-out", 10, 1), session)
+            for round_ in range(args.rounds):
+                alone.append(pose_alone(images))
+                alone_two.append(pose_alone_parallel(images))
+                one.append(len(images) / run_job_timed(job_config(parquet, work / f"one{round_}", args.shard_size, 1), session)[0])
+                two.append(len(images) / run_job_timed(job_config(parquet, work / f"two{round_}", args.shard_size, 2), session)[0])
+        ratios = [j / a for j, a in zip(one, alone)]
+        print(f"pose stage alone (1 model, in process): {max(alone):.2f} images/s  (runs: {_runs(alone)})")
+        print(f"whole job, 1 pose worker:               {max(one):.2f} images/s  (runs: {_runs(one)})")
+        print(f"  ratio job / pose alone:               {max(one) / max(alone):.2f} best/best; per round {_runs(ratios)}  (target >= 0.80)")
+        print(f"whole job, 2 pose workers:              {max(two):.2f} images/s  (runs: {_runs(two)})")
+        print(f"  speed-up 2 / 1 workers:               {max(two) / max(one):.2f}x best/best; per round {_runs([t / o for t, o in zip(two, one)])}  (target >= 1.7x)")
+        print(f"ceiling: 2 pose-alone processes at once: {max(alone_two):.2f} images/s = {max(alone_two) / max(alone):.2f}x one  (runs: {_runs(alone_two)}; the CPU this shared machine gives two models)")
+        if not args.skip_download_compare:
+            spawning, in_task, rows = compare_download(job_config(parquet, work / "cmp", args.shard_size, 1), work)
+            print(f"one shard ({rows} fetched rows): img2dataset.download() {spawning:.2f} s vs in-task downloader {in_task:.2f} s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
