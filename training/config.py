@@ -13,6 +13,10 @@ with the data config of their stage. :func:`preset` builds the named presets:
   stride 4; the release trains 12 frames, the paper 8, we follow the paper).
 - ``tiny``: random tiny models built by :mod:`training.tiny`, 64x64 images,
   a few steps: runs on a 2-core CPU in minutes.
+- ``toy``: the toy world (``pipelines/build_toy_world.py``) at 64x64: stage 0
+  (:class:`Stage0Config`, :mod:`training.stage0`) first trains the tiny random
+  UNet into a text-to-image base (no pose), which stage 1 loads with
+  ``--model.pretrained STAGE0_OUTPUT/model``.
 
 The command line of each entry point is generated from these classes by
 :mod:`training.arguments`.
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-PRESETS = ("paper", "tiny")
+PRESETS = ("paper", "tiny", "toy")
 SD14 = "CompVis/stable-diffusion-v1-4"
 
 
@@ -51,6 +55,10 @@ class ModelConfig:
     """Stage 2: the stage-1 output folder (or its exported ``model`` folder) to start from; its base model is used unless ``pretrained`` is set."""
     tiny_seed: int = 0
     """Seed of the tiny random base model built when ``pretrained`` is empty."""
+    tiny_vae_log_variance: float | None = None
+    """Tiny random base: fix the VAE posterior log-variance to this (e.g. -12: std e^-6, near-deterministic latents like SD's); None: the random VAE's own (latents mostly noise)."""
+    calibrate_latent_scale: bool = False
+    """Stage 0: before training, set the VAE scaling_factor to 1/std of the latent means of the first training images (unit-variance latents, as SD's 0.18215 is for its VAE); exported with the model."""
     pose_injection: Literal["residual", "concat"] = "residual"
     """Stage 1: add pose features after the 2nd layer of each down block (the paper), or concatenate pose maps to the latents (the paper's ablation; trains the widened conv_in too)."""
     pose_levels: tuple[int, ...] = ()
@@ -253,6 +261,14 @@ class TrainConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Stage0Config(TrainConfig):
+    """Stage 0 (toy scale only): train a text-to-image UNet from a tiny random SD-shaped base on images, without pose."""
+
+    data: ImageDataConfig = ImageDataConfig()
+    """Images with captions (LAION-Pose shards; their poses are not used)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Stage1Config(TrainConfig):
     """Stage 1: train the pose encoder on LAION-Pose against a frozen Stable Diffusion."""
 
@@ -269,14 +285,18 @@ class Stage2Config(TrainConfig):
 
 
 def preset(stage: int, name: str) -> TrainConfig:
-    """The named preset of a stage (1 or 2); unknown names raise :class:`ConfigError` listing the valid ones."""
+    """The named preset of a stage (0, 1 or 2); unknown names raise :class:`ConfigError` listing the valid ones."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    if stage == 0:
+        if name == "paper":
+            raise ConfigError("stage 0 trains a base model at toy scale only (the paper starts from SD 1.4): use --preset toy or tiny")
+        return _stage0(name)
     if stage == 1:
-        return _stage1_paper() if name == "paper" else _stage1_tiny()
+        return {"paper": _stage1_paper, "tiny": _stage1_tiny, "toy": _stage1_toy}[name]()
     if stage == 2:
-        return _stage2_paper() if name == "paper" else _stage2_tiny()
-    raise ConfigError(f"stage must be 1 or 2, got {stage}")
+        return {"paper": _stage2_paper, "tiny": _stage2_tiny, "toy": _stage2_toy}[name]()
+    raise ConfigError(f"stage must be 0, 1 or 2, got {stage}")
 
 
 def _stage1_paper() -> Stage1Config:
@@ -336,6 +356,43 @@ def _stage2_tiny() -> Stage2Config:
     )
 
 
+# Toy presets: 64x64 toy-world images (pipelines/build_toy_world.py), 8x8 latents, on a 2-core CPU.
+# Stage 0's base: the tiny random SD with a near-deterministic VAE whose latent scale is calibrated on the data.
+_TOY_IMAGES = ImageDataConfig(resolution=64, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), random_flip=False, num_workers=1)
+
+
+def _stage0(name: str) -> Stage0Config:
+    toy = name == "toy"
+    return Stage0Config(
+        preset=name,
+        max_steps=600 if toy else 20,
+        batch_size=16 if toy else 4,
+        optim=OptimConfig(lr=2e-3 if toy else 1e-3, weight_decay=0.0),
+        model=ModelConfig(tiny_vae_log_variance=-12.0, calibrate_latent_scale=True),
+        data=_TOY_IMAGES if toy else ImageDataConfig(resolution=64, num_workers=1),
+        checkpoint=CheckpointConfig(every=200 if toy else 10, keep_last=2),
+        log=LogConfig(every=20 if toy else 5),
+        validation=ValidationConfig(every=0, num_inference_steps=10 if toy else 4, guidance_scale=3.0),
+    )
+
+
+def _stage1_toy() -> Stage1Config:
+    return dataclasses.replace(
+        _stage1_tiny(), preset="toy", max_steps=400, batch_size=8, data=_TOY_IMAGES,
+        checkpoint=CheckpointConfig(every=200, keep_last=2), log=LogConfig(every=20),
+        validation=ValidationConfig(every=0, num_inference_steps=10, guidance_scale=3.0),
+    )  # fmt: skip
+
+
+def _stage2_toy() -> Stage2Config:
+    return dataclasses.replace(
+        _stage2_tiny(), preset="toy", max_steps=300, batch_size=2,
+        data=ClipDataConfig(resolution=64, num_frames=8, frame_stride=1, num_workers=1),
+        checkpoint=CheckpointConfig(every=100, keep_last=2), log=LogConfig(every=20),
+        validation=ValidationConfig(every=0, num_inference_steps=10, guidance_scale=3.0, num_frames=8),
+    )  # fmt: skip
+
+
 def to_dict(config) -> dict:
     """A JSON-ready dict of a (nested) config."""
     return json.loads(json.dumps(dataclasses.asdict(config)))
@@ -372,7 +429,7 @@ def load_config(path: str | Path):
     """Read a config written by :func:`save_config` back into its class."""
     values = json.loads(Path(path).read_text())
     kind = values.pop("kind", None)
-    classes = {cls.__name__: cls for cls in (Stage1Config, Stage2Config)}
+    classes = {cls.__name__: cls for cls in (Stage0Config, Stage1Config, Stage2Config)}
     if kind not in classes:
         raise ConfigError(f"{path} is not a training config (kind={kind!r})")
     return from_dict(classes[kind], values)

@@ -61,6 +61,9 @@ class TinySDConfig:
     """Default image size in pixels written in the configs (latent size = sample_size / 8)."""
     seed: int = 0
     """Seed of the random weights."""
+    vae_log_variance: float | None = None
+    """Fix the VAE posterior log-variance to this value (e.g. -12: std e^-6, a near-deterministic encoder like SD's);
+    None: the random VAE's own (posterior std ~1, so its latents are mostly noise)."""
 
     def __post_init__(self) -> None:
         if len(self.unet_channels) != 4:
@@ -136,6 +139,8 @@ def build_tiny_sd(config: TinySDConfig = TinySDConfig()) -> dict:
         sample_size=config.sample_size,
         scaling_factor=SD14_LATENT_SCALE,
     )
+    if config.vae_log_variance is not None:
+        fix_vae_log_variance(vae, config.vae_log_variance)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=CLIP_VOCAB_SIZE,
@@ -158,6 +163,30 @@ def build_tiny_sd(config: TinySDConfig = TinySDConfig()) -> dict:
         "tokenizer": build_clip_tokenizer(),
         "scheduler": DDIMScheduler(**SD14_SCHEDULER),
     }
+
+
+def fix_vae_log_variance(vae, log_variance: float) -> None:
+    """Make ``vae``'s posterior log-variance the constant ``log_variance`` (the second half of ``quant_conv``'s outputs)."""
+    import torch
+
+    latent = vae.config.latent_channels
+    with torch.no_grad():
+        vae.quant_conv.weight[latent:] = 0.0
+        vae.quant_conv.bias[latent:] = float(log_variance)
+
+
+def calibrate_latent_scale(vae, pixels) -> float:
+    """Set ``vae``'s ``scaling_factor`` to 1 / std of the posterior means of ``pixels`` ``(N, 3, H, W)`` in [-1, 1], so
+    scaled latents have unit variance (what SD's 0.18215 does for its VAE); returns the factor."""
+    import torch
+
+    with torch.no_grad():
+        means = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mean.float()
+    std = means.std().item()
+    if not std > 0:
+        raise ValueError("cannot calibrate the latent scale: the latents of these images do not vary")
+    vae.register_to_config(scaling_factor=1.0 / std)
+    return 1.0 / std
 
 
 def save_tiny_sd(path: str | Path, config: TinySDConfig = TinySDConfig()) -> Path:

@@ -1,0 +1,118 @@
+"""Stage 0 (toy scale): train a text-to-image UNet without pose, the base that stage 1 freezes.
+
+There is no pretrained text-to-image prior at toy scale, so stage 0 makes one through the
+same loop (:mod:`training.loop`) and stage interface (:mod:`training.stages`) as stages 1
+and 2: it starts from a base model folder (by default the tiny random SD-shaped model
+that :mod:`training.tiny` builds into ``OUTPUT/tiny-base``), trains the whole UNet to
+predict noise on captioned images (LAION-Pose shards; their poses are ignored) with the
+text encoder and VAE frozen, and exports a complete SD-1.x-shaped diffusers folder
+(``unet``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler``) that stage 1 loads with
+``--model.pretrained OUTPUT/model``.
+
+A random tiny VAE has posterior std ~1, so its sampled latents are mostly noise: the
+presets fix its log-variance (``model.tiny_vae_log_variance``) and, with
+``model.calibrate_latent_scale``, set its ``scaling_factor`` to 1 / std of the latent means
+of the first training images, like SD's 0.18215; the calibrated VAE is exported.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.stages import PoseImageStage
+
+log = logging.getLogger(__name__)
+CALIBRATION_IMAGES = 64
+"""Training images whose latents set the calibrated latent scale."""
+
+
+class BaseImageStage(PoseImageStage):
+    """Stage 0: captioned images, the whole UNet trainable; text encoder and VAE frozen."""
+
+    name = "stage0"
+
+    def setup(self, accelerator) -> None:
+        self.preflight(accelerator)
+        self.setup_base(accelerator, self.pretrained, self.config.model.revision)
+        self.unet = self.base["unet"]
+        self.unet.requires_grad_(True)
+        self.unet.train()
+
+    def trainable_module(self) -> torch.nn.Module:
+        return self.unet
+
+    def trainable_names(self) -> list[str]:
+        return [name for name, p in self.unet.named_parameters() if p.requires_grad]
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.unet.enable_gradient_checkpointing()
+
+    def dataset(self):
+        data = super().dataset()
+        if self.config.model.calibrate_latent_scale:
+            from training.tiny import calibrate_latent_scale
+
+            count = min(CALIBRATION_IMAGES, len(data))
+            pixels = torch.stack([data[(0, index)]["pixel_values"] for index in range(count)])
+            scale = calibrate_latent_scale(self.base["vae"], pixels)
+            log.info("latent scale calibrated on %d images: %.4f", count, scale)
+        return data
+
+    def loss(self, model, batch: dict, generator: torch.Generator, sampling: str) -> torch.Tensor:
+        latents = self.encode_images(batch["pixel_values"], generator)
+        text = self.encode_text(batch["caption"])
+        noisy, timesteps, target = self.noised(latents, generator, sampling)
+        prediction = model(noisy.to(self.weight_dtype), timesteps, encoder_hidden_states=text).sample
+        return self.mse(prediction, target)
+
+    @torch.no_grad()
+    def sample(self, prompts: list[str], *, steps: int, guidance_scale: float, seed: int) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 images of ``prompts`` at the training resolution (DDIM, eta 0, classifier-free guidance)."""
+        from diffusers import DDIMScheduler
+
+        from training.validation import to_uint8
+
+        scheduler = DDIMScheduler.from_config(self.base["noise_scheduler"].config)
+        scheduler.set_timesteps(steps, device=self.device)
+        size = self.config.data.resolution // self.vae_factor
+        text = torch.cat([self.encode_text([""] * len(prompts)), self.encode_text(prompts)])
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        shape = (len(prompts), self.unet.config.out_channels, size, size)
+        latents = torch.randn(shape, generator=generator, device=self.device) * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            doubled = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+            uncond, cond = self.unet(doubled.to(self.weight_dtype), t, encoder_hidden_states=text).sample.float().chunk(2)
+            latents = scheduler.step(uncond + guidance_scale * (cond - uncond), t, latents, eta=0.0).prev_sample
+        vae = self.base["vae"]
+        return to_uint8(vae.decode((latents / vae.config.scaling_factor).to(self.weight_dtype)).sample)
+
+    def validate(self, folder: Path, validation, *, seed: int) -> list[Path]:
+        from training.validation import save_grid
+
+        was_training = self.unet.training
+        self.unet.eval()
+        try:
+            images = self.sample(list(validation.prompts), steps=validation.num_inference_steps, guidance_scale=validation.guidance_scale, seed=seed)
+        finally:
+            self.unet.train(was_training)
+        grid = save_grid([list(images)], Path(folder) / "images.png")
+        (Path(folder) / "prompts.txt").write_text("\n".join(validation.prompts) + "\n")
+        return [grid]
+
+    def export(self, folder: Path) -> None:
+        """A complete SD-1.x-shaped diffusers folder: the trained UNet with the (calibrated) VAE, text encoder,
+        tokenizer and a DDIM scheduler of the base's noise schedule."""
+        from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+        folder.mkdir(parents=True, exist_ok=True)
+        base = self.base
+        pipeline = StableDiffusionPipeline(
+            vae=base["vae"], text_encoder=base["text_encoder"], tokenizer=base["tokenizer"], unet=self.unet,
+            scheduler=DDIMScheduler.from_config(base["noise_scheduler"].config),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )  # fmt: skip
+        pipeline.save_pretrained(folder, safe_serialization=True)
