@@ -258,7 +258,9 @@ def aggregate_stats(directory: str | Path, *, statuses: Iterable[str] = (), extr
     for stats in per_shard:
         shard_counts = stats.get("counts", {})
         if sum(shard_counts.values()) != stats.get("input_rows"):
-            raise ValueError(f"shard {stats.get('shard')}: counts {shard_counts} do not add up to input_rows {stats.get('input_rows')}")
+            raise ValueError(
+                f"shard {stats.get('shard')}: counts {shard_counts} do not add up to input_rows {stats.get('input_rows')}"
+            )
         input_rows += stats["input_rows"]
         for status, value in shard_counts.items():
             counts[status] = counts.get(status, 0) + int(value)

@@ -184,6 +184,19 @@ def full_run(ray_cluster, laion_input, tmp_path_factory) -> Path:
     return output
 
 
+def test_no_arguments_build_the_bundled_sample(ray_cluster, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 0
+    output = tmp_path / "outputs" / "laion_pose_sample"
+    totals = json.loads((output / "stats.json").read_text())
+    assert totals["input_rows"] == 18 == sum(totals["counts"].values()) and totals["complete"]
+    assert totals["counts"]["refused_url"] == 2  # loopback and file:// outside the sample: refused without the flag
+    assert totals["counts"]["no_person"] == 3 and totals["counts"]["kept"] >= 4
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in output.glob("0*"))
+    assert main([]) == 0  # a rerun finds every shard finished and redoes nothing
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in output.glob("0*")) == before
+
+
 def _expected(status):
     return status if isinstance(status, set) else {status}
 

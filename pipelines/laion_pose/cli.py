@@ -29,7 +29,8 @@ _INPUT = [
     ("--input", "path", str, "parquet file, glob or folder (any fsspec URL); default: the bundled sample"),
     ("--url-column", "url_column", str, "URL column (default URL)"),
     ("--caption-column", "caption_column", str, "caption column (default TEXT)"),
-    ("--carry-columns", "carry_columns", lambda s: tuple(c for c in s.split(",") if c), "comma-separated columns copied into the index (default: all others)"),
+    ("--carry-columns", "carry_columns", lambda s: tuple(c for c in s.split(",") if c),
+     "comma-separated columns copied into the index (default: all others)"),
     ("--shard-size", "shard_size", int, "input rows per shard (default 1000)"),
     ("--url-base", "url_base", str, "base URL for relative URLs"),
     ("--limit", "limit", int, "use only the first N rows"),
@@ -84,20 +85,27 @@ def build_parser() -> argparse.ArgumentParser:
         "enough visible keypoints, write WebDataset shards + parquet index + stats. Resumable. "
         "Without arguments: the bundled sample into outputs/laion_pose_sample.",
     )
-    parser.add_argument("--output", default=None, help="output folder (default for the bundled sample: outputs/laion_pose_sample)")
+    parser.add_argument("--output", default=None, help="output folder (bundled sample: outputs/laion_pose_sample)")
     parser.add_argument("--log-level", default="INFO", help="logging level")
     _add(parser, "input", _INPUT)
     _add(parser, "download", _DOWNLOAD)
     access = parser.add_argument_group("url access")
-    access.add_argument("--allow-private-urls", action="store_true", default=None, help="allow file:// and private/loopback hosts")
-    access.add_argument("--allow-file-root", dest="allowed_file_roots", action="append", default=None, help="allow file:// URLs under this folder (repeatable)")
+    access.add_argument(
+        "--allow-private-urls", action="store_true", default=None, help="allow file:// and private/loopback hosts"
+    )
+    access.add_argument(
+        "--allow-file-root", dest="allowed_file_roots", action="append", default=None,
+        help="allow file:// URLs under this folder (repeatable)",
+    )
     access.add_argument("--ignore-robots-tag", action="store_true", help="fetch images whose X-Robots-Tag opts out")
     _add(parser, "pose", _POSE)
     pose = parser.add_argument_group("keep rule")
     pose.add_argument("--max-persons", type=int, default=None, help="people per image (detector boxes / MediaPipe passes)")
     pose.add_argument("--allow-random-weights", action="store_true", default=None, help="mmpose without checkpoints (tests only)")
-    pose.add_argument("--keypoint-threshold", type=float, default=None, help="a keypoint is visible above this score (default 0.3)")
-    pose.add_argument("--min-visible-fraction", type=float, default=None, help="keep when someone has more than this share of 17 keypoints visible (default 0.5)")
+    pose.add_argument("--keypoint-threshold", type=float, help="a keypoint is visible above this score (default 0.3)")
+    pose.add_argument(
+        "--min-visible-fraction", type=float, help="keep when someone has more than this share of 17 keypoints visible (0.5)"
+    )
     pose.add_argument("--images-per-call", type=int, default=None, help="images per estimator call (default 16)")
     _add(parser, "resources", _RESOURCES)
     _add(parser, "ray", _RAY)
@@ -135,7 +143,9 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         pose.update(det_max_persons=args.max_persons, mediapipe_max_persons=args.max_persons)
     if args.allow_random_weights:
         pose["allow_random_weights"] = True
-    visibility = {k: v for k, v in (("keypoint_threshold", args.keypoint_threshold), ("min_visible_fraction", args.min_visible_fraction)) if v is not None}
+    visibility = {
+        name: getattr(args, name) for name in ("keypoint_threshold", "min_visible_fraction") if getattr(args, name) is not None
+    }
     stage = PoseStageConfig(
         pose=PoseConfig(**pose),
         visibility=VisibilityConfig(**visibility),

@@ -133,7 +133,7 @@ class ResourcesConfig:
     pose_gpus: float | None = None
     """GPUs per pose actor. None: 1 when the cluster has GPUs, else 0."""
     download_workers: int | None = None
-    """Download actors (img2dataset imported once each). None: what the CPUs left by the pose workers hold, at most 2 per pose worker."""
+    """Download actors (img2dataset imported once each). None: what the CPUs left by the pose workers hold, <= 2 per pose worker."""
     download_cpus: float = 0.5
     """CPUs reserved per download actor (mostly waiting on the network)."""
     prefetch_shards: int = 1
@@ -144,7 +144,7 @@ class ResourcesConfig:
     """Retries of a failed shard download and restarts of a crashed actor."""
 
     def __post_init__(self) -> None:
-        if (self.pose_workers is not None and self.pose_workers < 1) or (self.download_workers is not None and self.download_workers < 1):
+        if any(count is not None and count < 1 for count in (self.pose_workers, self.download_workers)):
             raise ValueError("pose_workers and download_workers must be at least 1")
         if self.pose_cpus <= 0 or self.download_cpus <= 0:
             raise ValueError("pose_cpus and download_cpus must be positive")

@@ -75,7 +75,9 @@ def run_job(config: JobConfig) -> dict:
     remove_partial_files(output)
     done = finished_shards(output)
     todo = [spec for spec in plan.shards if spec.stem not in done]
-    _log.info("input: %d rows in %d file(s) -> %d shard(s), %d to do", plan.total_rows, len(plan.files), len(plan.shards), len(todo))
+    _log.info(
+        "input: %d rows in %d file(s) -> %d shard(s), %d to do", plan.total_rows, len(plan.files), len(plan.shards), len(todo)
+    )
     progress = ProgressLogger(len(plan.shards), unit="images")
     progress.skip(len(plan.shards) - len(todo))
     failures: dict[str, str] = {}
@@ -148,7 +150,9 @@ def _schedule(todo, downloaders, posers, resources: ResourcesConfig, progress: P
             busy[actor.process.remote(ref)] = (actor, spec)
         finished, _ = ray.wait(list(downloading) + list(busy), num_returns=1, timeout=HEARTBEAT_S)
         if not finished:
-            _log.info("working: %d downloading, %d waiting, %d in pose | %s", len(downloading), len(ready), len(busy), progress.line())
+            _log.info(
+                "working: %d downloading, %d waiting, %d in pose | %s", len(downloading), len(ready), len(busy), progress.line()
+            )
         for ref in finished:
             if ref in downloading:
                 spec, which = downloading.pop(ref)
@@ -175,12 +179,9 @@ def _account(ref, actor, spec, progress: ProgressLogger, failures: dict[str, str
     except ray.exceptions.RayError as err:
         failures[spec.stem] = str(err)[-2000:]
         _log.error("shard %s failed after retries (a rerun retries it): %s", spec.stem, err)
-    try:  # the error may be the shard's (or its download's); is the pose worker itself still there?
-        ray.get(actor.ready.remote(), timeout=120)
-        return True
-    except ray.exceptions.RayError:
-        _log.error("a pose worker died and could not be restarted")
-        return False
+        # The error may be the shard's own, or its download actor's; only this actor's death retires it.
+        own_id = getattr(getattr(actor, "_actor_id", None), "hex", lambda: None)()
+        return not (isinstance(err, ray.exceptions.RayActorError) and getattr(err, "actor_id", None) == own_id)
 
 
 def _stop(posers, downloaders) -> None:

@@ -101,7 +101,7 @@ class UrlPolicy:
             return UrlVerdict(FAILED, "empty URL")
         try:
             parts = urlsplit(url.strip())
-            port = parts.port  # raises on a malformed port
+            _ = parts.port  # raises on a malformed port
         except ValueError as err:
             return UrlVerdict(FAILED, f"malformed URL: {err}")
         scheme = parts.scheme.lower()
@@ -115,7 +115,6 @@ class UrlPolicy:
             return UrlVerdict(REFUSED, f"scheme {scheme!r} is not allowed (only http/https without --allow-private-urls)")
         if not parts.hostname:
             return UrlVerdict(FAILED, "URL has no host")
-        del port
         try:
             problem = _address_problem(parts.hostname)
         except ValueError:
