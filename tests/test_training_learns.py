@@ -63,19 +63,18 @@ def figures(workdir) -> Path:
 def pretrained_base(workdir, figures) -> Path:
     """The tiny SD with a calibrated VAE and a UNet pretrained (60 steps) to denoise the figures, text-conditioned."""
     from training.data import PoseImageDataset
-    from training.tiny import save_tiny_sd
+    from training.tiny import calibrate_latent_scale, fix_vae_log_variance, save_tiny_sd
 
     folder = save_tiny_sd(workdir / "base")
     base = load_base(str(folder))
     vae, unet, scheduler = base["vae"], base["unet"], base["noise_scheduler"]
     dataset = PoseImageDataset(figures, replace(preset(1, "tiny").data, crop_scale=(1.0, 1.0)), seed=0)
     items = [dataset[(0, i)] for i in range(len(dataset))]
+    pixels = torch.stack([x["pixel_values"] for x in items])
+    fix_vae_log_variance(vae, -12.0)  # posterior std e^-6: a near-deterministic encoder like SD's
+    calibrate_latent_scale(vae, pixels)  # unit-variance scaled latents
     with torch.no_grad():
-        vae.quant_conv.weight[4:] = 0.0
-        vae.quant_conv.bias[4:] = -12.0  # posterior log-variance: std e^-6, a near-deterministic encoder like SD's
-        means = vae.encode(torch.stack([x["pixel_values"] for x in items])).latent_dist.mean
-        vae.register_to_config(scaling_factor=1.0 / means.std().item())
-        latents = means * vae.config.scaling_factor
+        latents = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
         ids = base["tokenizer"]([x["caption"] for x in items], padding="max_length", max_length=77, return_tensors="pt").input_ids
         text = base["text_encoder"](ids)[0]
     optimizer = torch.optim.AdamW(unet.parameters(), lr=2e-3, weight_decay=0.0)
