@@ -32,6 +32,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -80,17 +81,17 @@ def stored_images(config: JobConfig) -> list[bytes]:
     return images
 
 
-def pose_alone(encoded: list[bytes], barrier=None) -> float:
-    """Images/s of the estimator alone on the decoded images (decoding and model load not timed)."""
+def pose_alone(encoded: list[bytes], barrier=None) -> tuple[float, float]:
+    """Images/s and CPU seconds per image of the estimator alone on the decoded images (decoding, loading not timed)."""
     images = [decode_rgb(data) for data in encoded]
     annotator = PoseAnnotator(PoseStageConfig())
     try:
         annotator.estimate(images[:4])  # warm-up
         if barrier is not None:
             barrier.wait()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         annotator.estimate(images)
-        return len(images) / (time.perf_counter() - start)
+        return len(images) / (time.perf_counter() - start), (time.process_time() - cpu) / len(images)
     finally:
         annotator.close()
 
@@ -100,19 +101,52 @@ def pose_alone_parallel(encoded: list[bytes], processes: int = 2) -> float:
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager, ProcessPoolExecutor(processes, mp_context=context) as pool:
         barrier = manager.Barrier(processes)
-        return sum(pool.map(pose_alone, [encoded] * processes, [barrier] * processes))
+        return sum(rate for rate, _ in pool.map(pose_alone, [encoded] * processes, [barrier] * processes))
 
 
-def run_job_timed(config: JobConfig, session) -> tuple[float, dict]:
-    """Images reaching the pose model per second, from pose workers ready to last shard written."""
+def tree_cpu_seconds() -> Counter:
+    """CPU seconds used so far by this process and its descendants (the local Ray included), by kind of process."""
+    import psutil
+
+    totals: Counter = Counter()
+    me = psutil.Process()
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            title = " ".join(process.cmdline()[:1])
+        except psutil.Error:
+            continue
+        kind = "pose" if "PoseWorker" in title else "download" if "DownloadWorker" in title else "ray+driver"
+        totals[kind] += times.user + times.system + times.children_user + times.children_system
+    return totals
+
+
+class MeasuredProgress(ProgressLogger):
+    """The job's progress logger, also reading the CPU used by the job's processes when the workers are ready
+    and at each finished shard (actor start-up, imports and model loads are left out, as in the wall time)."""
+
+    def restart_clock(self) -> None:
+        super().restart_clock()
+        self.cpu_start = self.cpu_end = tree_cpu_seconds()
+        self.end = self.start
+
+    def update(self, shard_stats) -> str:
+        line = super().update(shard_stats)
+        self.cpu_end, self.end = tree_cpu_seconds(), self.clock()
+        return line
+
+
+def run_job_timed(config: JobConfig, session) -> tuple[float, Counter]:
+    """Seconds from pose workers ready to last shard written, and the CPU seconds the job's processes used meanwhile."""
     plan = plan_input(config.input)
     prepare_output(Path(config.output), config)
-    progress = ProgressLogger(len(plan.shards), unit="images")
+    progress = MeasuredProgress(len(plan.shards), unit="images")
     failures = run_shards(list(plan.shards), plan, config, session, progress)
-    elapsed = progress.clock() - progress.start
     if failures:
         raise RuntimeError(f"shards failed: {failures}")
-    return elapsed, {"rows": progress.rows}
+    cpu = Counter(progress.cpu_end)
+    cpu.subtract(progress.cpu_start)
+    return progress.end - progress.start, cpu
 
 
 def compare_download(config: JobConfig, work: Path) -> tuple[float, float, int]:
@@ -154,20 +188,28 @@ def main(argv: list[str] | None = None) -> None:
         parquet = replicate_sample(work, args.rows)
         images = stored_images(job_config(parquet, work / "unused", args.shard_size, 1))
         print(f"input: {args.rows} rows, {len(images)} reach the pose model, shards of {args.shard_size}; {args.rounds} rounds")
-        alone, alone_two, one, two = [], [], [], []
+        alone, alone_two, one, two, pose_cpu, job_cpu = [], [], [], [], [], []
         with ray_session(RayConfig(num_cpus=2)) as session:
             warm = work / "warm"
             warm.mkdir()
             run_job_timed(job_config(replicate_sample(warm, 20), work / "warm-out", 10, 1), session)
             for round_ in range(args.rounds):
-                alone.append(pose_alone(images))
+                rate, cpu = pose_alone(images)
+                alone.append(rate)
+                pose_cpu.append(cpu)
                 alone_two.append(pose_alone_parallel(images))
-                one.append(len(images) / run_job_timed(job_config(parquet, work / f"one{round_}", args.shard_size, 1), session)[0])
+                seconds, cpu = run_job_timed(job_config(parquet, work / f"one{round_}", args.shard_size, 1), session)
+                one.append(len(images) / seconds)
+                job_cpu.append({kind: seconds / len(images) for kind, seconds in cpu.items()})
                 two.append(len(images) / run_job_timed(job_config(parquet, work / f"two{round_}", args.shard_size, 2), session)[0])
         ratios = [j / a for j, a in zip(one, alone)]
         print(f"pose stage alone (1 model, in process): {max(alone):.2f} images/s  (runs: {_runs(alone)})")
         print(f"whole job, 1 pose worker:               {max(one):.2f} images/s  (runs: {_runs(one)})")
         print(f"  ratio job / pose alone:               {max(one) / max(alone):.2f} best/best; per round {_runs(ratios)}  (target >= 0.80)")
+        cheapest = min(job_cpu, key=lambda kinds: sum(kinds.values()))
+        parts = ", ".join(f"{kind} {ms * 1000:.0f}" for kind, ms in sorted(cheapest.items()))
+        print(f"  CPU ms per image: pose alone {min(pose_cpu) * 1000:.0f}; whole job {sum(cheapest.values()) * 1000:.0f} "
+              f"({parts}) -> model share {min(pose_cpu) / sum(cheapest.values()):.2f}")
         print(f"whole job, 2 pose workers:              {max(two):.2f} images/s  (runs: {_runs(two)})")
         print(f"  speed-up 2 / 1 workers:               {max(two) / max(one):.2f}x best/best; per round {_runs([t / o for t, o in zip(two, one)])}  (target >= 1.7x)")
         print(f"ceiling: 2 pose-alone processes at once: {max(alone_two):.2f} images/s = {max(alone_two) / max(alone):.2f}x one  (runs: {_runs(alone_two)}; the CPU this shared machine gives two models)")

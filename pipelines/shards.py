@@ -28,6 +28,9 @@ API (stable; the LAION-Pose and HD-VILA builders both use it)::
         stats = make_shard_stats(shard_stem(7), {"kept": 1, "no_person": 3}, statuses=STATUSES)
         writer.commit(index_table, stats)           # tar, parquet, then stats.json
     totals = aggregate_stats(out_dir, statuses=STATUSES)  # writes out_dir/stats.json
+    progress = ProgressLogger(total_shards, unit="images")
+    progress.skip(len(done)); progress.restart_clock()   # once workers are up
+    progress.update(stats)                          # logs "shards 3/10 | ... images/s | kept ..."
 
 Shard stats are JSON objects with at least ``shard``, ``input_rows`` and
 ``counts`` (status -> rows); ``counts`` must add up to ``input_rows``. Other
