@@ -37,6 +37,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.laion_pose.cli import SAMPLE_DIR, SAMPLE_PARQUET
@@ -158,7 +159,7 @@ def compare_download(config: JobConfig, work: Path) -> tuple[float, float, int]:
     start = time.perf_counter()
     shard = download_shard(spec, plan, config.input, config.download)
     in_task = time.perf_counter() - start
-    fetchable = shard.table.filter(pa.compute.invert(pa.compute.equal(shard.table["status"], "refused_url")))
+    fetchable = shard.table.filter(pc.invert(pc.equal(shard.table["status"], "refused_url")))
     urls = pa.table({"url": fetchable.column("url")})
     pq.write_table(urls, work / "shard.parquet")
     start = time.perf_counter()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -226,7 +227,7 @@ def test_tars_hold_the_kept_samples(full_run):
     import webdataset as wds
 
     index = read_index(full_run)
-    kept = index.filter(pa.compute.equal(index["status"], "kept")).sort_by("key")
+    kept = index.filter(pc.equal(index["status"], "kept")).sort_by("key")
     raw = list(wds.WebDataset(sorted(str(p) for p in full_run.glob("*.tar")), shardshuffle=False, empty_check=False))
     assert sorted(s["__key__"] for s in raw) == kept.column("key").to_pylist()
     assert all(set(s) - {"__key__", "__url__", "__local_path__"} == set(SAMPLE_EXTS) for s in raw)

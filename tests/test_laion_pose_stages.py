@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -289,7 +290,7 @@ def test_written_shard_reads_back(tmp_path, sample_shard, annotator):
     assert index.schema.names[: len(INDEX_SCHEMA)] == INDEX_SCHEMA.names
     assert "AESTHETIC_SCORE" in index.schema.names and index.num_rows == stats["input_rows"] == 18
     assert set(stats["counts"]) == set(STATUSES) and sum(stats["counts"].values()) == 18
-    kept = index.filter(pa.compute.equal(index["status"], "kept"))
+    kept = index.filter(pc.equal(index["status"], "kept"))
     samples = list(iter_samples(tmp_path))
     assert [s.key for s in samples] == kept.column("key").to_pylist() and stats["samples"] == len(samples)
     for sample, width, height in zip(samples, kept.column("width").to_pylist(), kept.column("height").to_pylist()):
