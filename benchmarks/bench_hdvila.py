@@ -76,6 +76,7 @@ def time_cutting(metadata: Path, videos: Path, out: Path, cut) -> tuple[float, i
 
 def time_reading(clips: Path, size: int, epochs: int) -> tuple[float, float]:
     """frames/s of ClipDataset and of plain decord on the same files and frame indices, epochs interleaved."""
+    import cv2  # noqa: F401  # before decord (see datasets.clips.decode_frames)
     import decord
     import webdataset as wds
 

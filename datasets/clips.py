@@ -330,6 +330,7 @@ class ClipDatasetConfig:
 def decode_frames(data: bytes, indices: np.ndarray, *, decoder: str = "decord", threads: int = 1) -> np.ndarray:
     """Frames ``indices`` (sorted) of an mp4 as ``(N, H, W, 3)`` uint8 RGB."""
     if decoder == "decord":
+        import cv2  # noqa: F401  # before decord: decord loaded first breaks cv2's PNG decoding in this process
         import decord
 
         reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=threads)

@@ -51,3 +51,23 @@ def test_ray_data_runs_beside_our_datasets_package(tmp_path):
         "ray.shutdown()\n"
     )
     assert out.strip().splitlines()[-1] == str([i * 2 for i in range(10)])
+
+
+def test_reading_clips_with_decord_leaves_cv2_png_decoding_working():
+    # decord imported before cv2 breaks cv2.imdecode for PNG in that process (its bundled libpng);
+    # datasets.clips imports cv2 first, so a training process that reads clips still decodes PNGs.
+    out = run_python(
+        "import numpy as np, av, io\n"
+        "from datasets.clips import decode_frames\n"
+        "buffer = io.BytesIO()\n"
+        "with av.open(buffer, 'w', format='mp4') as out:\n"
+        "    stream = out.add_stream('libx264', rate=8); stream.width = stream.height = 32; stream.pix_fmt = 'yuv420p'\n"
+        "    for i in range(4):\n"
+        "        out.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), 60 * i, np.uint8), format='rgb24')))\n"
+        "    out.mux(stream.encode())\n"
+        "frames = decode_frames(buffer.getvalue(), np.arange(4), decoder='decord')\n"
+        "import cv2\n"
+        "ok, png = cv2.imencode('.png', np.zeros((8, 8, 3), np.uint8))\n"
+        "print(frames.shape, cv2.imdecode(png, cv2.IMREAD_UNCHANGED) is not None)\n"
+    )
+    assert out.strip().splitlines()[-1] == "(4, 32, 32, 3) True"
