@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+# cv2 must be loaded before decord in any process that uses both: decord loaded first breaks
+# cv2.imdecode for PNG (its bundled libpng). datasets.clips does the same before importing decord.
+import cv2  # noqa: F401
 import numpy as np
 import pytest
 

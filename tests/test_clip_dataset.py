@@ -7,12 +7,10 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("av")
-pytest.importorskip("decord")
-torch = pytest.importorskip("torch")
+import torch
 
-from datasets.clips import ClipDataset, ClipDatasetConfig  # noqa: E402
-from pipelines.hdvila.config import CutConfig, SourceConfig  # noqa: E402
+from datasets.clips import ClipDataset, ClipDatasetConfig
+from pipelines.hdvila.config import CutConfig, SourceConfig
 from pipelines.hdvila.metadata import VideoIndex, iter_videos  # noqa: E402
 from pipelines.hdvila.planning import ClipPlanner  # noqa: E402
 from pipelines.hdvila.shard import build_shard  # noqa: E402

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-av = pytest.importorskip("av")
+import av
 
 from datasets.clips import CropGeometry, displayed_frames, output_times, square_geometry  # noqa: E402
 from pipelines.hdvila.config import CutConfig  # noqa: E402

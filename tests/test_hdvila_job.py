@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-av = pytest.importorskip("av")
+import av
 
 from datasets.clips import INDEX_SCHEMA, KEPT, STATUSES, check_annotation, read_index, shard_paths  # noqa: E402
 from pipelines.hdvila.config import CutConfig, SourceConfig  # noqa: E402
@@ -182,7 +182,7 @@ def test_cutter_turns_every_bad_video_into_a_reasoned_row(tmp_path, videos):
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray")
+    import ray
     if ray.is_initialized():
         yield ray
         return

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-av = pytest.importorskip("av")
+import av
 
 from datasets.clips import square_geometry  # noqa: E402
 from pose_extraction.estimator import PoseConfig, Poses  # noqa: E402
@@ -165,7 +165,7 @@ def test_smoothing_reduces_jitter_and_restarts_hidden_points(method):
 
 @pytest.mark.slow
 def test_mediapipe_on_a_panning_photo(tmp_path, people_photos):
-    pytest.importorskip("mediapipe")
+    import mediapipe  # noqa: F401
     import cv2
 
     person = cv2.resize(people_photos["astronaut"], (300, 300), interpolation=cv2.INTER_AREA)
