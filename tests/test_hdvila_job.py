@@ -144,11 +144,10 @@ def test_parquet_metadata_nested_and_flat_and_captions(tmp_path):
         load_captions(str(tmp_path / "caps.csv"), key="clip", column="caption")
 
 
-def test_download_without_yt_dlp_is_a_clear_error(tmp_path):
-    import importlib.util
+def test_download_without_yt_dlp_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
 
-    if importlib.util.find_spec("yt_dlp") is not None:
-        pytest.skip("yt-dlp is installed here")
+    monkeypatch.setitem(sys.modules, "yt_dlp", None)  # as if yt-dlp were not installed, installed or not
     with pytest.raises(ValueError, match="pip install yt-dlp"):
         SourceConfig(metadata="m.jsonl", videos=str(tmp_path), download=True)
 
