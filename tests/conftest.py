@@ -46,3 +46,14 @@ def _offline_hub():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     yield
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Two shared cores: one intra-op torch thread per test process avoids oversubscription (restored afterwards)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -20,14 +20,8 @@ FAST = {"pose_cfg_options": {"model.test_cfg.flip_test": False}, "det_cfg_option
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
+def _one_thread(one_torch_thread):
     """HRNet on 1 thread: on a 2-core machine shared with other jobs, 2 OpenMP threads run several times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _config(**changes) -> PoseConfig:

@@ -36,6 +36,17 @@ from pose_extraction.skeleton import render_skeleton
 from training.config import ClipDataConfig, ConfigError, ImageDataConfig
 
 
+def require_shards(shard_paths, root, kind: str) -> list[Path]:
+    """The complete shards of ``root`` (``shard_paths`` is the record kind's own finder); ConfigError if none."""
+    try:
+        shards = shard_paths(root) if root else []
+    except FileNotFoundError as error:
+        raise ConfigError(f"data: {error}") from error
+    if not shards:
+        raise ConfigError(f"data: no complete {kind} shards (*.tar with *.stats.json) in {str(root)!r}")
+    return shards
+
+
 @dataclass(frozen=True)
 class TarMember:
     """Where one sample of a tar lives: ``{suffix: (offset, size)}`` of its members' data."""
@@ -160,12 +171,7 @@ class PoseImageDataset(torch.utils.data.Dataset):
     """Stage-1 samples of a LAION-Pose folder, indexed by ``(epoch, index)`` (see :class:`ResumableBatchSampler`)."""
 
     def __init__(self, root: str | Path, config: ImageDataConfig, *, seed: int) -> None:
-        try:
-            shards = laion_shard_paths(root)
-        except FileNotFoundError as error:
-            raise ConfigError(str(error)) from error
-        if not shards:
-            raise ConfigError(f"no complete LAION-Pose shards (*.tar with *.stats.json) in {root}")
+        shards = require_shards(laion_shard_paths, root, "LAION-Pose")
         missing = [str(s) for s in shards if not s.is_file()]
         if missing:
             raise ConfigError(f"LAION-Pose shards listed by their stats files are missing: {', '.join(missing[:5])}")
@@ -243,12 +249,7 @@ class ClipFrameDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | Path, config: ClipDataConfig, *, seed: int) -> None:
-        try:
-            shards = clips.shard_paths(root)
-        except FileNotFoundError as error:
-            raise ConfigError(str(error)) from error
-        if not shards:
-            raise ConfigError(f"no complete clip shards (*.tar with *.stats.json) in {root}")
+        shards = require_shards(clips.shard_paths, root, "clip")
         self.config, self.seed, self.span = config, seed, (config.num_frames - 1) * config.frame_stride + 1
         index = clips.read_index(root, columns=["key", "status", "frames"]).to_pylist()
         kept = {row["key"]: row["frames"] for row in index if row["status"] == clips.KEPT}

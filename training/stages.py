@@ -147,13 +147,9 @@ class PoseImageStage(DiffusionStage):
     def preflight(self, accelerator) -> None:
         """Cheap checks before anything heavy loads: the shards exist, the resolution fits the base model."""
         from datasets.laion_pose import shard_paths
+        from training.data import require_shards
 
-        try:
-            shards = shard_paths(self.config.data.root) if self.config.data.root else []
-        except FileNotFoundError as error:
-            raise ConfigError(f"data: {error}") from error
-        if not shards:
-            raise ConfigError(f"data: no complete LAION-Pose shards (*.tar with *.stats.json) in {self.config.data.root!r}")
+        require_shards(shard_paths, self.config.data.root, "LAION-Pose")
         self.pretrained = resolve_base(self.config, is_main=accelerator.is_main_process)
         accelerator.wait_for_everyone()
         check_resolution(self.config.data.resolution, self.pretrained, self.config.model.revision)
@@ -247,13 +243,9 @@ class VideoStage(DiffusionStage):
 
     def preflight(self, accelerator) -> None:
         from datasets.clips import shard_paths
+        from training.data import require_shards
 
-        try:
-            shards = shard_paths(self.config.data.root) if self.config.data.root else []
-        except FileNotFoundError as error:
-            raise ConfigError(f"data: {error}") from error
-        if not shards:
-            raise ConfigError(f"data: no complete clip shards (*.tar with *.stats.json) in {self.config.data.root!r}")
+        require_shards(shard_paths, self.config.data.root, "clip")
         self.init = resolve_init(self.config.model.init)
         base, revision = read_base_reference(self.init)
         self.pretrained = self.config.model.pretrained or base
