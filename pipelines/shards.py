@@ -3,7 +3,13 @@
 A shard set is a folder of shards named by a zero-padded stem (``00000``,
 ``00001``, ...). Shard ``NNNNN`` is up to three files:
 
-- ``NNNNN.tar``: WebDataset samples (optional: a builder may write none);
+- ``NNNNN.tar``: WebDataset samples (optional: a builder may write none),
+  written with the standard library's :mod:`tarfile` exactly as
+  ``webdataset.TarWriter(encoder=False)`` writes them (members
+  ``<key>.<suffix>`` in sorted suffix order, PAX headers, mode 0444, owner
+  ``bigdata``), so any WebDataset reader reads them. Not importing webdataset
+  here keeps torch (which it imports: seconds and ~500 MB) out of every
+  writing worker process;
 - ``NNNNN.parquet``: the shard's index, one row per input row;
 - ``NNNNN.stats.json``: the shard's counts, written **last**: a shard is
   finished exactly when this file exists.
@@ -41,9 +47,11 @@ only.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import tarfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -58,6 +66,10 @@ STATS_SUFFIX = ".stats.json"
 TOTALS_NAME = "stats.json"
 TEMP_MARKER = ".tmp-"
 STEM_DIGITS = 5
+
+TAR_OWNER = "bigdata"
+TAR_MEMBER_MODE = 0o444
+"""Owner and mode of every tar member: webdataset's ``TarWriter`` defaults."""
 
 _log = logging.getLogger(__name__)
 
@@ -169,11 +181,9 @@ class ShardWriter:
         self._tar = None
         self._closed = False
         if write_tar:
-            import webdataset as wds
-
             self._tar_temp = _temp_path(self.files.tar)
             self._handle = open(self._tar_temp, "wb")
-            self._tar = wds.TarWriter(self._handle, encoder=False)
+            self._tar = tarfile.open(fileobj=self._handle, mode="w|")
 
     def write(self, sample: Mapping[str, bytes]) -> None:
         """Add one WebDataset sample: ``__key__`` (no dots) plus ``suffix -> bytes`` members."""
@@ -184,9 +194,22 @@ class ShardWriter:
             raise ValueError(f"sample key must be non-empty and free of dots, got {key!r}")
         if key in self._keys:
             raise ValueError(f"duplicate sample key {key!r} in shard {self.stem}")
+        members = {suffix: value for suffix, value in sample.items() if not suffix.startswith("_")}
+        for suffix, value in members.items():
+            if not isinstance(value, (bytes, bytearray, memoryview)):
+                raise ValueError(f"member {suffix!r} of sample {key!r} must be bytes, got {type(value).__name__}")
         self._keys.add(key)
-        self._tar.write(dict(sample))
+        for suffix in sorted(members):
+            self._add_member(f"{key}.{suffix}", members[suffix])
         self.sample_count += 1
+
+    def _add_member(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = time.time()
+        info.mode = TAR_MEMBER_MODE
+        info.uname = info.gname = TAR_OWNER
+        self._tar.addfile(info, io.BytesIO(data))
 
     def commit(self, index: pa.Table, stats: Mapping) -> ShardFiles:
         """Write ``index`` and ``stats``, then rename tar, parquet and ``.stats.json`` into place."""
