@@ -6,6 +6,7 @@ real photos from scikit-image/matplotlib and real bad files.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -62,6 +63,47 @@ def test_shard_writer_is_atomic_and_resumable(tmp_path):
     (tmp_path / "00004.stats.json").write_text(json.dumps({"shard": "00004", "input_rows": 3, "counts": {"kept": 1}}))
     with pytest.raises(ValueError, match="do not add up"):
         aggregate_stats(tmp_path)
+
+
+def test_shard_tar_matches_webdataset_tarwriter_and_reads_back(tmp_path):
+    import tarfile
+
+    import webdataset as wds
+
+    samples = [{"__key__": f"k{i}", "txt": f"caption {i}".encode(), "jpg": bytes([i]) * 700, "pose.png": b"p" * i} for i in range(3)]
+    with ShardWriter(tmp_path, "00000") as writer:
+        for sample in samples:
+            writer.write({**sample, "__url__": "meta entries are not members"})
+        with pytest.raises(ValueError, match="must be bytes"):
+            writer.write({"__key__": "bad", "txt": "a str"})
+        writer.commit(pa.table({"key": ["k0"]}), make_shard_stats("00000", {"kept": 3}, statuses=["kept"]))
+    with open(tmp_path / "reference.tar", "wb") as handle, wds.TarWriter(handle, encoder=False) as reference:
+        for sample in samples:
+            reference.write(sample)
+    with tarfile.open(tmp_path / "00000.tar") as ours, tarfile.open(tmp_path / "reference.tar") as theirs:
+        describe = lambda tar: [(m.name, m.size, m.mode, m.uname, m.gname, m.type, tar.extractfile(m).read()) for m in tar]  # noqa: E731
+        assert describe(ours) == describe(theirs)
+        assert ours.members[0].name == "k0.jpg"
+    read = list(wds.WebDataset(str(tmp_path / "00000.tar"), shardshuffle=False))
+    assert [(s["__key__"], s["txt"], s["jpg"], s["pose.png"]) for s in read] == [
+        (s["__key__"], s["txt"], s["jpg"], s["pose.png"]) for s in samples
+    ]
+
+
+def test_writing_a_shard_does_not_import_webdataset_or_torch(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pyarrow as pa\n"
+        "from pipelines.shards import ShardWriter, make_shard_stats\n"
+        f"with ShardWriter({str(tmp_path)!r}, '00000') as w:\n"
+        "    w.write({'__key__': 'a', 'txt': b'x'})\n"
+        "    w.commit(pa.table({'key': ['a']}), make_shard_stats('00000', {'kept': 1}))\n"
+        "print(sorted(m for m in ('webdataset', 'torch') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
+    assert result.stdout.strip() == "[]" and (tmp_path / "00000.tar").exists()
 
 
 def test_progress_line_counts_rows_rate_and_kept_ratio():
@@ -165,6 +207,23 @@ def test_resizer_guards_bombs_16bit_and_orientation(monkeypatch):
     assert alpha.shape == (384, 384, 3) and (alpha[:, :40] == 255).all()  # transparent bands matted white
 
 
+def test_fitting_jpegs_are_stored_as_downloaded(monkeypatch):
+    monkeypatch.setenv("NO_ALBUMENTATIONS_UPDATE", "1")
+    for name in ("astronaut.jpg", "camera_gray.jpg", "rocket.jpg"):  # RGB and grayscale JPEGs within 512 px
+        data = (IMAGES / name).read_bytes()
+        stored, width, height, original_width, original_height, error = _resize(name)
+        assert stored == data and error is None
+        assert (width, height) == (original_width, original_height) == cv2.imdecode(np.frombuffer(data, np.uint8), 0).shape[::-1]
+    assert _resize("astronaut.jpg", keep_fitting_jpeg=False)[0] != (IMAGES / "astronaut.jpg").read_bytes()  # the old way
+    for name in ("astronaut_cmyk.jpg", "astronaut_exif_rotated.jpg", "astronaut_alpha.png"):  # need img2dataset's work
+        assert _resize(name)[0] != (IMAGES / name).read_bytes(), name
+    from pipelines.laion_pose.resizer import GuardedResizer
+
+    smaller = GuardedResizer(image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=True)
+    shrunk, width, height, *_ = smaller(io.BytesIO((IMAGES / "rocket.jpg").read_bytes()))
+    assert min(width, height) == 256 and cv2.imdecode(np.frombuffer(shrunk, np.uint8), 1).shape[:2] == (height, width)
+
+
 def _header_only_png(width: int, height: int) -> bytes:
     """A PNG with a valid header of the given size and no pixel data: only a header-only check can size it."""
     import struct
@@ -235,6 +294,9 @@ def test_download_stage_counts_every_row(sample_shard):
         assert status == EXPECTED_DOWNLOAD.get(raw, DOWNLOADED), raw
         assert (image is not None) == (status == DOWNLOADED)
     assert downloaded.stats["img2dataset"]["count"] == source.num_rows - 2  # refused rows never reach img2dataset
+    stored = dict(zip(source.column("URL").to_pylist(), zip(table.column("image").to_pylist(), table.column("sha256").to_pylist())))
+    image, digest = stored["images/coffee.jpg"]  # a JPEG that fits: the fetched bytes, their hash
+    assert image == (IMAGES / "coffee.jpg").read_bytes() and digest == hashlib.sha256(image).hexdigest()
 
 
 def test_pose_stage_keeps_people_and_rejects_the_rest(sample_shard, annotator):

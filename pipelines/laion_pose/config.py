@@ -68,7 +68,9 @@ class DownloadConfig:
     resize_only_if_bigger: bool = True
     """Only shrink: smaller images are stored at their size."""
     encode_quality: int = 95
-    """JPEG quality of the stored image."""
+    """JPEG quality of a re-encoded stored image."""
+    keep_fitting_jpeg: bool = True
+    """Store a complete, upright 8-bit RGB/gray JPEG that needs no resize as downloaded (no decode, no re-encode)."""
     min_image_size: int = 64
     """Images whose shorter side is below this are ``image_too_small``."""
     max_image_area: int = PIL_MAX_IMAGE_PIXELS

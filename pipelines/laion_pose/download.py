@@ -2,7 +2,8 @@
 
 Each shard runs img2dataset's own shard worker (``img2dataset.downloader.
 Downloader``: its thread pool, urllib fetch with timeout and retries,
-X-Robots-Tag opt-outs, resizer and re-encoding, sha256 of the original bytes,
+X-Robots-Tag opt-outs, resizer and re-encoding (skipped for a JPEG that fits,
+see :mod:`.resizer`), sha256 of the original bytes,
 per-shard ``_stats.json``) in the calling process, on a local temporary
 folder. That is the object ``img2dataset.download`` hands to each of its
 distributors; calling it directly from a Ray task (our distributor) skips the
@@ -105,6 +106,7 @@ def _run_img2dataset(rows: list[int], urls: list[str], config: DownloadConfig) -
             resize_only_if_bigger=config.resize_only_if_bigger,
             encode_quality=config.encode_quality,
             encode_format="jpg",
+            keep_fitting_jpeg=config.keep_fitting_jpeg,
             min_image_size=config.min_image_size,
             max_image_area=config.max_image_area,
         )

@@ -15,7 +15,14 @@ image header (PIL, lazily: no pixels decoded) first:
   upright first.
 
 Only images needing one of the last two fixes pay for an extra decode (they
-are handed on as a lossless PNG); everything else goes to img2dataset's code
+are handed on as a lossless PNG).
+
+The header also allows a shortcut (``keep_fitting_jpeg``): a complete 8-bit
+RGB or grayscale JPEG, upright, that img2dataset would neither resize nor
+reject is stored **as downloaded**: no decode and no JPEG re-encode (the
+pose stage decodes it once, later). Its stored bytes are then the fetched
+bytes (their sha256 is the index's ``sha256``), at the source's quality
+rather than ``encode_quality``. Everything else goes to img2dataset's code
 untouched.
 """
 
@@ -27,12 +34,15 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from img2dataset.resizer import Resizer
+from img2dataset.resizer import Resizer, ResizeMode
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 EXIF_ORIENTATION = 0x0112
 EXIF_HEADER_FORMATS = frozenset({"JPEG", "MPO", "WEBP", "TIFF"})
+STORABLE_JPEG_MODES = frozenset({"RGB", "L"})
+"""JPEG modes stored as downloaded (CMYK/YCCK ones are re-encoded: many readers mishandle them)."""
+JPEG_END = b"\xff\xd9"
 _FAILED = (None, None, None, None, None)
 
 _ORIENT = {
@@ -55,6 +65,10 @@ class ImageHeader:
     high_bit_depth: bool
     orientation: int
     """EXIF orientation 1-8 (1: upright)."""
+    format: str = ""
+    """PIL's format name (``JPEG``, ``PNG``, ...)."""
+    mode: str = ""
+    """PIL's mode (``RGB``, ``L``, ``CMYK``, ...)."""
 
     @property
     def pixels(self) -> int:
@@ -83,11 +97,12 @@ def read_header(data: bytes) -> ImageHeader | None:
                 png_depth = data[24] if data[:8] == PNG_SIGNATURE and len(data) > 24 else 8
                 high = image.mode in HIGH_DEPTH_MODES or png_depth == 16
                 orientation = _orientation(image)
+                kind, mode = image.format or "", image.mode
         except Image.DecompressionBombError:
             return ImageHeader(width=2**31, height=2**31, high_bit_depth=False, orientation=1)
         except Exception:
             return None
-    return ImageHeader(width, height, high, orientation if orientation in _ORIENT else 1)
+    return ImageHeader(width, height, high, orientation if orientation in _ORIENT else 1, kind, mode)
 
 
 def normalise(data: bytes, header: ImageHeader) -> bytes | None:
@@ -108,7 +123,35 @@ def normalise(data: bytes, header: ImageHeader) -> bytes | None:
 
 
 class GuardedResizer(Resizer):
-    """img2dataset's :class:`Resizer`, with the header guards of the module docstring run first."""
+    """img2dataset's :class:`Resizer`, with the header guards and the stored-as-downloaded shortcut of the module
+    docstring run first."""
+
+    def __init__(self, *args, keep_fitting_jpeg: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.keep_fitting_jpeg = keep_fitting_jpeg
+
+    def would_resize(self, width: int, height: int) -> bool:
+        """Whether img2dataset's resizer would resize (or crop, or pad) an image of this size."""
+        if self.resize_mode in (ResizeMode.keep_ratio, ResizeMode.center_crop):
+            return not self.resize_only_if_bigger or min(width, height) > self.image_size
+        if self.resize_mode in (ResizeMode.border, ResizeMode.keep_ratio_largest):
+            return not self.resize_only_if_bigger or max(width, height) > self.image_size
+        return False
+
+    def storable_as_is(self, data: bytes, header: ImageHeader) -> bool:
+        """True for a complete JPEG that img2dataset would store unchanged in size and would not reject."""
+        return (
+            self.keep_fitting_jpeg
+            and self.encode_format == "jpg"
+            and header.format == "JPEG"
+            and header.mode in STORABLE_JPEG_MODES
+            and not header.high_bit_depth
+            and header.orientation == 1
+            and data.rstrip(b"\0\r\n ").endswith(JPEG_END)  # a cut-short download goes to the decoder
+            and min(header.width, header.height) >= max(self.min_image_size, 1)
+            and max(header.width, header.height) / min(header.width, header.height) <= self.max_aspect_ratio
+            and not self.would_resize(header.width, header.height)
+        )
 
     def __call__(self, img_stream, blurring_bbox_list=None):
         img_stream.seek(0)
@@ -118,6 +161,8 @@ class GuardedResizer(Resizer):
         if header is not None and not self.disable_all_reencoding:
             if header.pixels > self.max_image_area:
                 return (*_FAILED, "image area too large")
+            if blurring_bbox_list is None and self.storable_as_is(data, header):
+                return data, header.width, header.height, header.width, header.height, None
             if header.high_bit_depth or header.orientation != 1:
                 fixed = normalise(data, header)
                 if fixed is not None:
