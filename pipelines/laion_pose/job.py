@@ -109,6 +109,7 @@ def run_shards(todo, plan: InputPlan, config: JobConfig, session: RaySession, pr
         num_gpus=workers.pose_gpus,
         max_restarts=retries,
         max_task_retries=retries,
+        max_concurrency=config.resources.queued_per_worker,  # a shard's write overlaps the next one's model run
         runtime_env={"env_vars": QUIET_NATIVE_LOGS},
     )
     download_class = ray.remote(DownloadWorker).options(num_cpus=workers.download_cpus, max_restarts=retries)

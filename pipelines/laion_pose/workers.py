@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,8 +37,8 @@ def _batches(table: pa.Table, step: int) -> list[dict[str, np.ndarray]]:
     ]
 
 
-def annotate_shard(annotator: PoseAnnotator, downloaded: DownloadedShard, output: str | Path, schema: pa.Schema) -> dict:
-    """Run the pose stage over a downloaded shard in batches and write the shard; returns its stats.
+def annotate_columns(annotator: PoseAnnotator, downloaded: DownloadedShard) -> tuple[dict[str, np.ndarray], dict]:
+    """Run the pose stage over a downloaded shard in batches; returns its output columns and timing stats.
 
     The model runs in this thread; a helper thread decodes the next batch and
     finishes the previous one (keep rule, JSON, skeleton PNG) meanwhile, so
@@ -61,6 +62,12 @@ def annotate_shard(annotator: PoseAnnotator, downloaded: DownloadedShard, output
         "estimator": annotator.name,
         "img2dataset": downloaded.stats.get("img2dataset", {}),
     }
+    return columns, extra
+
+
+def annotate_shard(annotator: PoseAnnotator, downloaded: DownloadedShard, output: str | Path, schema: pa.Schema) -> dict:
+    """Run the pose stage over a downloaded shard (:func:`annotate_columns`) and write the shard; returns its stats."""
+    columns, extra = annotate_columns(annotator, downloaded)
     return write_laion_shard(output, downloaded.spec.stem, columns, downloaded.carried, schema, extra)
 
 
@@ -89,18 +96,26 @@ class DownloadWorker:
 
 
 class PoseWorker:
-    """Actor body: one :class:`PoseAnnotator` (one model), many shards; writes each shard it finishes."""
+    """Actor body: one :class:`PoseAnnotator` (one model), many shards; writes each shard it finishes.
+
+    Safe to call from several threads (a Ray actor with ``max_concurrency`` > 1):
+    one shard at a time runs the model, while another may be writing its
+    files, so the model does not wait for the disk (tar, parquet, fsyncs).
+    """
 
     def __init__(self, stage: PoseStageConfig, output: str, schema: pa.Schema) -> None:
         self.annotator = PoseAnnotator(stage)
         self.output = output
         self.schema = schema
+        self._model = threading.Lock()
 
     def ready(self) -> str:
         return self.annotator.name
 
     def process(self, downloaded: DownloadedShard) -> dict:
-        return annotate_shard(self.annotator, downloaded, self.output, self.schema)
+        with self._model:
+            columns, extra = annotate_columns(self.annotator, downloaded)
+        return write_laion_shard(self.output, downloaded.spec.stem, columns, downloaded.carried, self.schema, extra)
 
     def close(self) -> None:
         self.annotator.close()
