@@ -360,6 +360,26 @@ def test_written_shard_reads_back(tmp_path, sample_shard, annotator):
         assert sample.caption == sample.annotation["caption"]
 
 
+def test_pose_worker_writes_shards_processed_from_two_threads(tmp_path, sample_shard):
+    """The pose actor runs with max_concurrency 2 (one shard's write overlaps the next one's model run)."""
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipelines.laion_pose.workers import PoseWorker
+
+    plan, downloaded = sample_shard
+    shards = [dataclasses.replace(downloaded, spec=dataclasses.replace(downloaded.spec, index=i)) for i in range(3)]
+    worker = PoseWorker(PoseStageConfig(images_per_call=4), str(tmp_path), index_schema(plan.carried_schema))
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            stats = list(pool.map(worker.process, shards))
+    finally:
+        worker.close()
+    assert finished_shards(tmp_path) == {"00000", "00001", "00002"}
+    assert [s["shard"] for s in stats] == ["00000", "00001", "00002"]
+    assert all(s["counts"] == stats[0]["counts"] and s["counts"]["kept"] >= 3 for s in stats)
+
+
 # ---------------------------------------------------------------- command line
 
 
