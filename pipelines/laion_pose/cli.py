@@ -24,6 +24,16 @@ SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample"
 SAMPLE_PARQUET = SAMPLE_DIR / "laion_sample.parquet"
 SAMPLE_OUTPUT = Path("outputs") / "laion_pose_sample"
 
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 # (flag, dest, type, help) per config section; dest is the dataclass field name.
 _INPUT = [
     ("--input", "path", str, "parquet file, glob or folder (any fsspec URL); default: the bundled sample"),
@@ -44,6 +54,9 @@ _DOWNLOAD = [
     ("--retries", "retries", int, "extra attempts per URL (default 1)"),
     ("--download-threads", "thread_count", int, "concurrent fetches per shard (default 32)"),
     ("--user-agent-token", "user_agent_token", str, "token in the User-Agent, matched by X-Robots-Tag"),
+    ("--encode-quality", "encode_quality", int, "JPEG quality of re-encoded images (default 95)"),
+    ("--keep-fitting-jpeg", "keep_fitting_jpeg", _bool,
+     "store a complete JPEG that needs no resize as downloaded (default true; false: re-encode every image)"),
 ]
 _POSE = [
     ("--pose-backend", "backend", str, "mmpose (HRNet, the paper's) or mediapipe (default mediapipe)"),
