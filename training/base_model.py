@@ -32,9 +32,12 @@ def resolve_base(config: TrainConfig, *, is_main: bool) -> str:
     folder = Path(config.output_dir) / TINY_BASE
     if is_main and not (folder / "model_index.json").is_file():
         tmp = folder.with_name(f".tmp-{TINY_BASE}-{os.getpid()}")
+        model = config.model
+        multiple = 8 * 2 ** (len(model.tiny_vae_channels) - 1)
         tiny = TinySDConfig(
-            seed=config.model.tiny_seed, sample_size=max(64, _round_up(config_resolution(config), 64)),
-            vae_log_variance=config.model.tiny_vae_log_variance,
+            seed=model.tiny_seed, sample_size=max(multiple, _round_up(config_resolution(config), multiple)),
+            unet_channels=model.tiny_unet_channels, vae_channels=model.tiny_vae_channels,
+            vae_log_variance=model.tiny_vae_log_variance,
         )  # fmt: skip
         save_tiny_sd(tmp, tiny)
         tmp.replace(folder)

@@ -9,10 +9,12 @@ text encoder and VAE frozen, and exports a complete SD-1.x-shaped diffusers fold
 (``unet``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler``) that stage 1 loads with
 ``--model.pretrained OUTPUT/model``.
 
-A random tiny VAE has posterior std ~1, so its sampled latents are mostly noise: the
-presets fix its log-variance (``model.tiny_vae_log_variance``) and, with
-``model.calibrate_latent_scale``, set its ``scaling_factor`` to 1 / std of the latent means
-of the first training images, like SD's 0.18215; the calibrated VAE is exported.
+A random tiny VAE decodes its latents into noise and has posterior std ~1, so the toy preset
+first trains it to reconstruct the training images (``model.autoencoder_steps``, see
+:mod:`training.autoencoder`; saved into ``OUTPUT/tiny-base``), fixes its log-variance
+(``model.tiny_vae_log_variance``) and, with ``model.calibrate_latent_scale``, sets its
+``scaling_factor`` to 1 / std of the latent means of the first training images, like SD's
+0.18215; the trained, calibrated VAE is exported.
 """
 
 from __future__ import annotations
@@ -37,10 +39,40 @@ class BaseImageStage(PoseImageStage):
 
     def setup(self, accelerator) -> None:
         self.preflight(accelerator)
+        self.prepare_autoencoder(accelerator)
         self.setup_base(accelerator, self.pretrained, self.config.model.revision)
         self.unet = self.base["unet"]
         self.unet.requires_grad_(True)
         self.unet.train()
+
+    def prepare_autoencoder(self, accelerator) -> None:
+        """Train the tiny base's VAE first when ``model.autoencoder_steps`` asks for it (:mod:`training.autoencoder`)."""
+        from diffusers import AutoencoderKL
+
+        from training import autoencoder
+        from training.config import ConfigError
+        from training.data import PoseImageDataset
+
+        model = self.config.model
+        if not model.autoencoder_steps:
+            return
+        if model.pretrained:
+            raise ConfigError("model.autoencoder_steps trains the tiny random base's VAE; a --model.pretrained base "
+                              "keeps its own VAE: set --model.autoencoder-steps 0")  # fmt: skip
+        if accelerator.is_main_process:
+            autoencoder.repair(self.pretrained)
+            if not autoencoder.is_trained(self.pretrained):
+                vae = AutoencoderKL.from_pretrained(self.pretrained, subfolder="vae").to(accelerator.device)
+                data = PoseImageDataset(self.config.data.root, self.config.data, seed=self.config.seed)
+
+                def images(indices: torch.Tensor) -> torch.Tensor:
+                    return torch.stack([data[(0, int(i))]["pixel_values"] for i in indices])
+
+                autoencoder.train_into_base(
+                    vae, self.pretrained, images, len(data), steps=model.autoencoder_steps, lr=model.autoencoder_lr,
+                    batch_size=self.config.batch_size, seed=self.config.seed,
+                )  # fmt: skip
+        accelerator.wait_for_everyone()
 
     def trainable_module(self) -> torch.nn.Module:
         return self.unet
@@ -67,7 +99,7 @@ class BaseImageStage(PoseImageStage):
         text = self.encode_text(batch["caption"])
         noisy, timesteps, target = self.noised(latents, generator, sampling)
         prediction = model(noisy.to(self.weight_dtype), timesteps, encoder_hidden_states=text).sample
-        return self.mse(prediction, target)
+        return self.weighted_mse(prediction, target, timesteps)
 
     @torch.no_grad()
     def sample(self, prompts: list[str], *, steps: int, guidance_scale: float, seed: int) -> np.ndarray:

@@ -52,13 +52,14 @@ class TinySDConfig:
     cross_attention_dim: int = 32
     """Text embedding width (768 in SD 1.x); equals the text encoder hidden size."""
     vae_channels: tuple[int, ...] = (32, 32, 32, 32)
-    """VAE block_out_channels; the latent scale factor is 2 ** (len - 1) = 8 as in SD."""
+    """VAE block_out_channels; the latent scale factor is 2 ** (len - 1): 8 as in SD with 4 entries, 2 with 2
+    (the toy table's 32x32 images keep 16x16 latents, enough for a figure's limbs)."""
     text_layers: int = 2
     """Transformer layers of the CLIP text encoder."""
     norm_num_groups: int = 32
     """Group-norm groups of UNet and VAE (must divide every channel count)."""
     sample_size: int = 64
-    """Default image size in pixels written in the configs (latent size = sample_size / 8)."""
+    """Default image size in pixels written in the configs (latent size = sample_size / VAE factor)."""
     seed: int = 0
     """Seed of the random weights."""
     vae_log_variance: float | None = None
@@ -68,8 +69,8 @@ class TinySDConfig:
     def __post_init__(self) -> None:
         if len(self.unet_channels) != 4:
             raise ValueError("unet_channels must have 4 entries like SD 1.x (3 cross-attention down blocks + 1 plain)")
-        if len(self.vae_channels) != 4:
-            raise ValueError("vae_channels must have 4 entries (latent scale factor 8)")
+        if not 1 <= len(self.vae_channels) <= 4:
+            raise ValueError("vae_channels must have 1 to 4 entries (latent scale factor 1 to 8; SD has 4, factor 8)")
         for channels in (*self.unet_channels, *self.vae_channels):
             if channels % self.norm_num_groups:
                 raise ValueError(f"channel count {channels} is not divisible by norm_num_groups={self.norm_num_groups}")
@@ -77,8 +78,13 @@ class TinySDConfig:
             raise ValueError("layers_per_block, text_layers and attention_heads must be positive")
         if self.cross_attention_dim % self.attention_heads:
             raise ValueError("cross_attention_dim must be divisible by attention_heads")
-        if self.sample_size % 64:
-            raise ValueError("sample_size must be a multiple of 64 (8x VAE, 8x UNet downsampling)")
+        if self.sample_size % (self.vae_factor * 8):
+            raise ValueError(f"sample_size must be a multiple of {self.vae_factor * 8} (VAE factor {self.vae_factor} x 8 UNet downsampling)")
+
+    @property
+    def vae_factor(self) -> int:
+        """Pixels per latent along each side."""
+        return 2 ** (len(self.vae_channels) - 1)
 
 
 def clip_bpe_vocabulary() -> tuple[dict[str, int], list[str]]:
@@ -116,7 +122,7 @@ def build_tiny_sd(config: TinySDConfig = TinySDConfig()) -> dict:
 
     torch.manual_seed(config.seed)
     unet = UNet2DConditionModel(
-        sample_size=config.sample_size // 8,
+        sample_size=config.sample_size // config.vae_factor,
         in_channels=4,
         out_channels=4,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
@@ -130,8 +136,8 @@ def build_tiny_sd(config: TinySDConfig = TinySDConfig()) -> dict:
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
+        down_block_types=("DownEncoderBlock2D",) * len(config.vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(config.vae_channels),
         block_out_channels=config.vae_channels,
         layers_per_block=1,
         latent_channels=4,
