@@ -133,11 +133,12 @@ def test_background_stability_is_maximal_for_still_frames_and_drops_with_drift_a
 def test_window_boundaries_follow_the_long_video_plan():
     from training.long_video import plan_windows
 
-    for frames, window, overlap in [(32, 8, 4), (30, 8, 4), (24, 8, 2), (8, 8, 4), (9, 8, 4), (40, 16, 8)]:
+    for frames, window, overlap in [(32, 8, 4), (30, 8, 4), (24, 8, 2), (8, 8, 4), (9, 8, 4), (40, 16, 8), (24, 8, 0), (20, 8, 0)]:
         planned = plan_windows(frames, window, overlap)
         expected = [w.start + w.prior for w in planned[1:] if w.start + w.prior < frames]
         assert tm.window_boundaries(frames, window, overlap) == expected
     assert tm.window_boundaries(24, 8, 0) == [8, 16]
+    assert all(w.prior == 0 for w in plan_windows(24, 8, 0)), "overlap 0: independent windows, no prior"
     with pytest.raises(ValueError):
         tm.window_boundaries(24, 8, 8)
 

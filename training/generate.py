@@ -69,7 +69,7 @@ class GenerateConfig:
     window: int = 8
     """Frames denoised together; longer videos run window by window."""
     overlap: int | None = None
-    """Frames each window reuses from the previous one (default: window // 2, as in the paper)."""
+    """Frames each window reuses from the previous one (default: window // 2, as in the paper; 0: independent windows)."""
     pose_stride: int = 1
     """Keep every k-th pose frame."""
     fps: float | None = None
@@ -94,8 +94,8 @@ class GenerateConfig:
             raise ValueError("frames must be positive")
         if self.steps < 1 or self.window < 2 or self.pose_stride < 1:
             raise ValueError("steps must be >= 1, window >= 2, pose_stride >= 1")
-        if self.overlap is not None and not 0 < self.overlap < self.window:
-            raise ValueError("overlap must be between 1 and window - 1")
+        if self.overlap is not None and not 0 <= self.overlap < self.window:
+            raise ValueError("overlap must be between 0 and window - 1")
         if self.fps is not None and self.fps <= 0:
             raise ValueError("fps must be positive")
         if not 0.0 <= self.eta <= 1.0:

@@ -6,7 +6,7 @@ throughout the denoising process, the noise at each time step is added to the pr
 The release never shipped it; this is our reading, made exact:
 
 - Window ``w`` covers frames ``[w * S, w * S + T)`` with stride ``S = T - O`` and overlap
-  ``O = T // 2`` (configurable). The sequence is padded at the end to a whole window (the caller
+  ``O = T // 2`` (configurable; ``O = 0`` samples independent windows, the ablation). The sequence is padded at the end to a whole window (the caller
   repeats the last pose frame) and trimmed afterwards.
 - While window ``w - 1`` is denoised, the noisy latents of its last ``O`` frames entering every
   timestep are recorded. Window ``w`` starts from those frames' initial noise plus fresh noise for
@@ -45,15 +45,16 @@ class Window:
 def plan_windows(num_frames: int, window: int, overlap: int | None = None) -> list[Window]:
     """The windows covering ``num_frames`` frames (padded length = last window's ``stop``).
 
-    A clip no longer than ``window`` is one window of exactly ``num_frames`` frames.
+    A clip no longer than ``window`` is one window of exactly ``num_frames`` frames. ``overlap`` 0 gives
+    independent windows (fresh noise, no prior): the ablation of the noise-reuse scheme.
     """
     if num_frames < 1:
         raise ValueError("num_frames must be positive")
     if window < 2:
         raise ValueError("window must hold at least 2 frames")
     overlap = window // 2 if overlap is None else overlap
-    if not 0 < overlap < window:
-        raise ValueError(f"overlap must be in 1..{window - 1}, got {overlap}")
+    if not 0 <= overlap < window:
+        raise ValueError(f"overlap must be in 0..{window - 1}, got {overlap}")
     if num_frames <= window:
         return [Window(0, 0, num_frames, 0)]
     stride = window - overlap
