@@ -497,3 +497,29 @@ def test_two_processes_with_torchrun_train_and_checkpoint_every_rank(tmp_path, t
     assert sorted(p.name for p in (latest / "rng").iterdir()) == ["rank-0.pt", "rank-1.pt"]
     assert json.loads((latest / ckpt.STATE).read_text())["samples_per_batch"] == 4  # 2 per process x 2 processes
     assert (output / "model" / "pose_encoder" / "config.json").is_file()
+
+
+def test_loss_weighting_by_snr():
+    from diffusers import DDPMScheduler
+
+    from training.tiny import SD14_SCHEDULER
+
+    scheduler = DDPMScheduler(**{k: v for k, v in SD14_SCHEDULER.items() if k not in ("set_alpha_to_one",)})
+    prediction, target = torch.randn(3, 4, 2, 2, generator=torch.Generator().manual_seed(0)), torch.zeros(3, 4, 2, 2)
+    timesteps = torch.tensor([10, 500, 990])
+    per_sample = prediction.pow(2).flatten(1).mean(1)
+    alphas = scheduler.alphas_cumprod[timesteps]
+    snr = alphas / (1 - alphas)
+
+    def loss(weighting: str) -> float:
+        stage = PoseImageStage(replace(preset(1, "tiny"), loss_weighting=weighting, snr_gamma=5.0))
+        stage.base = {"noise_scheduler": scheduler}
+        return stage.weighted_mse(prediction, target, timesteps).item()
+
+    assert loss("none") == pytest.approx(per_sample.mean().item())
+    assert snr[0] > 5 > snr[2], "the test spans both sides of gamma"
+    assert loss("min_snr") == pytest.approx((per_sample * snr.clamp(max=5) / snr).mean().item(), rel=1e-5)
+    assert loss("x0") == pytest.approx((per_sample * (1 / snr).clamp(min=1)).mean().item(), rel=1e-5)
+    assert loss("x0") > 10 * loss("none"), "x0 weighting stresses the noisiest steps"
+    with pytest.raises(ConfigError):
+        replace(preset(1, "tiny"), snr_gamma=0.0)

@@ -124,6 +124,22 @@ class DiffusionStage:
     def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(prediction.float(), target.float(), reduction="mean")
 
+    def weighted_mse(self, prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """:meth:`mse` with the per-sample weights of ``config.loss_weighting`` (dim 0 is the sample)."""
+        weighting = self.config.loss_weighting
+        if weighting == "none":
+            return self.mse(prediction, target)
+        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(1).mean(dim=1)
+        scheduler = self.base["noise_scheduler"]
+        alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
+        snr = alphas / (1.0 - alphas)
+        if weighting == "min_snr":
+            clipped = snr.clamp(max=self.config.snr_gamma)
+            weights = clipped / (snr + 1.0) if scheduler.config.prediction_type == "v_prediction" else clipped / snr
+        else:
+            weights = (1.0 / snr).clamp(min=1.0)
+        return (per_sample * weights).mean()
+
 
 class PoseConditionedUNet(torch.nn.Module):
     """Stage 1's trainable module: the pose encoder feeding the frozen UNet (one forward, so DDP sees both)."""
@@ -194,7 +210,7 @@ class PoseImageStage(DiffusionStage):
         text = self.encode_text(batch["caption"])
         noisy, timesteps, target = self.noised(latents, generator, sampling)
         prediction = model(noisy.to(self.weight_dtype), timesteps, text, batch["pose"].to(self.device))
-        return self.mse(prediction, target)
+        return self.weighted_mse(prediction, target, timesteps)
 
     def validation_poses(self, count: int) -> tuple[torch.Tensor, list[np.ndarray]]:
         """Skeletons of the first ``count`` samples, square-cropped at the training size (fixed for the run)."""
@@ -299,7 +315,7 @@ class VideoStage(DiffusionStage):
         text = self.encode_text(batch["caption"])
         noisy, timesteps, target = self.noised(latents, generator, sampling)
         prediction = model(noisy.to(self.weight_dtype), timesteps, text).sample
-        return self.mse(prediction, target)
+        return self.weighted_mse(prediction, target, timesteps)
 
     def validate(self, folder: Path, validation, *, seed: int) -> list[Path]:
         """One gif per prompt: the fixed waving-figure pose sequence next to the generated frames."""
