@@ -13,7 +13,7 @@ with the data config of their stage. :func:`preset` builds the named presets:
   stride 4; the release trains 12 frames, the paper 8, we follow the paper).
 - ``tiny``: random tiny models built by :mod:`training.tiny`, 64x64 images,
   a few steps: runs on a 2-core CPU in minutes.
-- ``toy``: the toy world (``pipelines/build_toy_world.py``) at 64x64: stage 0
+- ``toy``: the toy world (``pipelines/build_toy_world.py --size 32``) at 32x32: stage 0
   (:class:`Stage0Config`, :mod:`training.stage0`) first trains the tiny random
   UNet into a text-to-image base (no pose), which stage 1 loads with
   ``--model.pretrained STAGE0_OUTPUT/model``.
@@ -55,8 +55,17 @@ class ModelConfig:
     """Stage 2: the stage-1 output folder (or its exported ``model`` folder) to start from; its base model is used unless ``pretrained`` is set."""
     tiny_seed: int = 0
     """Seed of the tiny random base model built when ``pretrained`` is empty."""
+    tiny_unet_channels: tuple[int, ...] = (32, 64, 64, 64)
+    """Tiny random base: UNet block_out_channels (4 entries, like SD's 320/640/1280/1280)."""
+    tiny_vae_channels: tuple[int, ...] = (32, 32, 32, 32)
+    """Tiny random base: VAE block_out_channels; 4 entries give SD's latent factor 8, 2 entries factor 2."""
     tiny_vae_log_variance: float | None = None
     """Tiny random base: fix the VAE posterior log-variance to this (e.g. -12: std e^-6, near-deterministic latents like SD's); None: the random VAE's own (latents mostly noise)."""
+    autoencoder_steps: int = 0
+    """Stage 0 on the tiny random base: first train its VAE this many steps to reconstruct the training images (MSE of
+    the decoded posterior mean), saved into OUTPUT/tiny-base before the UNet trains; 0: keep the VAE as it is."""
+    autoencoder_lr: float = 2e-3
+    """Stage 0: AdamW learning rate of that autoencoder training."""
     calibrate_latent_scale: bool = False
     """Stage 0: before training, set the VAE scaling_factor to 1/std of the latent means of the first training images (unit-variance latents, as SD's 0.18215 is for its VAE); exported with the model."""
     pose_injection: Literal["residual", "concat"] = "residual"
@@ -69,6 +78,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check(self.pose_res_blocks >= 1, "model.pose_res_blocks must be >= 1")
         _check(all(level >= 0 for level in self.pose_levels), "model.pose_levels must be non-negative")
+        _check(self.autoencoder_steps >= 0 and self.autoencoder_lr > 0, "model.autoencoder_steps must be >= 0, autoencoder_lr > 0")
+        _check(len(self.tiny_unet_channels) == 4, "model.tiny_unet_channels needs 4 entries (SD 1.x's down blocks)")
+        _check(1 <= len(self.tiny_vae_channels) <= 4, "model.tiny_vae_channels needs 1 to 4 entries")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,7 +232,8 @@ class TrainConfig:
     output_dir: str = field(default="", metadata={"alias": "output"})
     """Folder that receives checkpoints/, logs/, samples/ and the exported model/."""
     max_steps: int = 1000
-    """Optimiser steps to train for (one step = batch_size x accumulation x processes samples)."""
+    """Optimiser steps to train for (one step = batch_size x accumulation x processes samples); 0 exports the initial
+    trainable weights untrained (stage 1: the zero-init pose encoder, i.e. the base model without pose control)."""
     batch_size: int = 1
     """Samples per device per micro-batch."""
     gradient_accumulation_steps: int = 1
@@ -235,6 +248,12 @@ class TrainConfig:
     """Recompute UNet activations in the backward pass to save memory."""
     timestep_sampling: Literal["uniform", "cubic"] = "uniform"
     """``uniform`` t ~ U{0..T-1}, or T2I-Adapter's cubic t = (1 - u^3) T that favours early (noisy) steps."""
+    loss_weighting: Literal["none", "min_snr", "x0"] = "none"
+    """Per-sample weight of the noise-prediction loss by the timestep's SNR: ``none`` (plain MSE, SD's); ``min_snr``
+    min(SNR, snr_gamma) / SNR (Min-SNR, Hang et al. 2023; diffusers' --snr_gamma); ``x0`` max(1, 1 / SNR), the image-space
+    error at noisy steps, which decide the layout: what a pose adapter must learn to steer (used at toy scale)."""
+    snr_gamma: float = 5.0
+    """γ of ``min_snr``."""
     ema: bool = False
     """Keep an exponential moving average of the trainable weights; the export then holds the EMA weights."""
     ema_decay: float = 0.9999
@@ -254,10 +273,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.preset in PRESETS, f"unknown preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
-        _check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        _check(self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
         _check(0.0 < self.ema_decay < 1.0, "ema_decay must be in (0, 1)")
+        _check(self.snr_gamma > 0, "snr_gamma must be positive")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -356,40 +376,51 @@ def _stage2_tiny() -> Stage2Config:
     )
 
 
-# Toy presets: 64x64 toy-world images (pipelines/build_toy_world.py), 8x8 latents, on a 2-core CPU.
-# Stage 0's base: the tiny random SD with a near-deterministic VAE whose latent scale is calibrated on the data.
-_TOY_IMAGES = ImageDataConfig(resolution=64, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), random_flip=False, num_workers=1)
+# Toy presets: 32x32 toy-world images (pipelines/build_toy_world.py --size 32) on a 2-core CPU. Stage 0's base: the
+# tiny random SD with a 2-level VAE (16x16 latents) trained first to reconstruct the images, near-deterministic
+# posterior, latent scale calibrated on the data; stages 1 and 2 load stage 0's export.
+TOY_RESOLUTION = 32
+_TOY_IMAGES = ImageDataConfig(
+    resolution=TOY_RESOLUTION, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), random_flip=False, num_workers=1
+)  # fmt: skip
+_TOY_PROMPTS = ("a red figure on a blue background", "a white figure on a black background",
+                "a yellow figure on a green background", "a black figure on a cyan background")
+_TOY_BASE = ModelConfig(
+    tiny_vae_channels=(32, 32), tiny_vae_log_variance=-12.0, autoencoder_steps=300, calibrate_latent_scale=True
+)  # fmt: skip
 
 
 def _stage0(name: str) -> Stage0Config:
     toy = name == "toy"
     return Stage0Config(
         preset=name,
-        max_steps=600 if toy else 20,
+        max_steps=1200 if toy else 20,
         batch_size=16 if toy else 4,
         optim=OptimConfig(lr=2e-3 if toy else 1e-3, weight_decay=0.0),
-        model=ModelConfig(tiny_vae_log_variance=-12.0, calibrate_latent_scale=True),
+        model=_TOY_BASE if toy else ModelConfig(tiny_vae_log_variance=-12.0, calibrate_latent_scale=True),
         data=_TOY_IMAGES if toy else ImageDataConfig(resolution=64, num_workers=1),
         checkpoint=CheckpointConfig(every=200 if toy else 10, keep_last=2),
         log=LogConfig(every=20 if toy else 5),
-        validation=ValidationConfig(every=0, num_inference_steps=10 if toy else 4, guidance_scale=3.0),
+        validation=ValidationConfig(every=0, num_inference_steps=10 if toy else 4, guidance_scale=3.0,
+                                    prompts=_TOY_PROMPTS if toy else ValidationConfig.prompts),
     )
 
 
 def _stage1_toy() -> Stage1Config:
     return dataclasses.replace(
-        _stage1_tiny(), preset="toy", max_steps=400, batch_size=8, data=_TOY_IMAGES,
+        _stage1_tiny(), preset="toy", max_steps=400, batch_size=8, data=_TOY_IMAGES, timestep_sampling="cubic",
+        optim=OptimConfig(lr=3e-3, weight_decay=0.0),
         checkpoint=CheckpointConfig(every=200, keep_last=2), log=LogConfig(every=20),
-        validation=ValidationConfig(every=0, num_inference_steps=10, guidance_scale=3.0),
+        validation=ValidationConfig(every=0, num_inference_steps=10, guidance_scale=3.0, prompts=_TOY_PROMPTS),
     )  # fmt: skip
 
 
 def _stage2_toy() -> Stage2Config:
     return dataclasses.replace(
         _stage2_tiny(), preset="toy", max_steps=300, batch_size=2,
-        data=ClipDataConfig(resolution=64, num_frames=8, frame_stride=1, num_workers=1),
+        data=ClipDataConfig(resolution=TOY_RESOLUTION, num_frames=8, frame_stride=1, num_workers=1),
         checkpoint=CheckpointConfig(every=100, keep_last=2), log=LogConfig(every=20),
-        validation=ValidationConfig(every=0, num_inference_steps=10, guidance_scale=3.0, num_frames=8),
+        validation=ValidationConfig(every=0, num_inference_steps=10, guidance_scale=3.0, num_frames=8, prompts=_TOY_PROMPTS),
     )  # fmt: skip
 
 
