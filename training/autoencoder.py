@@ -48,10 +48,8 @@ def train_autoencoder(
     """Train ``vae`` in place for ``steps`` steps; ``images(indices)`` gives ``(N, 3, H, W)`` in [-1, 1] of
     ``count`` training images. Returns the loss of every step."""
     generator = torch.Generator().manual_seed(seed)
-    parameters = [p for p in vae.parameters()]
-    for parameter in parameters:
-        parameter.requires_grad_(True)
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
+    vae.requires_grad_(True)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     vae.train()
     losses, started = [], time.monotonic()
     for step in range(steps):
@@ -59,12 +57,12 @@ def train_autoencoder(
         pixels = images(indices).to(vae.device, vae.dtype)
         reconstruction = vae.decode(vae.encode(pixels).latent_dist.mean).sample
         loss = F.mse_loss(reconstruction.float(), pixels.float())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"autoencoder loss is {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"autoencoder loss is {loss.item()} at step {step}")
         if step % 50 == 0 or step == steps - 1:
             log.info("autoencoder step %d/%d: loss %.4f (%.0f s)", step + 1, steps, losses[-1], time.monotonic() - started)
     vae.eval()

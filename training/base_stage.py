@@ -51,7 +51,6 @@ class BaseImageStage(PoseImageStage):
 
         from training import autoencoder
         from training.config import ConfigError
-        from training.data import PoseImageDataset
 
         model = self.config.model
         if not model.autoencoder_steps:
@@ -63,7 +62,7 @@ class BaseImageStage(PoseImageStage):
             autoencoder.repair(self.pretrained)
             if not autoencoder.is_trained(self.pretrained):
                 vae = AutoencoderKL.from_pretrained(self.pretrained, subfolder="vae").to(accelerator.device)
-                data = PoseImageDataset(self.config.data.root, self.config.data, seed=self.config.seed)
+                data = PoseImageStage.dataset(self)  # kept in self.data: dataset() reuses it
 
                 def images(indices: torch.Tensor) -> torch.Tensor:
                     return torch.stack([data[(0, int(i))]["pixel_values"] for i in indices])
@@ -84,7 +83,7 @@ class BaseImageStage(PoseImageStage):
         self.unet.enable_gradient_checkpointing()
 
     def dataset(self):
-        data = super().dataset()
+        data = self.data if getattr(self, "data", None) is not None else super().dataset()
         if self.config.model.calibrate_latent_scale:
             from training.tiny import calibrate_latent_scale
 
