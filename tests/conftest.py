@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 # cv2 must be loaded before decord in any process that uses both: decord loaded first breaks
 # cv2.imdecode for PNG (its bundled libpng). datasets.clips does the same before importing decord.
@@ -57,3 +58,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def make_toy_world(tmp_path_factory):
+    """Factory of small 64-px toy worlds written by the real builder (pipelines/build_toy_world.py, shared shard
+    writer): ``make_toy_world(images, images_per_shard, clips=1, clips_per_shard=1)`` returns the world folder."""
+
+    def make(images: int, images_per_shard: int, clips: int = 1, clips_per_shard: int = 1) -> Path:
+        from pipelines import build_toy_world
+
+        output = tmp_path_factory.mktemp("toy") / "world"
+        code = build_toy_world.main([
+            "--output", str(output), "--preset", "smoke", "--size", "64", "--images", str(images),
+            "--images-per-shard", str(images_per_shard), "--clips", str(clips), "--clips-per-shard", str(clips_per_shard),
+            "--clip-frames", "8", "--eval-videos", "1", "--eval-long-videos", "1", "--workers", "1",
+        ])  # fmt: skip
+        assert code == 0
+        return output
+
+    return make

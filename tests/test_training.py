@@ -34,18 +34,9 @@ def tiny_base(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def toy_world(tmp_path_factory) -> Path:
+def toy_world(make_toy_world) -> Path:
     """LAION-Pose and clip shards written by a real builder (pipelines/build_toy_world.py, shared shard writer)."""
-    from pipelines import build_toy_world
-
-    output = tmp_path_factory.mktemp("toy") / "world"
-    code = build_toy_world.main([
-        "--output", str(output), "--preset", "smoke", "--size", "64", "--images", "12", "--images-per-shard", "5",
-        "--clips", "4", "--clips-per-shard", "2", "--clip-frames", "8", "--eval-videos", "1", "--eval-long-videos", "1",
-        "--workers", "1",
-    ])
-    assert code == 0
-    return output
+    return make_toy_world(images=12, images_per_shard=5, clips=4, clips_per_shard=2)
 
 
 @pytest.fixture(scope="module")

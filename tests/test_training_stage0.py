@@ -16,17 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
-    from pipelines import build_toy_world
-
-    output = tmp_path_factory.mktemp("toy0") / "world"
-    code = build_toy_world.main([
-        "--output", str(output), "--preset", "smoke", "--size", "64", "--images", "8", "--images-per-shard", "4",
-        "--clips", "1", "--clips-per-shard", "1", "--clip-frames", "8", "--eval-videos", "1", "--eval-long-videos", "1",
-        "--workers", "1",
-    ])  # fmt: skip
-    assert code == 0
-    return output / "images"
+def images(make_toy_world) -> Path:
+    return make_toy_world(images=8, images_per_shard=4) / "images"
 
 
 def common(data: Path, output: Path, *extra: str) -> list[str]:
