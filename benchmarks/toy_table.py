@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import sys
@@ -177,28 +178,28 @@ class Steps:
 
     def generate(self, run: Run) -> None:
         from evaluation.evaluator import write_json
-        from evaluation.spec import generation_configs
-        from training.generate import generate, load_pipeline
+        from evaluation.spec import generate_items
 
         folder = self.out / "videos" / run.name
-        folder.mkdir(parents=True, exist_ok=True)
-        configs = generation_configs(self.items(run), self.out / run.model / "model", folder, self.device)
-        todo = [c for c in configs if not Path(c.out).exists()]
-        if todo:
-            pipeline = load_pipeline(todo[0])
-            pipeline.set_progress_bar_config(disable=True)
-            pipeline.unet.set_frame_processors(cross_frame=run.cross_frame)
-            for config in todo:
-                generate(config, pipeline=pipeline)
-        write_json(folder / "done.json", {"videos": len(configs), "run": dataclasses.asdict(run)})
+        summary = generate_items(self.items(run), self.out / run.model / "model", folder, self.device,
+                                 configure=lambda pipeline: pipeline.unet.set_frame_processors(cross_frame=run.cross_frame))
+        if summary["failed"]:
+            raise RuntimeError(f"{run.name}: could not generate {summary['failed']}")
+        write_json(folder / "done.json", {"videos": summary["items"], "run": dataclasses.asdict(run)})
+
+    @functools.cached_property
+    def spec(self) -> dict:
+        """The held-out set's ``spec.json`` (read once, after the world step wrote it)."""
+        from datasets.toy_world import read_spec
+
+        return read_spec(self.world / "eval")
 
     def items(self, run: Run) -> list[dict]:
         """The run's generation items: the held-out ``short`` or ``long`` entries; ``seen``: the short entries' poses
         with colour pairs that training used (one per entry, in turn), so prompt fidelity has a base rate to keep."""
-        from datasets.toy_world import make_caption, read_spec
+        from datasets.toy_world import make_caption
 
-        eval_dir = self.world / "eval"
-        spec = read_spec(eval_dir)
+        eval_dir, spec = self.world / "eval", self.spec
         held_out = {tuple(pair) for pair in spec["held_out_pairs"]}
         seen = [(f, b) for f in spec["palette"] for b in spec["palette"] if f != b and (f, b) not in held_out]
         items = []

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import Callable
 
 from datasets.toy_world import SPEC_KIND as TOY_SPEC_KIND
 from evaluation.evaluator import write_json
@@ -100,19 +101,31 @@ def generation_configs(items: list[dict], model: str | Path, out_dir: Path, devi
 
 def generate_from_spec(spec: str | Path, model: str | Path, out_dir: str | Path, device: str = "auto") -> Path:
     """Generate every unfinished item of ``spec`` with ``model`` into ``out_dir``; returns ``out_dir``."""
+    generate_items(read_spec(spec), model, out_dir, device, source=str(Path(spec).resolve()))
+    return Path(out_dir)
+
+
+def generate_items(
+    items: list[dict], model: str | Path, out_dir: str | Path, device: str = "auto", *,
+    configure: Callable | None = None, source: str | None = None,
+) -> dict:  # fmt: skip
+    """Generate every unfinished item (spec items, see :func:`read_spec`) into ``out_dir`` with one pipeline;
+    ``configure(pipeline)`` may adjust it first (e.g. its attention processors). Writes and returns the summary."""
     from tqdm.auto import tqdm
 
     from training.generate import generate, load_pipeline
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    configs = generation_configs(read_spec(spec), model, out_dir, device)
+    configs = generation_configs(items, model, out_dir, device)
     todo = [c for c in configs if not Path(c.out).exists()]
-    summary = {"spec": str(Path(spec).resolve()), "model": str(model), "items": len(configs),
-               "already_done": len(configs) - len(todo), "generated": [], "failed": []}
+    summary = {"spec": source, "model": str(model), "items": len(configs),
+               "already_done": len(configs) - len(todo), "generated": [], "failed": []}  # fmt: skip
     if todo:
         pipeline = load_pipeline(todo[0])
         pipeline.set_progress_bar_config(disable=True)
+        if configure is not None:
+            configure(pipeline)
         for config in tqdm(todo, desc="generating", unit="video"):
             try:
                 generate(config, pipeline=pipeline)
@@ -122,6 +135,6 @@ def generate_from_spec(spec: str | Path, model: str | Path, out_dir: str | Path,
                 continue
             summary["generated"].append(config.key)
     write_json(out_dir / SUMMARY_NAME, summary)
-    log.info("spec %s: %d generated, %d already there, %d failed", spec, len(summary["generated"]),
+    log.info("%s: %d generated, %d already there, %d failed", source or out_dir, len(summary["generated"]),
              summary["already_done"], len(summary["failed"]))
-    return out_dir
+    return summary
