@@ -21,21 +21,14 @@ LABEL_WIDTH = 110
 ZOOM = 3
 
 
-def _figure(results: dict, name: str) -> tuple[float | None, list[float] | None]:
-    for metric in results["metrics"].values():
-        if name in metric["figures"]:
-            return metric["aggregate"].get(name), (metric.get("ci") or {}).get(name)
-    return None, None
-
-
 def load_scores(out: Path, names: list[str]) -> dict[str, dict]:
     """Per run: ``{figure: (value, interval)}`` plus ``videos``."""
-    from evaluation.evaluator import read_results
+    from evaluation.evaluator import find_figure, read_results
 
     scores = {}
     for name in names:
         results = read_results(out / "scores" / name)
-        figures = {f: _figure(results, f) for m in results["metrics"].values() for f in m["figures"]}
+        figures = {f: find_figure(results, f) for m in results["metrics"].values() for f in m["figures"]}
         scores[name] = {"figures": figures, "videos": results["counts"]["evaluated"]}
     return scores
 

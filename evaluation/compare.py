@@ -13,7 +13,7 @@ import html
 from pathlib import Path
 from typing import Sequence
 
-from evaluation.evaluator import read_results
+from evaluation.evaluator import find_figure, read_results
 from evaluation.report import fmt, html_page, label
 
 COMPARE_NAME = "compare.html"
@@ -50,11 +50,8 @@ def columns(runs: list[tuple[str, dict]]) -> list[tuple[str, bool]]:
 
 
 def _cell(results: dict, figure: str) -> tuple[float | None, float | None]:
-    for metric in results["metrics"].values():
-        if figure in metric["figures"]:
-            ci = (metric["ci"] or {}).get(figure)
-            return metric["aggregate"].get(figure), (None if not ci else (ci[1] - ci[0]) / 2)
-    return None, None
+    value, ci = find_figure(results, figure)
+    return value, (None if not ci else (ci[1] - ci[0]) / 2)
 
 
 def comparability_warnings(runs: list[tuple[str, dict]]) -> list[str]:

@@ -205,6 +205,14 @@ def write_json(path: Path, data, indent: int | None = 1) -> Path:
     return path
 
 
+def find_figure(results: dict, figure: str) -> tuple[float | None, list[float] | None]:
+    """``(value, confidence interval)`` of ``figure`` in a run's results (Nones when no metric has it)."""
+    for metric in results["metrics"].values():
+        if figure in metric["figures"]:
+            return metric["aggregate"].get(figure), (metric["ci"] or {}).get(figure)
+    return None, None
+
+
 def read_results(run_dir: str | Path) -> dict:
     """The results of a finished run (a folder holding ``results.json``, or that file)."""
     path = Path(run_dir)
