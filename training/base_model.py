@@ -27,13 +27,13 @@ def resolve_base(config: TrainConfig, *, is_main: bool) -> str:
     """The base model path or hub id: ``model.pretrained``, or the tiny random model in OUTPUT/tiny-base (built once)."""
     if config.model.pretrained:
         return config.model.pretrained
-    from training.tiny import TinySDConfig, save_tiny_sd
+    from training.tiny import TinySDConfig, save_tiny_sd, vae_factor
 
     folder = Path(config.output_dir) / TINY_BASE
     if is_main and not (folder / "model_index.json").is_file():
         tmp = folder.with_name(f".tmp-{TINY_BASE}-{os.getpid()}")
         model = config.model
-        multiple = 8 * 2 ** (len(model.tiny_vae_channels) - 1)
+        multiple = 8 * vae_factor(model.tiny_vae_channels)  # 8: the UNet's own downsampling
         tiny = TinySDConfig(
             seed=model.tiny_seed, sample_size=max(multiple, _round_up(config_resolution(config), multiple)),
             unet_channels=model.tiny_unet_channels, vae_channels=model.tiny_vae_channels,

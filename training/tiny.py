@@ -84,7 +84,12 @@ class TinySDConfig:
     @property
     def vae_factor(self) -> int:
         """Pixels per latent along each side."""
-        return 2 ** (len(self.vae_channels) - 1)
+        return vae_factor(self.vae_channels)
+
+
+def vae_factor(vae_channels: tuple[int, ...]) -> int:
+    """Pixels per latent along each side of a VAE with these block_out_channels (diffusers halves per level but the last)."""
+    return 2 ** (len(vae_channels) - 1)
 
 
 def clip_bpe_vocabulary() -> tuple[dict[str, int], list[str]]:
