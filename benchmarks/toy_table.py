@@ -62,7 +62,7 @@ class TableScale:
 SCALES = {
     "full": TableScale(
         images=2048, clips=256, eval_videos=16, eval_long_videos=4, eval_long_frames=24, autoencoder_steps=300,
-        stage0_steps=1200, stage1_steps=400, stage2_steps=300, steps=20, guidance_scale=5.0, bootstrap=1000,
+        stage0_steps=2200, stage1_steps=400, stage2_steps=300, steps=20, guidance_scale=5.0, bootstrap=1000,
     ),
     "smoke": TableScale(
         images=32, clips=4, eval_videos=2, eval_long_videos=1, eval_long_frames=12, autoencoder_steps=2,
