@@ -1,12 +1,13 @@
 """LAION-Pose builder throughput, with its baselines measured in the same run.
 
-    .venv/bin/python benchmarks/bench_laion_pose.py [--rows 300] [--shard-size 25] [--rounds 3] [--skip-download-compare]
+    .venv/bin/python benchmarks/bench_laion_pose.py [--backend mediapipe|mmpose] [--rows 300] [--shard-size 25]
+        [--rounds 3] [--skip-download-compare]
 
 Input: the bundled sample (pipelines/sample) replicated to ``--rows`` rows
 (people, person-less photos and bad rows in the sample's proportions), read
 through ``file://`` (no network: the job's own overheads are what is measured).
 
-1. Pose stage alone: the MediaPipe estimator in this process, one model, on
+1. Pose stage alone: the estimator (``--backend``) in this process, one model, on
    the very images the job stores (decoded beforehand, not timed; model loaded
    and warmed up first): images/s. The baseline of the ratio in (2).
    Also two such processes started together: their summed rate is the
@@ -25,6 +26,15 @@ through ``file://`` (no network: the job's own overheads are what is measured).
 4. Download distribution: one shard through ``img2dataset.download(...)``
    (a logger process and a process pool spawned per call) versus the job's
    in-actor use of img2dataset's shard downloader on the same rows.
+
+``--backend``: ``mediapipe`` (the bundled demo model, BlazePose full, ~40 ms of CPU
+per image) or ``mmpose``, the paper's configuration: RTMDet-tiny person detector and
+top-down HRNet-w32 from the configs that ship in mmdet/mmpose, with random weights
+(no checkpoint is reachable offline: the figures it finds are meaningless, but the
+arithmetic per image is the real model's), one person box per image (LAION-Pose
+images mostly show one person; it keeps the crops per image fixed). Both the job's
+pose actors and the pose-alone baseline run torch on one thread, what Ray gives an
+actor reserving one CPU or less (``OMP_NUM_THREADS``).
 
 Rounds are interleaved (the machine may be shared); the best of each figure is
 reported with every run, and the load average is printed.
@@ -55,6 +65,7 @@ from pipelines.laion_pose.job import prepare_output, run_shards
 from pipelines.laion_pose.pose_stage import PoseAnnotator, decode_rgb
 from pipelines.ray_runtime import RayConfig, ray_session
 from pipelines.shards import ProgressLogger
+from pose_extraction.estimator import PoseConfig
 
 
 def replicate_sample(folder: Path, rows: int) -> Path:
@@ -66,12 +77,20 @@ def replicate_sample(folder: Path, rows: int) -> Path:
     return path
 
 
-def job_config(parquet: Path, output: Path, shard_size: int, workers: int) -> JobConfig:
+BACKENDS = {
+    "mediapipe": PoseStageConfig(),
+    "mmpose": PoseStageConfig(pose=PoseConfig(
+        backend="mmpose", allow_random_weights=True, det_score_threshold=0.0, det_max_persons=1, device="cpu",
+    )),
+}  # fmt: skip
+
+
+def job_config(parquet: Path, output: Path, shard_size: int, workers: int, stage: PoseStageConfig = BACKENDS["mediapipe"]) -> JobConfig:
     return JobConfig(
         input=InputConfig(path=str(parquet), url_base=SAMPLE_DIR.as_uri() + "/", shard_size=shard_size),
         output=str(output),
         download=DownloadConfig(allowed_file_roots=(str(SAMPLE_DIR),)),
-        stage=PoseStageConfig(),
+        stage=stage,
         resources=ResourcesConfig(pose_workers=workers, pose_cpus=1.0 if workers == 1 else 0.75, download_cpus=0.5),
         ray=RayConfig(num_cpus=2),
     )
@@ -89,10 +108,19 @@ def stored_images(config: JobConfig) -> list[bytes]:
     return images
 
 
-def pose_alone(encoded: list[bytes], barrier=None) -> tuple[float, float]:
+def one_torch_thread() -> None:
+    """Torch on one thread, as in a Ray actor reserving one CPU or less (Ray sets its ``OMP_NUM_THREADS``)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def pose_alone(encoded: list[bytes], stage: PoseStageConfig, barrier=None) -> tuple[float, float]:
     """Images/s and CPU seconds per image of the estimator alone on the decoded images (decoding, loading not timed)."""
     images = [decode_rgb(data) for data in encoded]
-    annotator = PoseAnnotator(PoseStageConfig())
+    if stage.pose.backend == "mmpose":
+        one_torch_thread()
+    annotator = PoseAnnotator(stage)
     try:
         annotator.estimate(images[:4])  # warm-up
         if barrier is not None:
@@ -104,12 +132,12 @@ def pose_alone(encoded: list[bytes], barrier=None) -> tuple[float, float]:
         annotator.close()
 
 
-def pose_alone_parallel(encoded: list[bytes], processes: int = 2) -> float:
+def pose_alone_parallel(encoded: list[bytes], stage: PoseStageConfig, processes: int = 2) -> float:
     """Summed images/s of ``processes`` pose-alone processes started together: what the machine gives 2 models now."""
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager, ProcessPoolExecutor(processes, mp_context=context) as pool:
         barrier = manager.Barrier(processes)
-        return sum(rate for rate, _ in pool.map(pose_alone, [encoded] * processes, [barrier] * processes))
+        return sum(rate for rate, _ in pool.map(pose_alone, [encoded] * processes, [stage] * processes, [barrier] * processes))
 
 
 def tree_cpu_seconds() -> Counter:
@@ -188,12 +216,12 @@ def _runs(values: list[float]) -> str:
     return ", ".join(f"{v:.2f}" for v in values)
 
 
-def measure_round(images: list[bytes], parquet: Path, work: Path, shard_size: int, session) -> dict:
+def measure_round(images: list[bytes], parquet: Path, work: Path, shard_size: int, stage: PoseStageConfig, session) -> dict:
     """One interleaved round: pose alone, two pose-alone processes, the job with 1 then 2 pose workers."""
-    alone, pose_cpu = pose_alone(images)
-    alone_two = pose_alone_parallel(images)
-    seconds, cpu, startup = run_job_timed(job_config(parquet, work / "one", shard_size, 1), session)
-    seconds_two, _, startup_two = run_job_timed(job_config(parquet, work / "two", shard_size, 2), session)
+    alone, pose_cpu = pose_alone(images, stage)
+    alone_two = pose_alone_parallel(images, stage)
+    seconds, cpu, startup = run_job_timed(job_config(parquet, work / "one", shard_size, 1, stage), session)
+    seconds_two, _, startup_two = run_job_timed(job_config(parquet, work / "two", shard_size, 2, stage), session)
     return {
         "alone": alone,
         "pose_cpu": pose_cpu,
@@ -231,6 +259,7 @@ def report(rounds: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="mediapipe", help="pose model (see above)")
     parser.add_argument("--rows", type=int, default=300)
     parser.add_argument("--shard-size", type=int, default=25)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the machine is shared: best of each is reported)")
@@ -242,13 +271,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         parquet = replicate_sample(work, args.rows)
         images = stored_images(job_config(parquet, work / "unused", args.shard_size, 1))
-        print(f"input: {args.rows} rows, {len(images)} reach the pose model, shards of {args.shard_size}; {args.rounds} rounds; "
+        stage = BACKENDS[args.backend]
+        print(f"backend {args.backend}; input: {args.rows} rows, {len(images)} reach the pose model, shards of {args.shard_size}; {args.rounds} rounds; "
               f"load average before: {os.getloadavg()[0]:.2f}")
         with ray_session(RayConfig(num_cpus=2)) as session:
             warm = work / "warm"
             warm.mkdir()
-            run_job_timed(job_config(replicate_sample(warm, 20), work / "warm-out", 10, 1), session)
-            rounds = [measure_round(images, parquet, work / f"round{n}", args.shard_size, session) for n in range(args.rounds)]
+            run_job_timed(job_config(replicate_sample(warm, 20), work / "warm-out", 10, 1, stage), session)
+            rounds = [measure_round(images, parquet, work / f"round{n}", args.shard_size, stage, session) for n in range(args.rounds)]
         report(rounds)
         if not args.skip_download_compare:
             spawning, in_task, rows = compare_download(job_config(parquet, work / "cmp", args.shard_size, 1), work)
