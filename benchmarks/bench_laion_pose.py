@@ -85,7 +85,7 @@ BACKENDS = {
 }  # fmt: skip
 
 
-def job_config(parquet: Path, output: Path, shard_size: int, workers: int, stage: PoseStageConfig = BACKENDS["mediapipe"]) -> JobConfig:
+def job_config(parquet: Path, output: Path, shard_size: int, workers: int, stage: PoseStageConfig) -> JobConfig:
     return JobConfig(
         input=InputConfig(path=str(parquet), url_base=SAMPLE_DIR.as_uri() + "/", shard_size=shard_size),
         output=str(output),
@@ -108,18 +108,13 @@ def stored_images(config: JobConfig) -> list[bytes]:
     return images
 
 
-def one_torch_thread() -> None:
-    """Torch on one thread, as in a Ray actor reserving one CPU or less (Ray sets its ``OMP_NUM_THREADS``)."""
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def pose_alone(encoded: list[bytes], stage: PoseStageConfig, barrier=None) -> tuple[float, float]:
     """Images/s and CPU seconds per image of the estimator alone on the decoded images (decoding, loading not timed)."""
     images = [decode_rgb(data) for data in encoded]
-    if stage.pose.backend == "mmpose":
-        one_torch_thread()
+    if stage.pose.backend == "mmpose":  # one thread, as Ray's OMP_NUM_THREADS gives an actor reserving <= 1 CPU
+        import torch
+
+        torch.set_num_threads(1)
     annotator = PoseAnnotator(stage)
     try:
         annotator.estimate(images[:4])  # warm-up
@@ -270,8 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-laion-pose-"))
     try:
         parquet = replicate_sample(work, args.rows)
-        images = stored_images(job_config(parquet, work / "unused", args.shard_size, 1))
         stage = BACKENDS[args.backend]
+        images = stored_images(job_config(parquet, work / "unused", args.shard_size, 1, stage))
         print(f"backend {args.backend}; input: {args.rows} rows, {len(images)} reach the pose model, shards of {args.shard_size}; {args.rounds} rounds; "
               f"load average before: {os.getloadavg()[0]:.2f}")
         with ray_session(RayConfig(num_cpus=2)) as session:
@@ -281,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
             rounds = [measure_round(images, parquet, work / f"round{n}", args.shard_size, stage, session) for n in range(args.rounds)]
         report(rounds)
         if not args.skip_download_compare:
-            spawning, in_task, rows = compare_download(job_config(parquet, work / "cmp", args.shard_size, 1), work)
+            spawning, in_task, rows = compare_download(job_config(parquet, work / "cmp", args.shard_size, 1, stage), work)
             print(f"one shard ({rows} fetched rows): img2dataset.download() {spawning:.2f} s vs in-actor downloader {in_task:.2f} s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
