@@ -104,3 +104,18 @@ def read_spec(root: str | Path) -> dict:
     if spec.get("schema") != SPEC_KIND or spec.get("schema_version") != SPEC_VERSION:
         raise ValueError(f"{path} is not a toy evaluation spec of version {SPEC_VERSION}")
     return spec
+
+
+def reference(spec: Mapping, figure: str, background: str) -> dict:
+    """The ``toy`` reference of a video of ``spec``'s world showing ``figure`` on ``background``: what the toy metrics
+    need besides the pose (colours, the figure style its silhouettes are drawn with, the mask tolerance). Generation
+    keeps it in the video's record (``settings.toy``), as the world's oracle records do."""
+    palette = spec["palette"]
+    for name in (figure, background):
+        if name not in palette:
+            raise ValueError(f"colour {name!r} is not in the spec's palette {list(palette)}")
+    return {
+        "figure": figure, "background": background,
+        "figure_rgb": list(palette[figure]), "background_rgb": list(palette[background]),
+        "figure_style": dict(spec["figure_style"]), "mask_tolerance": spec["mask_tolerance"],
+    }  # fmt: skip

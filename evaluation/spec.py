@@ -7,7 +7,8 @@ folder, pose-sequence folder or keypoints file; relative paths are relative to
 the spec file) and may set any other :class:`training.generate.GenerateConfig`
 field (``frames``, ``seed``, ``steps``, ``guidance_scale``, ``key``...);
 ``defaults`` apply to every item. The toy world's held-out ``spec.json`` (schema
-``toy_eval_spec``) is read too: its entries' generation fields become items. Example::
+``toy_eval_spec``) is read too: its entries' generation fields become items, each with its
+``toy`` reference (colours, figure style, mask tolerance) for the toy metrics. Example::
 
     {"defaults": {"frames": 16, "steps": 50, "guidance_scale": 12.5},
      "items": [{"key": "ironman_beach", "prompt": "Iron Man on the beach", "pose": "poses/dance1"}]}
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from datasets.toy_world import SPEC_KIND as TOY_SPEC_KIND
+from datasets.toy_world import reference as toy_reference
 from evaluation.evaluator import write_json
 
 SUMMARY_NAME = "generation.json"
@@ -55,7 +57,7 @@ def read_spec(path: str | Path) -> list[dict]:
     if isinstance(data, list):
         data = {"items": data}
     if isinstance(data, dict) and data.get("schema") == TOY_SPEC_KIND:
-        data = {"items": [{k: e[k] for k in TOY_SPEC_FIELDS if k in e} for e in data.get("entries", [])]}
+        data = {"items": [_toy_item(data, e) for e in data.get("entries", [])]}
     if not isinstance(data, dict) or not isinstance(data.get("items"), list) or not data["items"]:
         raise ValueError(f"spec {path} has no items (expected a list of {{prompt, pose, ...}} objects)")
     defaults = data.get("defaults") or {}
@@ -78,6 +80,14 @@ def read_spec(path: str | Path) -> list[dict]:
     if duplicates:
         raise ValueError(f"spec keys must be unique; repeated: {', '.join(duplicates)}")
     return items
+
+
+def _toy_item(spec: dict, entry: dict) -> dict:
+    """A toy spec entry's generation fields, with its ``toy`` reference (kept in the record for the toy metrics)."""
+    item = {k: entry[k] for k in TOY_SPEC_FIELDS if k in entry}
+    if "figure" in entry and "background" in entry:
+        item["toy"] = toy_reference(spec, entry["figure"], entry["background"])
+    return item
 
 
 def generation_configs(items: list[dict], model: str | Path, out_dir: Path, device: str = "auto") -> list:

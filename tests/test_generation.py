@@ -183,14 +183,18 @@ def test_cli_writes_the_video_and_the_sidecars_evaluation_reads(export_dir, tmp_
     assert record["settings"]["steps"] == 1 and record["key"] == "dance"
     # the skeleton video it wrote is itself a valid --pose input (no keypoints then)
     again = tmp_path / "gen" / "again.mp4"
-    assert main([*common, "--pose", str(pose_video), "--out", str(again)]) == 0
+    toy = {"figure": "red", "background": "blue", "figure_style": {"limb_width": 0.5}}  # a JSON object flag, kept in the record
+    assert main([*common, "--pose", str(pose_video), "--out", str(again), "--toy", json.dumps(toy)]) == 0
     assert read_record(again)["keypoints"] is None and read_record(again)["frames"] == 5
+    assert read_record(again)["settings"]["toy"] == toy
     assert not list((tmp_path / "gen").glob(".*partial"))
     # bad input: a clear message and a non-zero exit, nothing written
     assert main([*common, "--pose", str(poses), "--frames", "9", "--out", str(tmp_path / "gen" / "x.mp4")]) == 2
     assert not (tmp_path / "gen" / "x.mp4").exists()
     with pytest.raises(SystemExit):
         main([*common, "--pose", str(poses), "--out", str(tmp_path / "x.avi")])
+    with pytest.raises(SystemExit):
+        main([*common, "--pose", str(poses), "--out", str(tmp_path / "gen" / "y.mp4"), "--toy", "[1, 2]"])
 
 
 def test_tokenizer_gives_open_clip_ids():

@@ -95,3 +95,33 @@ def test_a_figure_in_the_wrong_colours_fails_prompt_fidelity_but_keeps_its_iou(o
     results = _evaluate(videos, tmp_path / "run")
     assert results["metrics"]["prompt_fidelity"]["aggregate"]["prompt_fidelity"] == 0.0
     assert results["metrics"]["pose_iou"]["aggregate"]["pose_iou"] < 0.5, "the background is now taken for the figure"
+
+
+def test_generated_records_carry_the_worlds_figure_style_from_the_spec(tmp_path):
+    """A world drawn with thick limbs: its spec's items give each generated record the world's ``toy`` reference, and
+    pose IoU draws the input silhouettes in that style (a record naming colours only in its prompt gets the default
+    style and scores lower on the very same frames)."""
+    from datasets.toy_world import reference
+    from evaluation.spec import read_spec as read_generation_spec
+
+    world = tmp_path / "world"
+    thick = {**WORLD, "eval_long_videos": 0, "limb_width": 0.8, "head_radius": 0.7}
+    assert build_main(["--output", str(world), "--seed", "3"] + [f"--{k.replace('_', '-')}={v}" for k, v in thick.items()]) == 0
+    spec = read_spec(world / "eval")
+    items = {item["key"]: item for item in read_generation_spec(world / "eval" / "spec.json")}
+    assert len(items) == len(spec["entries"]) == 4
+    generated, prompt_only = tmp_path / "generated", tmp_path / "prompt_only"
+    for folder, with_reference in ((generated, True), (prompt_only, False)):
+        shutil.copytree(world / "eval" / "oracle", folder)
+        for path in sorted(folder.glob("*.json")):
+            record = json.loads(path.read_text())
+            item = items[record["key"]]
+            assert item["toy"] == reference(spec, *(record["settings"]["toy"][k] for k in ("figure", "background")))
+            assert item["toy"]["figure_style"]["limb_width"] == 0.8
+            record["settings"] = {"toy": item["toy"]} if with_reference else {}  # as training.generate writes them
+            path.write_text(json.dumps(record))
+    oracle = _evaluate(world / "eval" / "oracle", tmp_path / "a")["metrics"]["pose_iou"]["aggregate"]["pose_iou"]
+    scored = _evaluate(generated, tmp_path / "b")["metrics"]["pose_iou"]["aggregate"]["pose_iou"]
+    default_style = _evaluate(prompt_only, tmp_path / "c")["metrics"]["pose_iou"]["aggregate"]["pose_iou"]
+    assert scored == pytest.approx(oracle) and scored > 0.8
+    assert default_style < scored - 0.1, "the default thin-limbed silhouette covers only part of the thick figure"

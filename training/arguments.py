@@ -9,7 +9,7 @@ the defaults; the other flags override them.
 
 Values: ``--flag true|false`` (a bare ``--flag`` means true), numbers,
 strings, ``none`` for optional fields, one or more values for tuples, and the
-listed choices for ``Literal`` fields.
+listed choices for ``Literal`` fields, a JSON object for ``dict`` fields.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import json
 import textwrap
 import types
 import typing
@@ -82,6 +83,16 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
 def _optional(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse(text: str):
         return None if text.strip().lower() in ("none", "null") else convert(text)
@@ -111,6 +122,8 @@ def _argument_kwargs(hint) -> dict:
         return {"type": _parse_bool, "nargs": "?", "const": True}
     if hint in (int, float, str):
         return {"type": hint}
+    if hint is dict or origin is dict:
+        return {"type": _json_object}
     raise TypeError(f"unsupported config type {hint}")
 
 

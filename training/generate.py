@@ -88,6 +88,9 @@ class GenerateConfig:
     """Weights dtype; auto is float16 on cuda, float32 elsewhere."""
     key: str | None = None
     """Sample key carried into the record (default: the output file stem)."""
+    toy: dict | None = None
+    """Toy world only: what the video should show (colours, figure style, mask tolerance; see
+    ``datasets.toy_world.reference``), kept in the record's settings for the toy metrics. A JSON object on the command line."""
 
     def __post_init__(self) -> None:
         if self.frames is not None and self.frames < 1:
