@@ -130,7 +130,7 @@ def _cell(scores: dict, name: str, figure: str) -> str:
     return fmt(value) + half
 
 
-def markdown(runs, scores: dict, long: dict, verdicts: list[dict], timings: dict, scale) -> str:
+def markdown(runs, scores: dict, long: dict, verdicts: list[dict], timings: dict, scale, wall: float, jobs: int) -> str:
     labels = {"oracle": "oracle (the toy world's own rendering)", **{r.name: r.label for r in runs}}
     base = scores["no_control"]["figures"]["pose_iou"][0]
     videos = scores["residual"]["videos"]
@@ -161,8 +161,9 @@ def markdown(runs, scores: dict, long: dict, verdicts: list[dict], timings: dict
                      f"{_cell(scores, name, 'pose_iou')} |")  # fmt: skip
     lines += ["", "## The paper's claims, measured", "", "| Claim | Measured | Target | Verdict |", "|---|---|---|---|"]
     lines += [f"| {c['claim']} | {c['measured']} | {c['target']} | **{c['verdict']}** |" for c in verdicts]
-    total = sum(timings.values())
-    lines += ["", f"## Time ({total / 60:.1f} min of steps on this machine)", "", "| Step | Seconds |", "|---|---:|"]
+    steps_total = sum(timings.values())
+    parallel = f", up to {jobs} steps at once ({steps_total / 60:.1f} min of steps)" if jobs > 1 else ""
+    lines += ["", f"## Time ({wall / 60:.1f} min wall clock on this machine{parallel})", "", "| Step | Seconds |", "|---|---:|"]
     lines += [f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()]
     lines += ["", "± is half the 95% bootstrap interval over videos. Pose IoU: generated figure (pixels away from the "
               "prompt's background colour) against the silhouette drawn from the input pose; the oracle row is the "
@@ -196,17 +197,17 @@ def grid(out: Path, names: list[str], videos: dict[str, Path], entries: int = 3,
     return path
 
 
-def write_outputs(out: Path, runs, scale, timings: dict, elapsed: float) -> dict:
+def write_outputs(out: Path, runs, scale, timings: dict, wall: float, jobs: int = 1) -> dict:
     """Write ``table.md``, ``table.json`` and ``grid.png``; returns the JSON."""
     import dataclasses
 
     scores = load_scores(out, ["oracle", *(r.name for r in runs)])
     long = {r.name: long_video_boundaries(out / "videos" / r.name) for r in runs if r.subset == "long"}
     verdicts = claims(scores, long)
-    (out / "table.md").write_text(markdown(runs, scores, long, verdicts, timings, scale))
+    (out / "table.md").write_text(markdown(runs, scores, long, verdicts, timings, scale, wall, jobs))
     videos = {"oracle": out / "world" / "eval" / "oracle", **{r.name: out / "videos" / r.name for r in runs}}
     grid(out, ["oracle", *(r.name for r in runs if r.subset == "short")], videos)
     table = {"scale": dataclasses.asdict(scale), "scores": scores, "long_videos": long, "claims": verdicts,
-             "seconds": {**timings, "total_steps": sum(timings.values()), "total_wall": elapsed}}  # fmt: skip
+             "seconds": {**timings, "total_steps": sum(timings.values()), "total_wall": wall, "jobs": jobs}}  # fmt: skip
     (out / "table.json").write_text(json.dumps(table, indent=1))
     return table
