@@ -115,6 +115,14 @@ def test_pose_guidance_scale_and_round_trip(pipe, tmp_path):
     no_pose = run(pipe, None, negative_prompt="blurry", num_frames=WINDOW)
     np.testing.assert_allclose(dropped.frames, no_pose.frames, atol=1e-5)
     assert np.abs(out.frames - no_pose.frames).max() > 1e-3
+    # pose guidance: the pose only in the conditional branch. Without guidance there is one branch, so nothing changes;
+    # with it, the output moves, and dropping the pose (scale 0) still gives the pose-free video
+    unguided = dict(guidance_scale=1.0, output_type="latent")
+    np.testing.assert_allclose(run(pipe, pose, pose_guidance=True, **unguided).frames, run(pipe, pose, **unguided).frames, atol=1e-6)
+    guided = run(pipe, pose, negative_prompt="blurry", pose_guidance=True)
+    assert np.abs(guided.frames - out.frames).max() > 1e-3
+    np.testing.assert_allclose(run(pipe, pose, negative_prompt="blurry", pose_guidance=True, conditioning_scale=0.0).frames,
+                               no_pose.frames, atol=1e-5)
     pipe.save_pretrained(tmp_path / "pipe")
     loaded = FollowYourPosePipeline.from_pretrained(tmp_path / "pipe")
     loaded.set_progress_bar_config(disable=True)

@@ -66,6 +66,9 @@ class GenerateConfig:
     """DDIM eta (0: deterministic DDIM)."""
     conditioning_scale: float = 1.0
     """Pose conditioning scale (0 drops the pose)."""
+    pose_guidance: bool = False
+    """Pose to the conditional guidance branch only, so guidance amplifies it like the text (false: both branches, as
+    the public release does)."""
     window: int = 8
     """Frames denoised together; longer videos run window by window."""
     overlap: int | None = None
@@ -262,8 +265,8 @@ def generate(config: GenerateConfig, pipeline=None) -> Path:
     result = pipeline(
         config.prompt, skeletons, num_frames=frames, height=height, width=width,
         num_inference_steps=config.steps, guidance_scale=config.guidance_scale, negative_prompt=config.negative_prompt,
-        eta=config.eta, conditioning_scale=config.conditioning_scale, window_size=config.window,
-        window_overlap=config.overlap, generator=generator, output_type="np",
+        eta=config.eta, conditioning_scale=config.conditioning_scale, pose_guidance=config.pose_guidance,
+        window_size=config.window, window_overlap=config.overlap, generator=generator, output_type="np",
     )  # fmt: skip
     fps = config.fps or pose.fps or DEFAULT_FPS
     video = (result.frames * 255).round().astype(np.uint8)

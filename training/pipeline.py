@@ -3,8 +3,10 @@
 Components: the SD-1.x ``vae``, ``text_encoder``, ``tokenizer`` and ``scheduler`` (DDIM), the
 :class:`~training.models.inflated_unet.InflatedUNet` and the optional
 :class:`~training.models.pose_encoder.PoseEncoder`. Sampling is DDIM with ``eta``, classifier-free
-guidance with a negative prompt (the pose features go to both branches), a pose conditioning scale
-and a seeded generator; clips longer than one window use the paper's noise-reuse scheme
+guidance with a negative prompt (the pose features go to both branches, as in the public release; or,
+with ``pose_guidance``, to the conditional branch only, so the guidance scale amplifies the pose as it
+does the text, the way diffusers' ControlNet pipelines apply control in ``guess_mode``), a pose
+conditioning scale and a seeded generator; clips longer than one window use the paper's noise-reuse scheme
 (:mod:`training.long_video`). LoRAs for the base UNet load the standard way
 (``pipeline.load_lora_weights``). ``save_pretrained``/``from_pretrained`` round-trip a full copy.
 
@@ -36,7 +38,9 @@ from PIL import Image
 
 from training.long_video import padded_length, plan_windows, sample_windows
 from training.models.inflated_unet import InflatedUNet, InflationConfig, load_inflated
-from training.models.pose_encoder import PoseEncoder, PoseEncoderOutput, pose_unet_inputs, repeat_features
+from training.models.pose_encoder import (
+    PoseEncoder, PoseEncoderOutput, cat_features, pose_unet_inputs, repeat_features, zero_features,
+)  # fmt: skip
 
 BASE_FILE = "base.json"
 CONV_IN_FILE = "unet_conv_in.safetensors"
@@ -150,11 +154,15 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         ).input_ids
         return self.text_encoder(ids.to(self._execution_device))[0].to(self.unet.dtype)
 
-    def encode_pose(self, skeletons: np.ndarray, scale: float, copies: int) -> PoseEncoderOutput | None:
+    def encode_pose(self, skeletons: np.ndarray, scale: float, copies: int, guided: bool = False) -> PoseEncoderOutput | None:
+        """Pose features for ``copies`` batch halves (2: unconditional then conditional branch); ``guided``: zeros
+        in the unconditional half, so classifier-free guidance pushes towards the pose as well as the text."""
         if self.pose_encoder is None or skeletons is None:
             return None
         pose = torch.from_numpy(skeletons).to(self._execution_device).permute(3, 0, 1, 2)[None]
         features = self.pose_encoder(pose.to(self.pose_encoder.dtype) / 255.0, conditioning_scale=scale)
+        if guided and copies == 2:
+            return cat_features(zero_features(features), features)
         return repeat_features(features, copies)
 
     def _step_kwargs(self, generator, eta: float) -> dict:
@@ -183,6 +191,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         negative_prompt: str = "",
         eta: float = 0.0,
         conditioning_scale: float = 1.0,
+        pose_guidance: bool = False,
         window_size: int = DEFAULT_WINDOW,
         window_overlap: int | None = None,
         generator: torch.Generator | None = None,
@@ -196,6 +205,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         ``keypoint_size = (width, height)`` frames), drawn by :mod:`pose_extraction.skeleton`.
         ``num_frames`` defaults to the pose length; longer clips than ``window_size`` are sampled window
         by window reusing the last ``window_overlap`` (default half) frames' noise as prior.
+        ``pose_guidance``: the pose goes to the conditional branch only (see the module docstring).
         """
         if output_type not in ("np", "pil", "pt", "latent"):
             raise ValueError(f"output_type must be np, pil, pt or latent, got {output_type!r}")
@@ -221,7 +231,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             if window.index not in features:  # encode each window's pose once
                 features.clear()
                 pose = None if padded_pose is None else padded_pose[window.start : window.stop]
-                features[window.index] = self.encode_pose(pose, conditioning_scale, 2 if guidance else 1)
+                features[window.index] = self.encode_pose(pose, conditioning_scale, 2 if guidance else 1, pose_guidance)
             model_input = self.scheduler.scale_model_input(torch.cat([latents] * 2) if guidance else latents, t)
             sample, kwargs = pose_unet_inputs(model_input, features[window.index])
             noise = self.unet(sample, t, encoder_hidden_states=text, **kwargs).sample
