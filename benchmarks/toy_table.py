@@ -12,9 +12,9 @@ Every step runs the project's real entry points on the toy world (:mod:`pipeline
    channel concatenation (the paper's Fig. 8 ablation), residual into the first down block only; and the untrained
    zero-init encoder (``--max-steps 0``): the base model with no pose control;
 4. stage 2 from the residual stage-1 model (temporal and cross-frame attention on clips);
-5. generation of the held-out set with each model (DDIM, fixed seeds per entry), stage-1 models frame by frame
-   (cross-frame attention off) unless the row says otherwise; long held-out sequences with the noise-reuse scheme
-   and with independent windows;
+5. generation of the held-out set with each model (DDIM, fixed seeds per entry, the pose in the conditional
+   guidance branch only unless the row says otherwise), stage-1 models frame by frame (cross-frame attention off)
+   unless the row says otherwise; long held-out sequences with the noise-reuse scheme and with independent windows;
 6. evaluation (``pose_iou``, ``prompt_fidelity``, ``background_stability`` from the evaluation registry, window
    boundaries from :mod:`evaluation.toy_metrics`), then ``OUT/table.md``, ``OUT/grid.png`` and ``OUT/table.json``.
 
@@ -108,11 +108,15 @@ class Run:
     subset: str = "short"
     cross_frame: bool = False
     overlap: int | None = None
+    pose_guidance: bool = True
+    """The pose to the conditional guidance branch only (``training.generate --pose-guidance``); false: both branches."""
 
 
 RUNS = (
     *(Run(v.name, v.label, f"stage1_{v.name}") for v in STAGE1),
     *(Run(f"{v.name}_seen", f"{v.label}, trained colour pairs", f"stage1_{v.name}", "seen") for v in STAGE1),
+    Run("residual_both_branches", "stage 1: residual, pose in both guidance branches (public release)", "stage1_residual",
+        pose_guidance=False),
     Run("cross_frame", "stage 1 + cross-frame attention, untrained (zero-shot inflation)", "stage1_residual", cross_frame=True),
     Run("stage2", "stage 2 (temporal + cross-frame attention trained)", "stage2", cross_frame=True),
     Run("long_reuse", "stage 2, long video, noise reuse (paper)", "stage2", "long", True),
@@ -232,7 +236,8 @@ class Steps:
                 pair = seen[len(items) * 7 % len(seen)]
                 item["prompt"] = make_caption(*pair, spec["caption_template"])
             item["toy"] = reference(spec, *pair)
-            item.update(pose=str(eval_dir / entry["pose"]), steps=self.scale.steps, guidance_scale=self.scale.guidance_scale)
+            item.update(pose=str(eval_dir / entry["pose"]), steps=self.scale.steps, guidance_scale=self.scale.guidance_scale,
+                        pose_guidance=run.pose_guidance)  # fmt: skip
             if run.overlap is not None:
                 item["overlap"] = run.overlap
             items.append(item)

@@ -63,9 +63,10 @@ def test_generated_records_name_their_colours_and_the_worlds_figure_style(table)
     from datasets.toy_world import PALETTE, parse_caption
 
     out, _ = table
-    for name in ("residual", "residual_seen", "long_reuse"):
+    for name in ("residual", "residual_seen", "long_reuse", "residual_both_branches"):
         for video in find_generated(out / "videos" / name):
             record = read_record(video)
+            assert record["settings"]["pose_guidance"] == (name != "residual_both_branches")
             toy = record["settings"]["toy"]
             assert (toy["figure"], toy["background"]) == parse_caption(record["prompt"], list(PALETTE))
             assert toy["figure_style"]["limb_width"] == WORLD["limb_width"], "silhouettes drawn as the world drew them"
