@@ -222,6 +222,7 @@ class Steps:
         """The run's generation items: the held-out ``short`` or ``long`` entries; ``seen``: the short entries' poses
         with colour pairs that training used (one per entry, in turn), so prompt fidelity has a base rate to keep."""
         from datasets.toy_world import make_caption, reference
+        from evaluation.spec import toy_item
 
         eval_dir, spec = self.world / "eval", self.spec
         held_out = {tuple(pair) for pair in spec["held_out_pairs"]}
@@ -230,12 +231,10 @@ class Steps:
         for entry in spec["entries"]:
             if entry["set"] != ("short" if run.subset == "seen" else run.subset):
                 continue
-            item = {k: entry[k] for k in ("key", "prompt", "frames", "seed", "width", "height", "fps")}
-            pair = (entry["figure"], entry["background"])
+            item = toy_item(spec, entry)
             if run.subset == "seen":
                 pair = seen[len(items) * 7 % len(seen)]
-                item["prompt"] = make_caption(*pair, spec["caption_template"])
-            item["toy"] = reference(spec, *pair)
+                item.update(prompt=make_caption(*pair, spec["caption_template"]), toy=reference(spec, *pair))
             item.update(pose=str(eval_dir / entry["pose"]), steps=self.scale.steps, guidance_scale=self.scale.guidance_scale,
                         pose_guidance=run.pose_guidance)  # fmt: skip
             if run.overlap is not None:
@@ -274,14 +273,17 @@ def model_tasks(steps: Steps) -> list[Task]:
     return tasks
 
 
-def _run_task(steps: Steps, task: Task, threads: int | None = None) -> float:
-    """Run ``task`` (in this process, or in a worker with ``threads`` torch threads); returns its seconds."""
-    if threads is not None:
-        import torch
+def _start_worker(threads: int) -> None:
+    """A worker process's set-up: its share of the torch threads, and logging like the parent's."""
+    import torch
 
-        torch.set_num_threads(threads)
-        if not logging.getLogger().handlers:
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(threads)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+
+def _run_task(steps: Steps, task: Task) -> float:
+    """Run ``task``; returns its seconds."""
     started = time.monotonic()
     method = getattr(steps, task.method)
     method() if task.argument is None else method(task.argument)
@@ -305,12 +307,13 @@ def run_tasks(steps: Steps, tasks: list[Task], jobs: int) -> None:
     finished = {t.name for t in tasks if t.done.exists()}
     threads = max(1, (os.cpu_count() or 1) // jobs)
     running, failure = {}, None
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(threads,)) as pool:
         while pending or running:
             ready = [t for t in pending if set(t.after) <= finished] if failure is None else []
             for task in ready[: jobs - len(running)]:
                 log.info("%s: running", task.name)
-                running[pool.submit(_run_task, steps, task, threads)] = task
+                running[pool.submit(_run_task, steps, task)] = task
                 pending.remove(task)
             if not running:
                 break

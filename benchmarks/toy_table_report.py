@@ -228,7 +228,7 @@ def write_outputs(out: Path, runs, scale, timings: dict, wall: float, jobs: int 
     (out / "table.md").write_text(markdown(runs, scores, long, verdicts, timings, scale, wall, jobs))
     videos = {"oracle": out / "world" / "eval" / "oracle", **{r.name: out / "videos" / r.name for r in runs}}
     grid(out, ["oracle", *(r.name for r in runs if r.subset == "short")], videos)
-    table = {"scale": dataclasses.asdict(scale), "scores": scores, "long_videos": long, "claims": verdicts,
-             "seconds": {**timings, "total_steps": sum(timings.values()), "total_wall": wall, "jobs": jobs}}  # fmt: skip
+    table = {"scale": dataclasses.asdict(scale), "scores": scores, "long_videos": long, "claims": verdicts, "jobs": jobs,
+             "seconds": {**timings, "total_steps": sum(timings.values()), "total_wall": wall}}  # fmt: skip
     (out / "table.json").write_text(json.dumps(table, indent=1))
     return table

@@ -57,7 +57,7 @@ def read_spec(path: str | Path) -> list[dict]:
     if isinstance(data, list):
         data = {"items": data}
     if isinstance(data, dict) and data.get("schema") == TOY_SPEC_KIND:
-        data = {"items": [_toy_item(data, e) for e in data.get("entries", [])]}
+        data = {"items": [toy_item(data, e) for e in data.get("entries", [])]}
     if not isinstance(data, dict) or not isinstance(data.get("items"), list) or not data["items"]:
         raise ValueError(f"spec {path} has no items (expected a list of {{prompt, pose, ...}} objects)")
     defaults = data.get("defaults") or {}
@@ -82,7 +82,7 @@ def read_spec(path: str | Path) -> list[dict]:
     return items
 
 
-def _toy_item(spec: dict, entry: dict) -> dict:
+def toy_item(spec: dict, entry: dict) -> dict:
     """A toy spec entry's generation fields, with its ``toy`` reference (kept in the record for the toy metrics)."""
     item = {k: entry[k] for k in TOY_SPEC_FIELDS if k in entry}
     if "figure" in entry and "background" in entry:

@@ -39,7 +39,7 @@ from PIL import Image
 from training.long_video import padded_length, plan_windows, sample_windows
 from training.models.inflated_unet import InflatedUNet, InflationConfig, load_inflated
 from training.models.pose_encoder import (
-    PoseEncoder, PoseEncoderOutput, cat_features, pose_unet_inputs, repeat_features, zero_features,
+    PoseEncoder, PoseEncoderOutput, pose_unet_inputs, repeat_features, with_unconditional_zeros,
 )  # fmt: skip
 
 BASE_FILE = "base.json"
@@ -162,7 +162,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         pose = torch.from_numpy(skeletons).to(self._execution_device).permute(3, 0, 1, 2)[None]
         features = self.pose_encoder(pose.to(self.pose_encoder.dtype) / 255.0, conditioning_scale=scale)
         if guided and copies == 2:
-            return cat_features(zero_features(features), features)
+            return with_unconditional_zeros(features)
         return repeat_features(features, copies)
 
     def _step_kwargs(self, generator, eta: float) -> dict:

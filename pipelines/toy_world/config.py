@@ -124,6 +124,14 @@ class ToyWorldConfig:
         """Half the smallest distance between two palette colours (see :mod:`evaluation.toy_metrics`)."""
         return min_distance(self.palette) / 2
 
+    @cached_property
+    def reference_fields(self) -> dict:
+        """What the toy metrics need of this world besides a video's colour names (``palette``, ``figure_style``,
+        ``mask_tolerance``): fields of the evaluation spec, and with :func:`datasets.toy_world.reference` the ``toy``
+        entry of every record."""
+        return {"palette": {k: list(v) for k, v in self.palette.items()}, "figure_style": self.style.to_dict(),
+                "mask_tolerance": self.mask_tolerance}  # fmt: skip
+
     def to_dict(self) -> dict:
         """The resolved config, as saved in ``config.json`` beside every shard set."""
         return {

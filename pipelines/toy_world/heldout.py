@@ -108,8 +108,7 @@ def write_eval_set(config: ToyWorldConfig, root: str | Path) -> dict:
     write_json_atomic(root / "config.json", config.to_dict())
     spec = {
         "schema": SPEC_KIND, "schema_version": SPEC_VERSION, "size": config.size, "fps": config.fps,
-        "palette": {k: list(v) for k, v in config.palette.items()}, "caption_template": config.caption_template,
-        "figure_style": config.style.to_dict(), "mask_tolerance": config.mask_tolerance,
+        **config.reference_fields, "caption_template": config.caption_template,
         "held_out_pairs": [list(p) for p in config.held_out_pairs], "config": config.to_dict(), "entries": entries,
     }  # fmt: skip
     write_json_atomic(root / SPEC_NAME, spec)

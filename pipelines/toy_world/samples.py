@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datasets.toy_world import reference
 from pipelines.toy_world.captions import make_caption
 from pipelines.toy_world.config import GENERATOR_VERSION, ToyWorldConfig
 from pose_extraction.figure import paint, silhouettes
@@ -93,14 +94,8 @@ def draw_sample(config: ToyWorldConfig, kind: str, index: int) -> ToySample:
 
 def toy_extra(config: ToyWorldConfig, sample: ToySample) -> dict:
     """The ``toy`` entry carried in annotations and records: colours and how the figure is drawn."""
-    palette = config.palette
     return {
         "generator_version": GENERATOR_VERSION,
-        "figure": sample.figure,
-        "background": sample.background,
-        "figure_rgb": list(palette[sample.figure]),
-        "background_rgb": list(palette[sample.background]),
+        **reference(config.reference_fields, sample.figure, sample.background),
         "held_out_pair": sample.held_out_pair,
-        "figure_style": config.style.to_dict(),
-        "mask_tolerance": config.mask_tolerance,
     }

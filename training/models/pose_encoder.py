@@ -224,18 +224,11 @@ def repeat_features(features: PoseEncoderOutput | None, times: int) -> PoseEncod
     return PoseEncoderOutput(down_residuals=tuple(r.repeat(times, 1, 1, 1) for r in features.down_residuals))
 
 
-def zero_features(features: PoseEncoderOutput) -> PoseEncoderOutput:
-    """Features of the same shapes that add nothing: what a UNet branch without pose gets."""
+def with_unconditional_zeros(features: PoseEncoderOutput) -> PoseEncoderOutput:
+    """``features`` behind a batch of zeros of the same shapes: the unconditional guidance branch gets no pose."""
     if features.concat is not None:
-        return PoseEncoderOutput(concat=torch.zeros_like(features.concat))
-    return PoseEncoderOutput(down_residuals=tuple(torch.zeros_like(r) for r in features.down_residuals))
-
-
-def cat_features(first: PoseEncoderOutput, second: PoseEncoderOutput) -> PoseEncoderOutput:
-    """``first`` then ``second`` along the batch (the unconditional and conditional guidance branches)."""
-    if first.concat is not None:
-        return PoseEncoderOutput(concat=torch.cat([first.concat, second.concat]))
-    return PoseEncoderOutput(down_residuals=tuple(torch.cat(pair) for pair in zip(first.down_residuals, second.down_residuals)))
+        return PoseEncoderOutput(concat=torch.cat([torch.zeros_like(features.concat), features.concat]))
+    return PoseEncoderOutput(down_residuals=tuple(torch.cat([torch.zeros_like(r), r]) for r in features.down_residuals))
 
 
 def expand_conv_in(unet, extra_channels: int) -> None:
