@@ -115,6 +115,7 @@ def test_presets_hold_the_paper_and_release_settings():
         (["--preset", "huge"], "unknown preset 'huge'; valid presets: paper, tiny"),
         (["--lr", "-1"], "lr must be positive"),
         (["--data.crop-scale", "0.9", "0.2"], "crop_scale"),
+        (["--data.cache-latents", "true"], "cache_latents needs the same crop of an image every epoch"),
         (["--mixed-precision", "fp8"], None),  # argparse: invalid choice
     ],
 )
@@ -450,6 +451,50 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert all(torch.isfinite(v).all() for v in weights.values())
     assert not (output / "model").exists()
     assert (output / "tiny-base" / "model_index.json").is_file()
+
+
+def test_cached_latents_are_the_draws_of_encoding_again_without_the_encoder(tmp_path, tiny_base, pose_data):
+    from training.loop import make_accelerator
+
+    config = parse1(stage1_args(tiny_base, pose_data, tmp_path / "run", "--data.crop-scale", "1", "1",
+                                "--data.crop-ratio", "1", "1", "--data.cache-latents", "true"))  # fmt: skip
+    stage = PoseImageStage(config)
+    stage.setup(make_accelerator(config))
+    data = stage.dataset()
+    encoded = []
+    stage.base["vae"].encoder.register_forward_hook(lambda module, args, out: encoded.append(len(args[0])))
+
+    def latents(epoch: int, seed: int = 5, **crop_change) -> torch.Tensor:
+        batch = torch.utils.data.default_collate([data[(epoch, index)] for index in range(4)])
+        for index, value in crop_change.items():
+            batch["crop"][int(index[1:])] += value
+        return stage.image_latents(batch, torch.Generator().manual_seed(seed))
+
+    first = latents(0)
+    batch = torch.utils.data.default_collate([data[(0, index)] for index in range(4)])
+    fresh = stage.encode_images(batch["pixel_values"], torch.Generator().manual_seed(5))
+    assert torch.allclose(first, fresh, atol=1e-6) and encoded == [4, 4] and len(stage.latent_cache) == 4
+    assert torch.allclose(latents(3), fresh, atol=1e-6) and encoded == [4, 4]  # a later epoch: kept, not encoded
+    assert not torch.allclose(latents(3, seed=6), fresh, atol=1e-3)  # a new draw from the same posterior
+    latents(4, i2=0.5)  # image 2 cropped differently: encoded again, its kept crop replaced
+    assert encoded == [4, 4, 1] and stage.latent_cache[batch["key"][2]][0] == (batch["crop"][2] + 0.5).tolist()
+
+
+def test_fused_adamw_on_cpu_makes_the_same_update():
+    from training.loop import make_optimizer
+
+    def step(fused: bool) -> tuple[torch.optim.Optimizer, torch.Tensor]:
+        weight = torch.nn.Parameter(torch.linspace(-1, 1, 64))
+        optimizer = make_optimizer(parse1(["--optim.fused", str(fused).lower(), "--lr", "0.01"]), [weight])
+        for _ in range(3):
+            (weight**3).sum().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        return optimizer, weight.detach()
+
+    (fused, a), (plain, b) = step(True), step(False)
+    assert fused.defaults["fused"] is True and not plain.defaults["fused"]
+    assert torch.allclose(a, b, atol=1e-6) and not torch.allclose(a, torch.linspace(-1, 1, 64))
 
 
 def test_timestep_sampling_uniform_and_cubic():

@@ -94,7 +94,7 @@ class BaseImageStage(PoseImageStage):
         return data
 
     def loss(self, model, batch: dict, generator: torch.Generator, sampling: str) -> torch.Tensor:
-        latents = self.encode_images(batch["pixel_values"], generator)
+        latents = self.image_latents(batch, generator)
         text = self.encode_text(batch["caption"])
         noisy, timesteps, target = self.noised(latents, generator, sampling)
         prediction = model(noisy.to(self.weight_dtype), timesteps, encoder_hidden_states=text).sample

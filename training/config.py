@@ -97,6 +97,11 @@ class ImageDataConfig:
     """Random resized crop: range of the crop's aspect ratio (width / height) before it is resized to a square."""
     random_flip: bool = False
     """Flip half of the samples horizontally (keypoints swap left and right, the skeleton is re-rendered)."""
+    cache_latents: bool = False
+    """Keep each image's VAE posterior (mean and std) in memory after its first encoding and sample from it in later
+    epochs instead of encoding again. Needs the same crop every epoch (``crop_scale`` and ``crop_ratio`` fixed, no
+    flip); an image whose crop still varies (its aspect ratio differs from ``crop_ratio``) is encoded every time. For
+    datasets whose latents fit in memory (2 x 4 x (R/8)^2 floats per image at SD's VAE)."""
     caption_dropout: float = 0.05
     """Probability of replacing a caption by the empty string, so the model also learns the unconditional branch of classifier-free guidance."""
     num_workers: int = 2
@@ -111,6 +116,10 @@ class ImageDataConfig:
         _check(0.0 < self.crop_ratio[0] <= self.crop_ratio[1], f"crop_ratio must be increasing and positive, got {self.crop_ratio}")
         _check(0.0 <= self.caption_dropout <= 1.0, f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
         _check(self.num_workers >= 0, "num_workers must be >= 0")
+        random_crop = low < high or self.crop_ratio[0] < self.crop_ratio[1] or self.random_flip
+        _check(not (self.cache_latents and random_crop),
+               "cache_latents needs the same crop of an image every epoch: fixed crop_scale and crop_ratio "
+               f"(got {self.crop_scale} and {self.crop_ratio}) and random_flip false (got {self.random_flip})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,6 +165,9 @@ class OptimConfig:
     """Clip the global gradient norm to this (0: no clipping)."""
     use_8bit_adam: bool = False
     """Use bitsandbytes' 8-bit AdamW (needs bitsandbytes and a GPU)."""
+    fused: bool = True
+    """Use torch's fused AdamW kernel where the device has one (CPU and CUDA): the same update in one pass over the
+    parameters (a toy UNet's step: 10 ms against 48 ms for the multi-tensor loop on a 2-core CPU)."""
     scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
     """Learning-rate schedule (diffusers.optimization names)."""
     warmup_steps: int = 0
@@ -383,7 +395,8 @@ def _stage2_tiny() -> Stage2Config:
 # thin figures; pose IoU of the same stage 1 doubled on a 2400-step one), see README "The toy world".
 TOY_RESOLUTION = 32
 _TOY_IMAGES = ImageDataConfig(
-    resolution=TOY_RESOLUTION, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), random_flip=False, num_workers=1
+    resolution=TOY_RESOLUTION, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), random_flip=False, cache_latents=True,
+    num_workers=1,
 )  # fmt: skip
 _TOY_PROMPTS = ("a red figure on a blue background", "a white figure on a black background",
                 "a yellow figure on a green background", "a black figure on a cyan background")

@@ -150,7 +150,8 @@ def transform_sample(
     """Crop, resize and (maybe) flip an image with its keypoints; render the skeleton; drop the caption (maybe).
 
     Returns ``pixel_values`` (3, R, R) float32 in [-1, 1], ``pose`` (3, R, R) float32 in [0, 1] (the
-    skeleton), ``keypoints`` (P, 17, 3) in output pixels and ``caption``.
+    skeleton), ``keypoints`` (P, 17, 3) in output pixels, ``crop`` (5,): the crop box ``x0 y0 x1 y1`` in source
+    pixels and 1 if flipped, and ``caption``.
     """
     size = config.resolution
     height, width = image.shape[:2]
@@ -164,7 +165,8 @@ def transform_sample(
     skeleton = render_skeleton(points, size, size)
     pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
     pose = torch.from_numpy(skeleton.astype(np.float32)).permute(2, 0, 1) / 255.0
-    return {"pixel_values": pixels, "pose": pose, "keypoints": points, "caption": "" if dropped else caption}
+    crop = torch.tensor([*box, float(flip)], dtype=torch.float64)
+    return {"pixel_values": pixels, "pose": pose, "keypoints": points, "crop": crop, "caption": "" if dropped else caption}
 
 
 class PoseImageDataset(torch.utils.data.Dataset):

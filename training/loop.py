@@ -85,14 +85,17 @@ def make_accelerator(config: TrainConfig):
 
 
 def make_optimizer(config: TrainConfig, parameters: list[torch.nn.Parameter]):
-    """AdamW, or bitsandbytes' 8-bit AdamW when asked (a clear error when it is not installed)."""
+    """AdamW (fused where the device has the kernel and ``optim.fused`` is on), or bitsandbytes' 8-bit AdamW when
+    asked (a clear error when it is not installed)."""
     optim = config.optim
     kwargs = dict(lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay, eps=optim.eps)
     if optim.use_8bit_adam:  # check_environment made sure it imports
         import bitsandbytes as bnb
 
         return bnb.optim.AdamW8bit(parameters, **kwargs)
-    return torch.optim.AdamW(parameters, **kwargs)
+    devices = {p.device.type for p in parameters}
+    fused = optim.fused and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in parameters)
+    return torch.optim.AdamW(parameters, **kwargs, fused=fused or None)
 
 
 def make_lr_scheduler(config: TrainConfig, optimizer):

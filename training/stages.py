@@ -63,6 +63,8 @@ class DiffusionStage:
         self.device = torch.device("cpu")
         self.weight_dtype = torch.float32
         self.base: dict = {}
+        self.latent_cache: dict[str, tuple[list[float], torch.Tensor, torch.Tensor]] = {}
+        """``data.cache_latents``: sample key -> (its crop, posterior mean, posterior std)."""
 
     @property
     def num_workers(self) -> int:
@@ -103,6 +105,25 @@ class DiffusionStage:
         vae = self.base["vae"]
         posterior = vae.encode(pixels.to(self.device, self.weight_dtype)).latent_dist
         return posterior.sample(generator=generator) * vae.config.scaling_factor
+
+    @torch.no_grad()
+    def image_latents(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        """:meth:`encode_images` of a batch of images. With ``data.cache_latents``, an image met before with the same
+        crop is not encoded again: its kept posterior gives the same draw from ``generator``."""
+        pixels = batch["pixel_values"]
+        if not self.config.data.cache_latents:
+            return self.encode_images(pixels, generator)
+        keys, crops = batch["key"], batch["crop"].tolist()
+        missing = [i for i, (key, crop) in enumerate(zip(keys, crops)) if self.latent_cache.get(key, (None,))[0] != crop]
+        vae = self.base["vae"]
+        if missing:
+            posterior = vae.encode(pixels[missing].to(self.device, self.weight_dtype)).latent_dist
+            for i, mean, std in zip(missing, posterior.mean, posterior.std):
+                self.latent_cache[keys[i]] = (crops[i], mean, std)
+        mean = torch.stack([self.latent_cache[key][1] for key in keys])
+        std = torch.stack([self.latent_cache[key][2] for key in keys])
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return (mean + std * noise) * vae.config.scaling_factor
 
     def noised(self, latents: torch.Tensor, generator: torch.Generator, sampling: str):
         """``(noisy latents, timesteps, target)`` for the noise-prediction loss (per-sample timesteps on dim 0)."""
@@ -206,7 +227,7 @@ class PoseImageStage(DiffusionStage):
         return self.data
 
     def loss(self, model, batch: dict, generator: torch.Generator, sampling: str) -> torch.Tensor:
-        latents = self.encode_images(batch["pixel_values"], generator)
+        latents = self.image_latents(batch, generator)
         text = self.encode_text(batch["caption"])
         noisy, timesteps, target = self.noised(latents, generator, sampling)
         prediction = model(noisy.to(self.weight_dtype), timesteps, text, batch["pose"].to(self.device))
