@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-resume", action="store_true", help="ignore per-video states cached by an earlier run")
     parser.add_argument("--no-report", action="store_true", help="write results.json only")
     parser.add_argument("--model", type=Path, help="with --spec: the model folder to generate with")
+    parser.add_argument("--generate-options", type=json.loads, default={}, metavar="JSON",
+                        help='with --spec: generation fields that override every item\'s, e.g. \'{"pose_guidance": true}\'')
     parser.add_argument("--paper", action="store_true", help="with --compare: add the paper's Table 1 rows")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
     return parser
@@ -111,7 +113,9 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             parser.error("--spec needs --model (the model folder to generate with)")
         from evaluation.spec import generate_from_spec
 
-        videos = generate_from_spec(args.spec, args.model, args.out / "generated", device=args.device)
+        if not isinstance(args.generate_options, dict):
+            parser.error("--generate-options takes a JSON object of generation fields")
+        videos = generate_from_spec(args.spec, args.model, args.out / "generated", args.device, args.generate_options)
     return evaluate(videos, args.out, config)
 
 

@@ -109,9 +109,13 @@ def generation_configs(items: list[dict], model: str | Path, out_dir: Path, devi
     return configs
 
 
-def generate_from_spec(spec: str | Path, model: str | Path, out_dir: str | Path, device: str = "auto") -> Path:
-    """Generate every unfinished item of ``spec`` with ``model`` into ``out_dir``; returns ``out_dir``."""
-    generate_items(read_spec(spec), model, out_dir, device, source=str(Path(spec).resolve()))
+def generate_from_spec(
+    spec: str | Path, model: str | Path, out_dir: str | Path, device: str = "auto", options: dict | None = None
+) -> Path:
+    """Generate every unfinished item of ``spec`` with ``model`` into ``out_dir``; ``options`` (generation fields,
+    e.g. ``{"pose_guidance": true}``) override every item's. Returns ``out_dir``."""
+    items = [{**item, **(options or {})} for item in read_spec(spec)]
+    generate_items(items, model, out_dir, device, source=str(Path(spec).resolve()))
     return Path(out_dir)
 
 

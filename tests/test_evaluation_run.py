@@ -233,10 +233,15 @@ def test_spec_generates_with_the_tiny_pipeline_then_evaluates_and_resumes(tmp_pa
     out = tmp_path / "run"
     args = ["--spec", str(spec), "--model", str(tiny_export), "--out", str(out), "--metrics",
             "clip,frame_consistency,pose_ap,temporal_flickering", "--clip-model", str(tiny_clip),
-            "--pose-backend", "mediapipe", "--bootstrap", "50", "--quiet"]
+            "--pose-backend", "mediapipe", "--bootstrap", "50", "--quiet", "--generate-options", '{"pose_guidance": true}']
+    with pytest.raises(SystemExit) as refused:
+        main([*args[:-1], '{"pose_guidence": true}'])
+    assert refused.value.code == 2 and not (out / "generated" / "robot.mp4").exists()
     assert main(args) == 0
     generation = json.loads((out / "generated" / "generation.json").read_text())
     assert sorted(generation["generated"]) == ["knight", "robot"] and generation["failed"][0]["key"] == "toolong"
+    for key in ("knight", "robot"):
+        assert json.loads((out / "generated" / f"{key}.json").read_text())["settings"]["pose_guidance"] is True
     results = read_results(out)
     assert [v["key"] for v in results["videos"]] == ["knight", "robot"]
     assert results["model_ids"] == [str(tiny_export)]
