@@ -263,12 +263,14 @@ class Task:
 
 
 def model_tasks(steps: Steps) -> list[Task]:
-    """Stage 1, stage 2 and generation, in priority order: the critical path (residual -> stage 2 -> its runs) first."""
+    """Stage 1, stage 2 and generation, in priority order: the critical path (residual -> stage 2 -> its runs) first;
+    among the generation runs of either kind of model the longer ones first (long videos, then cross-frame attention,
+    which attends to more frames), so the last run to start is a short one and both processes stay busy to the end."""
     out = steps.out
     variants = sorted(STAGE1, key=lambda v: v.name != "residual")
     tasks = [Task(f"stage1_{v.name}", out / f"stage1_{v.name}" / "model", "stage1", v) for v in variants]
     tasks.insert(1, Task("stage2", out / "stage2" / "model", "stage2", after=("stage1_residual",)))
-    runs = sorted(RUNS, key=lambda r: r.model != "stage2")
+    runs = sorted(RUNS, key=lambda r: (r.model != "stage2", r.subset != "long", not r.cross_frame))
     tasks += [Task(f"generate_{r.name}", out / "videos" / r.name / "done.json", "generate", r, (r.model,)) for r in runs]
     return tasks
 
