@@ -1,9 +1,13 @@
 """Metrics of the toy world (``pipelines/build_toy_world.py``) that mean something offline: pure functions on arrays.
 
 Pose alignment
-    A generated figure is the set of pixels that differ from the background colour named in
-    the prompt by more than a tolerance (:func:`figure_mask`); it is compared by IoU with
-    the silhouette drawn from the input pose (:func:`pose_iou`). The control is the same
+    A generated figure is the set of pixels that differ from a background colour by more
+    than a tolerance (:func:`figure_mask`); it is compared by IoU with the silhouette drawn
+    from the input pose (:func:`pose_iou`). The background colour is either the frame's own
+    (:func:`border_colour`, the median colour of its one-pixel border: a toy figure touches
+    little of it), which measures the pose alone, as a pose detector's AP does whatever the
+    colours; or the colour named in the prompt, which also fails a figure drawn on a wrong
+    background (a colour error that prompt fidelity counts too). The control is the same
     score against the pose of another video (:func:`shuffled_control`): a model that follows
     its pose scores well above it, a model that ignores pose scores about the same.
 
@@ -63,6 +67,15 @@ def figure_mask(image: np.ndarray, background_rgb, tolerance: float) -> np.ndarr
     if tolerance <= 0:
         raise ValueError(f"tolerance must be positive, got {tolerance}")
     return colour_distance(image, background_rgb) > tolerance
+
+
+def border_colour(images: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` float32: the per-channel median colour of the one-pixel border of each ``(..., H, W, 3)`` image."""
+    pixels = np.asarray(images, dtype=np.float32)
+    if pixels.shape[-3] < 3 or pixels.shape[-2] < 3:
+        raise ValueError(f"images of {pixels.shape[-3]}x{pixels.shape[-2]} pixels have no border apart from the inside")
+    ring = [pixels[..., 0, :, :], pixels[..., -1, :, :], pixels[..., 1:-1, 0, :], pixels[..., 1:-1, -1, :]]
+    return np.median(np.concatenate(ring, axis=-2), axis=-2)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

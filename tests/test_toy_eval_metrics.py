@@ -12,7 +12,7 @@ import pytest
 from datasets.toy_world import read_spec
 from evaluation.run import main as evaluate_main
 from evaluation.sample import load_sample
-from evaluation.toy_metrics import video_pose_iou
+from evaluation.toy_metrics import border_colour, pose_iou, video_pose_iou
 from pipelines.build_toy_world import main as build_main
 from pose_extraction.figure import FigureStyle, silhouette
 
@@ -39,19 +39,22 @@ def _evaluate(videos: Path, out: Path) -> dict:
 def test_oracle_scores_its_encoding_limited_iou_and_the_control_is_lower(oracle, tmp_path):
     results = _evaluate(oracle / "oracle", tmp_path / "run")
     spec = read_spec(oracle)
-    expected = []
-    for entry in spec["entries"]:  # the same IoU computed directly from the spec, frame by frame
+    named, own = [], []
+    for entry in spec["entries"]:  # the same IoUs computed directly from the spec, frame by frame
         sample = load_sample(oracle / entry["oracle"])
         style = FigureStyle(**spec["figure_style"])
         masks = np.stack([silhouette(k, entry["height"], entry["width"], style) for k in sample.keypoints])
-        expected.append(video_pose_iou(sample.frames, masks, entry["background_rgb"], spec["mask_tolerance"]).mean())
+        named.append(video_pose_iou(sample.frames, masks, entry["background_rgb"], spec["mask_tolerance"]).mean())
+        own.append(np.mean([pose_iou(f, m, border_colour(f), spec["mask_tolerance"]) for f, m in zip(sample.frames, masks)]))
     pose = results["metrics"]["pose_iou"]
     assert pose["videos"] == len(spec["entries"]) == 5 and pose["skipped"] == 0
-    assert pose["aggregate"]["pose_iou"] == pytest.approx(np.mean(expected), abs=1e-9)
-    assert pose["aggregate"]["pose_iou"] > 0.8, "the oracle through H.264 scores near 1"
-    assert pose["aggregate"]["pose_iou_shuffled"] < 0.5 * pose["aggregate"]["pose_iou"]
-    low, high = pose["ci"]["pose_iou_shuffled"]
-    assert low <= pose["aggregate"]["pose_iou_shuffled"] <= high
+    assert pose["aggregate"]["pose_iou"] == pytest.approx(np.mean(own), abs=1e-9)
+    assert pose["aggregate"]["pose_iou_named"] == pytest.approx(np.mean(named), abs=1e-9)
+    for figure in ("pose_iou", "pose_iou_named"):
+        assert pose["aggregate"][figure] > 0.8, "the oracle through H.264 scores near 1"
+        assert pose["aggregate"][f"{figure}_shuffled"] < 0.5 * pose["aggregate"][figure]
+        low, high = pose["ci"][f"{figure}_shuffled"]
+        assert low <= pose["aggregate"][f"{figure}_shuffled"] <= high
     fidelity = results["metrics"]["prompt_fidelity"]["aggregate"]
     assert fidelity["prompt_fidelity"] == 1.0 and fidelity["background_colour_ok"] == 1.0
     stability = results["metrics"]["background_stability"]["aggregate"]
@@ -82,7 +85,7 @@ def test_generated_records_without_toy_settings_are_read_from_the_prompt(oracle,
             assert row["values"]["prompt_fidelity"] == 1.0
 
 
-def test_a_figure_in_the_wrong_colours_fails_prompt_fidelity_but_keeps_its_iou(oracle, tmp_path):
+def test_a_figure_in_the_wrong_colours_fails_prompt_fidelity_and_named_iou_but_keeps_its_iou(oracle, tmp_path):
     videos = tmp_path / "swapped"
     shutil.copytree(oracle / "oracle", videos)
     for path in sorted(videos.glob("*.json")):  # the prompt names the colours the other way round
@@ -93,8 +96,11 @@ def test_a_figure_in_the_wrong_colours_fails_prompt_fidelity_but_keeps_its_iou(o
         record["prompt"] = f"a {toy['figure']} figure on a {toy['background']} background"
         path.write_text(json.dumps(record))
     results = _evaluate(videos, tmp_path / "run")
+    right = _evaluate(oracle / "oracle", tmp_path / "right")["metrics"]["pose_iou"]["aggregate"]
     assert results["metrics"]["prompt_fidelity"]["aggregate"]["prompt_fidelity"] == 0.0
-    assert results["metrics"]["pose_iou"]["aggregate"]["pose_iou"] < 0.5, "the background is now taken for the figure"
+    pose = results["metrics"]["pose_iou"]["aggregate"]
+    assert pose["pose_iou_named"] < 0.5, "the named background is the figure's colour: the real background is taken for the figure"
+    assert pose["pose_iou"] == pytest.approx(right["pose_iou"]) and pose["pose_iou"] > 0.8, "the frame's own background"
 
 
 def test_generated_records_carry_the_worlds_figure_style_from_the_spec(tmp_path):

@@ -49,6 +49,18 @@ def test_pose_iou_perfect_disjoint_and_partial():
         tm.mask_iou(np.zeros((3, 3), bool), np.zeros((3, 4), bool))
 
 
+def test_border_colour_is_the_background_even_where_the_figure_touches_the_edge():
+    mask = np.zeros((32, 32), bool)
+    mask[10:32, 12:20] = True  # legs through the bottom edge: 8 of the border's 124 pixels
+    frames = np.stack([paint(mask, PALETTE["red"], PALETTE["blue"]), paint(mask, PALETTE["white"], (30, 200, 90))])
+    assert tm.border_colour(frames).tolist() == [list(PALETTE["blue"]), [30, 200, 90]]
+    assert tm.border_colour(frames[0]).tolist() == list(PALETTE["blue"])
+    own = tm.figure_mask(frames, tm.border_colour(frames)[:, None, None, :], TOLERANCE)
+    assert all(tm.mask_iou(m, mask) == 1.0 for m in own), "a figure on an unnamed background is still found"
+    with pytest.raises(ValueError, match="no border"):
+        tm.border_colour(np.zeros((2, 5, 3)))
+
+
 def test_pose_iou_survives_coding_noise_and_the_shuffled_control_is_lower(figures):
     rng = np.random.default_rng(0)
     own, noisy, jpeg = [], [], []

@@ -8,9 +8,13 @@ template and palette (:mod:`datasets.toy_world`). The silhouette of the input po
 redrawn from the keypoints by :mod:`pose_extraction.figure`; the arithmetic is
 :mod:`evaluation.toy_metrics`.
 
-``pose_iou_shuffled`` is the control: each video's generated figure against the pose of
-another video of the run (a seeded derangement over the scored videos, trimmed to the
-shorter of the two), so it is computed when videos are pooled; per-video rows leave it empty.
+``pose_iou`` finds the generated figure as the pixels away from the frame's own background
+colour (the median of its border), so it measures the pose alone; ``pose_iou_named`` as the
+pixels away from the background colour the prompt names, so a figure on a wrong background
+fails it too (see :mod:`evaluation.toy_metrics`). Their ``_shuffled`` controls: each video's
+generated figure against the pose of another video of the run (a seeded derangement over the
+scored videos, trimmed to the shorter of the two), so they are computed when videos are
+pooled; per-video rows leave them empty.
 """
 
 from __future__ import annotations
@@ -84,38 +88,45 @@ def _unpack(text: str, shape: Sequence[int]) -> np.ndarray:
 @register
 class PoseIoU(Metric):
     name = "pose_iou"
-    figures = ("pose_iou", "pose_iou_shuffled")
+    figures = ("pose_iou", "pose_iou_shuffled", "pose_iou_named", "pose_iou_named_shuffled")
     description = (
-        "IoU of the generated figure (pixels away from the prompt's background colour) with the input pose's "
-        "silhouette; shuffled: against another video's pose (control)."
+        "IoU of the generated figure (pixels away from the frame's own background colour) with the input pose's "
+        "silhouette; named: pixels away from the prompt's background colour; shuffled: against another video's pose "
+        "(control)."
     )
+    MASKS = {"pose_iou": "figure_masks", "pose_iou_named": "named_masks"}
+    """Each IoU figure and the state field of its generated figure masks."""
 
     def settings(self) -> dict:
-        return {"control_seed": self.config.seed}
+        return {"control_seed": self.config.seed, "background": {"pose_iou": "border median", "pose_iou_named": "prompt"}}
 
     def update(self, sample: VideoSample) -> dict:
         reference = toy_reference(sample)
         masks = _input_silhouettes(sample, reference)
         with self.context.timed("pixels/pose_iou"):
-            generated = tm.figure_mask(sample.frames, reference.background_rgb, reference.tolerance)
-            ious = [tm.mask_iou(g, s) for g, s in zip(generated, masks)]
+            own = tm.figure_mask(sample.frames, tm.border_colour(sample.frames)[:, None, None, :], reference.tolerance)
+            named = tm.figure_mask(sample.frames, reference.background_rgb, reference.tolerance)
+            ious = [tm.mask_iou(g, s) for g, s in zip(own, masks)]
+            named_ious = [tm.mask_iou(g, s) for g, s in zip(named, masks)]
         return {
-            "values": {"pose_iou": float(np.mean(ious)), "pose_iou_shuffled": None},
+            "values": {"pose_iou": float(np.mean(ious)), "pose_iou_shuffled": None,
+                       "pose_iou_named": float(np.mean(named_ious)), "pose_iou_named_shuffled": None},
             "per_frame": np.round(ious, 4).tolist(),
-            "figure_masks": _pack(generated),
-            "shape": list(generated.shape),
+            "figure_masks": _pack(own),
+            "named_masks": _pack(named),
+            "shape": list(own.shape),
             "keypoints": [np.asarray(k).round(3).tolist() for k in sample.keypoints],
             "style": reference.style.to_dict(),
-        }
+        }  # fmt: skip
 
-    def shuffled(self, states: Sequence[dict]) -> list[float | None]:
-        """Per-video control IoU: video ``i``'s figure against the pose of its derangement partner."""
+    def shuffled(self, states: Sequence[dict], masks: str = "figure_masks") -> list[float | None]:
+        """Per-video control IoU: video ``i``'s figure (its ``masks`` field) against the pose of its derangement partner."""
         if len(states) < 2:
             return [None] * len(states)
         partners = tm.derangement(len(states), self.config.seed)
         values = []
         for state, j in zip(states, partners):
-            figure = _unpack(state["figure_masks"], state["shape"])
+            figure = _unpack(state[masks], state["shape"])
             other = states[j]
             frames = min(len(figure), len(other["keypoints"]))
             height, width = figure.shape[1:]
@@ -126,16 +137,20 @@ class PoseIoU(Metric):
         return values
 
     def compute(self, states: Sequence[dict]) -> dict[str, float | None]:
-        shuffled = [v for v in self.shuffled(states) if v is not None]
-        return {
-            "pose_iou": float(np.mean([s["values"]["pose_iou"] for s in states])),
-            "pose_iou_shuffled": float(np.mean(shuffled)) if shuffled else None,
-        }
+        out = {}
+        for figure, masks in self.MASKS.items():
+            shuffled = [v for v in self.shuffled(states, masks) if v is not None]
+            out[figure] = float(np.mean([s["values"][figure] for s in states]))
+            out[f"{figure}_shuffled"] = float(np.mean(shuffled)) if shuffled else None
+        return out
 
     def bootstrap(self, states: Sequence[dict], resamples: np.ndarray) -> dict[str, np.ndarray]:
-        iou = np.array([s["values"]["pose_iou"] for s in states], dtype=np.float64)
-        control = np.array([np.nan if v is None else v for v in self.shuffled(states)], dtype=np.float64)
-        return {"pose_iou": iou[resamples].mean(axis=1), "pose_iou_shuffled": np.nanmean(control[resamples], axis=1)}
+        out = {}
+        for figure, masks in self.MASKS.items():
+            iou = np.array([s["values"][figure] for s in states], dtype=np.float64)
+            control = np.array([np.nan if v is None else v for v in self.shuffled(states, masks)], dtype=np.float64)
+            out[figure], out[f"{figure}_shuffled"] = iou[resamples].mean(axis=1), np.nanmean(control[resamples], axis=1)
+        return out
 
 
 @register
