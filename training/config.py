@@ -167,9 +167,10 @@ class OptimConfig:
     """Use bitsandbytes' 8-bit AdamW (needs bitsandbytes and a GPU)."""
     fused: bool = False
     """Use torch's fused AdamW kernel where the device has one (CPU and CUDA): the same update in one pass over the
-    parameters (a toy UNet's step: 10 ms against 48 ms for the multi-tensor loop on a 2-core CPU). Off by default:
-    the toy stage 0 trained with it diverged at step 1990 of 2200 (loss 0.05 -> 1.0 in 8 steps), where two runs with
-    the multi-tensor loop did not; the cause was not pinned down."""
+    parameters (a toy UNet's step: 10 ms against 48 ms for the multi-tensor loop on a 2-core CPU). Off by default
+    until it has more runs behind it: one toy stage 0 trained with it diverged at step 1990 of 2200 (loss 0.05 -> 1.0
+    in 8 steps). Its losses matched the multi-tensor loop's to 5 digits for the first 300 steps, so the kernel is
+    not shown to be the cause; stage 0 at lr 2e-3 may sit near the edge of stability."""
     scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
     """Learning-rate schedule (diffusers.optimization names)."""
     warmup_steps: int = 0
