@@ -106,11 +106,13 @@ def claims(scores: dict, long: dict) -> list[dict]:
     f = {name: {k: v[0] for k, v in s["figures"].items()} for name, s in scores.items()}
     iou, fidelity = (lambda n: f[n]["pose_iou"]), (lambda n: f[n]["prompt_fidelity"])
     vs_base, vs_shuffled = _ratio(iou("residual"), iou("no_control")), _ratio(iou("residual"), f["residual"]["pose_iou_shuffled"])
-    named = {n: f[n].get("pose_iou_named") for n in ("residual", "no_control")}
-    named_text = (f"; named-colour mask: {fmt(named['residual'])} vs {fmt(named['no_control'])}, "
-                  f"{fmt(_ratio(named['residual'], named['no_control']), 2)}x")
-    named_shuffled_text = (f"; named-colour mask: {fmt(named['residual'])} vs {fmt(f['residual'].get('pose_iou_named_shuffled'))}, "
-                           f"{fmt(_ratio(named['residual'], f['residual'].get('pose_iou_named_shuffled')), 2)}x")
+    named = f["residual"].get("pose_iou_named")
+
+    def named_against(control: float | None) -> str:
+        return f"; named-colour mask: {fmt(named)} vs {fmt(control)}, {fmt(_ratio(named, control), 2)}x"
+
+    named_text = named_against(f["no_control"].get("pose_iou_named"))
+    named_shuffled_text = named_against(f["residual"].get("pose_iou_named_shuffled"))
     reuse, independent = long["long_reuse"], long["long_independent"]
     stage2 = paired_difference(scores, "stage2", "residual", "frame_cosine")
     background = paired_difference(scores, "stage2", "residual", "background_stability")

@@ -63,8 +63,8 @@ class DiffusionStage:
         self.device = torch.device("cpu")
         self.weight_dtype = torch.float32
         self.base: dict = {}
-        self.latent_cache: dict[str, tuple[list[float], torch.Tensor, torch.Tensor]] = {}
-        """``data.cache_latents``: sample key -> (its crop, posterior mean, posterior std)."""
+        self.latent_cache: dict[str, tuple[list[float], torch.Tensor]] = {}
+        """``data.cache_latents``: sample key -> (its crop, the VAE posterior's moments: mean and log-variance)."""
 
     @property
     def num_workers(self) -> int:
@@ -109,7 +109,9 @@ class DiffusionStage:
     @torch.no_grad()
     def image_latents(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         """:meth:`encode_images` of a batch of images. With ``data.cache_latents``, an image met before with the same
-        crop is not encoded again: its kept posterior gives the same draw from ``generator``."""
+        crop is not encoded again: its kept posterior (the VAE's moments) gives the same draw from ``generator``."""
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
         pixels = batch["pixel_values"]
         if not self.config.data.cache_latents:
             return self.encode_images(pixels, generator)
@@ -117,13 +119,11 @@ class DiffusionStage:
         missing = [i for i, (key, crop) in enumerate(zip(keys, crops)) if self.latent_cache.get(key, (None,))[0] != crop]
         vae = self.base["vae"]
         if missing:
-            posterior = vae.encode(pixels[missing].to(self.device, self.weight_dtype)).latent_dist
-            for i, mean, std in zip(missing, posterior.mean, posterior.std):
-                self.latent_cache[keys[i]] = (crops[i], mean, std)
-        mean = torch.stack([self.latent_cache[key][1] for key in keys])
-        std = torch.stack([self.latent_cache[key][2] for key in keys])
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return (mean + std * noise) * vae.config.scaling_factor
+            moments = vae.encode(pixels[missing].to(self.device, self.weight_dtype)).latent_dist.parameters
+            for i, row in zip(missing, moments):
+                self.latent_cache[keys[i]] = (crops[i], row)
+        posterior = DiagonalGaussianDistribution(torch.stack([self.latent_cache[key][1] for key in keys]))
+        return posterior.sample(generator=generator) * vae.config.scaling_factor
 
     def noised(self, latents: torch.Tensor, generator: torch.Generator, sampling: str):
         """``(noisy latents, timesteps, target)`` for the noise-prediction loss (per-sample timesteps on dim 0)."""

@@ -119,36 +119,38 @@ class PoseIoU(Metric):
             "style": reference.style.to_dict(),
         }  # fmt: skip
 
-    def shuffled(self, states: Sequence[dict], masks: str = "figure_masks") -> list[float | None]:
-        """Per-video control IoU: video ``i``'s figure (its ``masks`` field) against the pose of its derangement partner."""
+    def shuffled(self, states: Sequence[dict]) -> dict[str, list[float | None]]:
+        """Per-video control IoUs, by figure: video ``i``'s figure masks against the pose of its derangement partner
+        (the partner's silhouettes drawn once for both masks)."""
         if len(states) < 2:
-            return [None] * len(states)
+            return {figure: [None] * len(states) for figure in self.MASKS}
         partners = tm.derangement(len(states), self.config.seed)
-        values = []
+        values = {figure: [] for figure in self.MASKS}
         for state, j in zip(states, partners):
-            figure = _unpack(state[masks], state["shape"])
             other = states[j]
-            frames = min(len(figure), len(other["keypoints"]))
-            height, width = figure.shape[1:]
+            count, height, width = state["shape"]
+            frames = min(count, len(other["keypoints"]))
             scale = np.array([width / other["shape"][2], height / other["shape"][1], 1.0], dtype=np.float32)
             keypoints = [np.asarray(k, dtype=np.float32) * scale for k in other["keypoints"][:frames]]
             control = pose_silhouettes(keypoints, height, width, FigureStyle(**state["style"]))
-            values.append(float(np.mean([tm.mask_iou(g, c) for g, c in zip(figure[:frames], control)])))
+            for figure, field in self.MASKS.items():
+                masks = _unpack(state[field], state["shape"])[:frames]
+                values[figure].append(float(np.mean([tm.mask_iou(g, c) for g, c in zip(masks, control)])))
         return values
 
     def compute(self, states: Sequence[dict]) -> dict[str, float | None]:
-        out = {}
-        for figure, masks in self.MASKS.items():
-            shuffled = [v for v in self.shuffled(states, masks) if v is not None]
+        out, shuffled = {}, self.shuffled(states)
+        for figure in self.MASKS:
+            control = [v for v in shuffled[figure] if v is not None]
             out[figure] = float(np.mean([s["values"][figure] for s in states]))
-            out[f"{figure}_shuffled"] = float(np.mean(shuffled)) if shuffled else None
+            out[f"{figure}_shuffled"] = float(np.mean(control)) if control else None
         return out
 
     def bootstrap(self, states: Sequence[dict], resamples: np.ndarray) -> dict[str, np.ndarray]:
-        out = {}
-        for figure, masks in self.MASKS.items():
+        out, shuffled = {}, self.shuffled(states)
+        for figure in self.MASKS:
             iou = np.array([s["values"][figure] for s in states], dtype=np.float64)
-            control = np.array([np.nan if v is None else v for v in self.shuffled(states, masks)], dtype=np.float64)
+            control = np.array([np.nan if v is None else v for v in shuffled[figure]], dtype=np.float64)
             out[figure], out[f"{figure}_shuffled"] = iou[resamples].mean(axis=1), np.nanmean(control[resamples], axis=1)
         return out
 
