@@ -207,6 +207,29 @@ def test_resizer_guards_bombs_16bit_and_orientation(monkeypatch):
     assert alpha.shape == (384, 384, 3) and (alpha[:, :40] == 255).all()  # transparent bands matted white
 
 
+def test_alpha_matte_gives_img2dataset_pixels(monkeypatch):
+    monkeypatch.setenv("NO_ALBUMENTATIONS_UPDATE", "1")
+    from PIL import Image
+    from img2dataset.resizer import Resizer
+
+    from pipelines.laion_pose.resizer import GuardedResizer, matte_on_white
+
+    alpha, colour = np.meshgrid(np.arange(256), np.arange(256))  # every (alpha, colour) pair
+    bgra = np.stack([colour, np.roll(colour, 7, 0), 255 - colour, alpha], -1).astype(np.uint8)
+    a = bgra[..., 3:]
+    img2dataset_matte = np.rint((a / 255 * bgra[..., :3] + 255 - a).clip(0, 255)).astype(np.uint8)  # its formula
+    assert np.array_equal(matte_on_white(bgra), img2dataset_matte)
+
+    rng = np.random.default_rng(0)
+    options = dict(image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=True, min_image_size=64)
+    for mode, size in (("RGBA", (384, 300)), ("LA", (300, 200)), ("P", (200, 200))):
+        image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], len(mode)), dtype=np.uint8).squeeze(), mode if mode != "P" else "L")
+        encoded = io.BytesIO()
+        image.convert("P").save(encoded, "PNG", transparency=0) if mode == "P" else image.save(encoded, "PNG")
+        ours = GuardedResizer(**options)(io.BytesIO(encoded.getvalue()))
+        assert ours[-1] is None and ours == Resizer(**options)(io.BytesIO(encoded.getvalue())), mode  # same bytes, sizes
+
+
 def test_fitting_jpegs_are_stored_as_downloaded(monkeypatch):
     monkeypatch.setenv("NO_ALBUMENTATIONS_UPDATE", "1")
     for name in ("astronaut.jpg", "camera_gray.jpg", "rocket.jpg"):  # RGB and grayscale JPEGs within 512 px

@@ -14,9 +14,14 @@ image header (PIL, lazily: no pixels decoded) first:
   would be stored on their side (and their poses with them). They are turned
   upright first.
 
-Only images needing one of the last two fixes pay for an extra decode (they
-are handed on as a lossless, uncompressed BMP: 1, 3 or 4 channels read back
-exactly, and ~100x cheaper to write and read than even a level-1 PNG).
+Images with an alpha channel are matted on white here too, with the very
+pixels img2dataset's own matte gives (:func:`matte_on_white`), on 8-bit
+lanes instead of its float64 temporaries (the matte runs at full resolution,
+before any resize: 58 ms instead of 202 ms for a 2000x1500 image here).
+
+Images needing one of these fixes are decoded once here and handed on as a
+lossless, uncompressed BMP (1 or 3 channels read back exactly, and ~100x
+cheaper to write and read than even a level-1 PNG).
 
 The header also allows a shortcut (``keep_fitting_jpeg``): a complete 8-bit
 RGB or grayscale JPEG, upright, that img2dataset would neither resize nor
@@ -41,6 +46,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 EXIF_ORIENTATION = 0x0112
 EXIF_HEADER_FORMATS = frozenset({"JPEG", "MPO", "WEBP", "TIFF"})
+ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 STORABLE_JPEG_MODES = frozenset({"RGB", "L"})
 """JPEG modes stored as downloaded (CMYK/YCCK ones are re-encoded: many readers mishandle them)."""
 JPEG_END = b"\xff\xd9"
@@ -70,6 +76,8 @@ class ImageHeader:
     """PIL's format name (``JPEG``, ``PNG``, ...)."""
     mode: str = ""
     """PIL's mode (``RGB``, ``L``, ``CMYK``, ...)."""
+    alpha: bool = False
+    """Has an alpha channel or a transparent palette entry."""
 
     @property
     def pixels(self) -> int:
@@ -99,15 +107,32 @@ def read_header(data: bytes) -> ImageHeader | None:
                 high = image.mode in HIGH_DEPTH_MODES or png_depth == 16
                 orientation = _orientation(image)
                 kind, mode = image.format or "", image.mode
+                alpha = mode in ALPHA_MODES or "transparency" in image.info
         except Image.DecompressionBombError:
             return ImageHeader(width=2**31, height=2**31, high_bit_depth=False, orientation=1)
         except Exception:
             return None
-    return ImageHeader(width, height, high, orientation if orientation in _ORIENT else 1, kind, mode)
+    return ImageHeader(width, height, high, orientation if orientation in _ORIENT else 1, kind, mode, alpha)
+
+
+def matte_on_white(bgra: np.ndarray) -> np.ndarray:
+    """The colour channels of an 8-bit 4-channel image composited on white, as img2dataset's resizer does.
+
+    img2dataset computes ``rint(alpha / 255 * colour + 255 - alpha)`` in
+    float64. The exact value's fractional part is that of
+    ``alpha * colour / 255``, a multiple of 1/255, never within 0.001 of one
+    half: rounding ``alpha * colour / 255`` alone (cv2, in float32 on 8-bit
+    lanes) and adding ``255 - alpha`` gives the same pixel for every
+    (alpha, colour) pair (a test checks all 65,536), at about a third of the
+    CPU time.
+    """
+    alpha = cv2.merge([bgra[..., 3]] * 3)
+    colour = np.ascontiguousarray(bgra[..., :3])
+    return cv2.add(cv2.multiply(colour, alpha, scale=1 / 255), cv2.bitwise_not(alpha))
 
 
 def normalise(data: bytes, header: ImageHeader) -> bytes | None:
-    """8-bit, upright, lossless BMP bytes of ``data``; None when cv2 cannot decode it."""
+    """8-bit, upright, opaque, lossless BMP bytes of ``data``; None when cv2 cannot decode it."""
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         return None
@@ -117,6 +142,8 @@ def normalise(data: bytes, header: ImageHeader) -> bytes | None:
         array = np.rint(np.clip(np.nan_to_num(array), 0.0, 1.0) * 255).astype(np.uint8)
     elif array.dtype != np.uint8:
         return None
+    if array.ndim == 3 and array.shape[2] == 4:
+        array = matte_on_white(array)
     if header.orientation != 1:
         array = _ORIENT[header.orientation](array)
     ok, encoded = cv2.imencode(".bmp", array)
@@ -164,7 +191,7 @@ class GuardedResizer(Resizer):
                 return (*_FAILED, "image area too large")
             if blurring_bbox_list is None and self.storable_as_is(data, header):
                 return data, header.width, header.height, header.width, header.height, None
-            if header.high_bit_depth or header.orientation != 1:
+            if header.high_bit_depth or header.orientation != 1 or header.alpha:
                 fixed = normalise(data, header)
                 if fixed is not None:
                     return super().__call__(io.BytesIO(fixed), blurring_bbox_list)
