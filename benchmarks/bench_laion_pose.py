@@ -95,8 +95,8 @@ BACKENDS = {
 def job_config(
     parquet: Path, output: Path, shard_size: int, workers: int, stage: PoseStageConfig, cpus: int = 2
 ) -> JobConfig:
-    """The job with ``workers`` pose workers on a local Ray of ``cpus`` CPUs."""
-    pose_cpus = (cpus - 0.5) / workers if workers > 1 or cpus == 1 else 1.0
+    """The job with ``workers`` pose workers on a local Ray of ``cpus`` CPUs (0.5 CPU for one download actor)."""
+    pose_cpus = min(1.0, (cpus - 0.5) / workers)
     return JobConfig(
         input=InputConfig(path=str(parquet), url_base=SAMPLE_DIR.as_uri() + "/", shard_size=shard_size),
         output=str(output),

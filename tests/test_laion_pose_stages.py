@@ -223,9 +223,12 @@ def test_alpha_matte_gives_img2dataset_pixels(monkeypatch):
     rng = np.random.default_rng(0)
     options = dict(image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=True, min_image_size=64)
     for mode, size in (("RGBA", (384, 300)), ("LA", (300, 200)), ("P", (200, 200))):
-        image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], len(mode)), dtype=np.uint8).squeeze(), mode if mode != "P" else "L")
+        pixels = rng.integers(0, 256, (size[1], size[0], len(mode)), dtype=np.uint8).squeeze()
         encoded = io.BytesIO()
-        image.convert("P").save(encoded, "PNG", transparency=0) if mode == "P" else image.save(encoded, "PNG")
+        if mode == "P":  # a palette whose entry 0 is transparent
+            Image.fromarray(pixels, "L").convert("P").save(encoded, "PNG", transparency=0)
+        else:
+            Image.fromarray(pixels, mode).save(encoded, "PNG")
         ours = GuardedResizer(**options)(io.BytesIO(encoded.getvalue()))
         assert ours[-1] is None and ours == Resizer(**options)(io.BytesIO(encoded.getvalue())), mode  # same bytes, sizes
 
