@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -404,6 +406,64 @@ def test_pose_worker_writes_shards_processed_from_two_threads(tmp_path, sample_s
     assert finished_shards(tmp_path) == {"00000", "00001", "00002"}
     assert [s["shard"] for s in stats] == ["00000", "00001", "00002"]
     assert all(s["counts"] == stats[0]["counts"] and s["counts"]["kept"] >= 3 for s in stats)
+
+
+
+class _HeldModel:
+    """A real MediaPipe estimator whose first call waits until the test lets it go (a model run in progress)."""
+
+    def __init__(self, inner):
+        self.inner, self.name = inner, inner.name
+        self.running, self.go = threading.Event(), threading.Event()
+
+    def __call__(self, images):
+        if not self.go.is_set():
+            self.running.set()
+            assert self.go.wait(timeout=60), "the test never let the model go"
+        return self.inner(images)
+
+
+def test_a_shard_decodes_while_another_runs_the_model(tmp_path, sample_shard, annotator):
+    """The pose actor's model lock covers the model calls only: shard 2 decodes its images during shard 1's run."""
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipelines.laion_pose.workers import PoseWorker
+
+    plan, downloaded = sample_shard
+    table = downloaded.table
+    key_field = table.schema.get_field_index("key")
+
+    def shard(index):  # the sample as shard ``index``, its keys renamed to match
+        keys = pa.array([f"{index:05d}{key[5:]}" for key in table.column("key").to_pylist()], pa.string())
+        renamed = table.set_column(key_field, table.schema.field(key_field), keys)
+        return dataclasses.replace(downloaded, spec=dataclasses.replace(downloaded.spec, index=index), table=renamed)
+
+    first, second = shard(0), shard(1)
+    worker = PoseWorker(PoseStageConfig(images_per_call=4), str(tmp_path), index_schema(plan.carried_schema))
+    worker.annotator.close()  # its own model is not needed: the module's annotator serves both shards
+    model = _HeldModel(annotator.estimator)
+    worker.annotator = PoseAnnotator(PoseStageConfig(images_per_call=4), estimator=model)
+    decoded_by_shard, decoding = {}, worker.annotator.decode
+
+    def decode(batch):
+        result = decoding(batch)
+        decoded_by_shard.setdefault(str(batch["key"][0])[:5], threading.Event()).set()
+        return result
+
+    worker.annotator.decode = decode
+    with ThreadPoolExecutor(2) as pool:
+        one = pool.submit(worker.process, first)
+        assert model.running.wait(timeout=60)
+        two = pool.submit(worker.process, second)
+        deadline = time.monotonic() + 60
+        while "00001" not in decoded_by_shard and time.monotonic() < deadline:
+            time.sleep(0.01)
+        overlapped = "00001" in decoded_by_shard and not one.done()
+        model.go.set()
+        stats = [one.result(), two.result()]
+    assert overlapped, "shard 00001 decoded nothing while shard 00000 held the model"
+    assert finished_shards(tmp_path) == {"00000", "00001"} and stats[0]["counts"] == stats[1]["counts"]
 
 
 # ---------------------------------------------------------------- command line

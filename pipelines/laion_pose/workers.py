@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,23 +38,30 @@ def _batches(table: pa.Table, step: int) -> list[dict[str, np.ndarray]]:
     ]
 
 
-def annotate_columns(annotator: PoseAnnotator, downloaded: DownloadedShard) -> tuple[dict[str, np.ndarray], dict]:
+def annotate_columns(
+    annotator: PoseAnnotator, downloaded: DownloadedShard, model: AbstractContextManager = nullcontext()
+) -> tuple[dict[str, np.ndarray], dict]:
     """Run the pose stage over a downloaded shard in batches; returns its output columns and timing stats.
 
-    The model runs in this thread; a helper thread decodes the next batch and
-    finishes the previous one (keep rule, JSON, skeleton PNG) meanwhile, so
-    the model does not wait for image codecs when a spare core exists.
+    The model runs in this thread, inside ``model`` (a lock shared by the
+    threads of one actor): one shard at a time uses the model, from its first
+    batch to its last. A helper thread decodes the next batch and finishes the
+    previous one (keep rule, JSON, skeleton PNG) meanwhile, so the model does
+    not wait for image codecs when a spare core exists. The first batch is
+    decoded, and the last one finished, outside ``model``: another shard's
+    model run overlaps them.
     """
     start = time.monotonic()
     batches = _batches(downloaded.table, annotator.config.images_per_call)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pose-codec") as helper:
-        upcoming = helper.submit(annotator.decode, batches[0])
+        decoded = annotator.decode(batches[0])
         finishing = []
-        for index in range(len(batches)):
-            decoded = upcoming.result()
-            if index + 1 < len(batches):
-                upcoming = helper.submit(annotator.decode, batches[index + 1])
-            finishing.append(helper.submit(annotator.finish, decoded, annotator.estimate(decoded.images)))
+        with model:
+            for index in range(len(batches)):
+                upcoming = helper.submit(annotator.decode, batches[index + 1]) if index + 1 < len(batches) else None
+                finishing.append(helper.submit(annotator.finish, decoded, annotator.estimate(decoded.images)))
+                if upcoming is not None:
+                    decoded = upcoming.result()
         parts = [future.result() for future in finishing]
     columns = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     extra = {
@@ -99,8 +107,9 @@ class PoseWorker:
     """Actor body: one :class:`PoseAnnotator` (one model), many shards; writes each shard it finishes.
 
     Safe to call from several threads (a Ray actor with ``max_concurrency`` > 1):
-    one shard at a time runs the model, while another may be writing its
-    files, so the model does not wait for the disk (tar, parquet, fsyncs).
+    one shard at a time runs the model, while another decodes its first images
+    or finishes its last ones and writes its files, so the model waits neither
+    for codecs nor for the disk (tar, parquet, fsyncs).
     """
 
     def __init__(self, stage: PoseStageConfig, output: str, schema: pa.Schema) -> None:
@@ -113,8 +122,7 @@ class PoseWorker:
         return self.annotator.name
 
     def process(self, downloaded: DownloadedShard) -> dict:
-        with self._model:
-            columns, extra = annotate_columns(self.annotator, downloaded)
+        columns, extra = annotate_columns(self.annotator, downloaded, self._model)
         return write_laion_shard(self.output, downloaded.spec.stem, columns, downloaded.carried, self.schema, extra)
 
     def close(self) -> None:
