@@ -10,7 +10,6 @@ import hashlib
 import io
 import json
 import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -388,15 +387,25 @@ def test_written_shard_reads_back(tmp_path, sample_shard, annotator):
         assert sample.caption == sample.annotation["caption"]
 
 
+def _as_shard(downloaded, index: int):
+    """The downloaded sample as shard ``index``, its keys renamed to match."""
+    import dataclasses
+
+    table = downloaded.table
+    field = table.schema.get_field_index("key")
+    keys = pa.array([f"{index:05d}{key[5:]}" for key in table.column("key").to_pylist()], pa.string())
+    renamed = table.set_column(field, table.schema.field(field), keys)
+    return dataclasses.replace(downloaded, spec=dataclasses.replace(downloaded.spec, index=index), table=renamed)
+
+
 def test_pose_worker_writes_shards_processed_from_two_threads(tmp_path, sample_shard):
     """The pose actor runs with max_concurrency 2 (one shard's write overlaps the next one's model run)."""
-    import dataclasses
     from concurrent.futures import ThreadPoolExecutor
 
     from pipelines.laion_pose.workers import PoseWorker
 
     plan, downloaded = sample_shard
-    shards = [dataclasses.replace(downloaded, spec=dataclasses.replace(downloaded.spec, index=i)) for i in range(3)]
+    shards = [_as_shard(downloaded, i) for i in range(3)]
     worker = PoseWorker(PoseStageConfig(images_per_call=4), str(tmp_path), index_schema(plan.carried_schema))
     try:
         with ThreadPoolExecutor(2) as pool:
@@ -406,7 +415,6 @@ def test_pose_worker_writes_shards_processed_from_two_threads(tmp_path, sample_s
     assert finished_shards(tmp_path) == {"00000", "00001", "00002"}
     assert [s["shard"] for s in stats] == ["00000", "00001", "00002"]
     assert all(s["counts"] == stats[0]["counts"] and s["counts"]["kept"] >= 3 for s in stats)
-
 
 
 class _HeldModel:
@@ -425,41 +433,27 @@ class _HeldModel:
 
 def test_a_shard_decodes_while_another_runs_the_model(tmp_path, sample_shard, annotator):
     """The pose actor's model lock covers the model calls only: shard 2 decodes its images during shard 1's run."""
-    import dataclasses
     from concurrent.futures import ThreadPoolExecutor
 
     from pipelines.laion_pose.workers import PoseWorker
 
     plan, downloaded = sample_shard
-    table = downloaded.table
-    key_field = table.schema.get_field_index("key")
-
-    def shard(index):  # the sample as shard ``index``, its keys renamed to match
-        keys = pa.array([f"{index:05d}{key[5:]}" for key in table.column("key").to_pylist()], pa.string())
-        renamed = table.set_column(key_field, table.schema.field(key_field), keys)
-        return dataclasses.replace(downloaded, spec=dataclasses.replace(downloaded.spec, index=index), table=renamed)
-
-    first, second = shard(0), shard(1)
-    worker = PoseWorker(PoseStageConfig(images_per_call=4), str(tmp_path), index_schema(plan.carried_schema))
-    worker.annotator.close()  # its own model is not needed: the module's annotator serves both shards
-    model = _HeldModel(annotator.estimator)
-    worker.annotator = PoseAnnotator(PoseStageConfig(images_per_call=4), estimator=model)
-    decoded_by_shard, decoding = {}, worker.annotator.decode
+    model = _HeldModel(annotator.estimator)  # the module's model serves both shards
+    worker = PoseWorker(PoseStageConfig(images_per_call=4), str(tmp_path), index_schema(plan.carried_schema), model)
+    second_decoded, decoding = threading.Event(), worker.annotator.decode
 
     def decode(batch):
         result = decoding(batch)
-        decoded_by_shard.setdefault(str(batch["key"][0])[:5], threading.Event()).set()
+        if str(batch["key"][0]).startswith("00001"):
+            second_decoded.set()
         return result
 
     worker.annotator.decode = decode
     with ThreadPoolExecutor(2) as pool:
-        one = pool.submit(worker.process, first)
+        one = pool.submit(worker.process, _as_shard(downloaded, 0))
         assert model.running.wait(timeout=60)
-        two = pool.submit(worker.process, second)
-        deadline = time.monotonic() + 60
-        while "00001" not in decoded_by_shard and time.monotonic() < deadline:
-            time.sleep(0.01)
-        overlapped = "00001" in decoded_by_shard and not one.done()
+        two = pool.submit(worker.process, _as_shard(downloaded, 1))
+        overlapped = second_decoded.wait(timeout=60) and not one.done()
         model.go.set()
         stats = [one.result(), two.result()]
     assert overlapped, "shard 00001 decoded nothing while shard 00000 held the model"

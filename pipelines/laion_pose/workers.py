@@ -27,6 +27,7 @@ from pipelines.laion_pose.download import DownloadedShard, download_shard
 from pipelines.laion_pose.inputs import InputPlan, ShardSpec
 from pipelines.laion_pose.pose_stage import PoseAnnotator, objects
 from pipelines.laion_pose.writer import write_laion_shard
+from pose_extraction.estimator import PoseEstimator
 
 _log = logging.getLogger(__name__)
 
@@ -112,8 +113,8 @@ class PoseWorker:
     for codecs nor for the disk (tar, parquet, fsyncs).
     """
 
-    def __init__(self, stage: PoseStageConfig, output: str, schema: pa.Schema) -> None:
-        self.annotator = PoseAnnotator(stage)
+    def __init__(self, stage: PoseStageConfig, output: str, schema: pa.Schema, estimator: PoseEstimator | None = None) -> None:
+        self.annotator = PoseAnnotator(stage, estimator)
         self.output = output
         self.schema = schema
         self._model = threading.Lock()
