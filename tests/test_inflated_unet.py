@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -10,9 +11,11 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from safetensors.torch import load_file
 
-from training.models import PoseEncoder, fold_frames, pose_unet_inputs
+from training.models import PoseEncoder, fold_frames, pose_unet_inputs, unfold_frames
 from training.models.attention import CrossFrameAttnProcessor
+from training.models.clip_norm import ClipGroupNorm
 from training.models.inflated_unet import (
+    RELEASE_STAGE2_TRAINABLE,
     STAGE2_TRAINABLE,
     WEIGHTS_NAME,
     InflatedUNet,
@@ -203,5 +206,110 @@ def test_refuses_bad_use(tiny_dir, tmp_path):
         freeze_for_stage2(UNet2DConditionModel.from_pretrained(tiny_dir, subfolder="unet"))
     with pytest.raises(FileNotFoundError, match="inflation.json"):
         load_inflated(tmp_path)
+    with pytest.raises(ValueError, match="temporal_conv_kind"):
+        InflationConfig(temporal_conv_kind="wide")
     with pytest.raises(ValueError, match="odd"):
         InflationConfig(temporal_kernel_size=2)
+
+
+# --- the release's design: clip-wide GroupNorm and the low-rank temporal conv --------------------------------
+
+
+def test_clip_group_norm_equals_the_2d_unet_on_one_frame_and_on_identical_frames(tiny_dir, unet2d, clip):
+    """The clip-wide counterpart of the zero-init property: statistics over F identical frames (or one frame) are the
+    frame's own, so an untrained release-design UNet is SD frame by frame on a still clip and on single images."""
+    latents, text = clip
+    unet = inflated(tiny_dir, **asdict(InflationConfig.release()))
+    assert sum(isinstance(m, ClipGroupNorm) for m in unet.modules()) == 2 * sum(1 for _ in resnets(unet)) + 1
+    still = latents[:, :, :1].repeat(1, 1, FRAMES, 1, 1)
+    with torch.no_grad():
+        out_still = unet(still, 10, text).sample
+        out_single = unet(latents[:, :, :1], 10, text).sample
+    batch, _ = per_frame_2d(unet2d, still, text)
+    torch.testing.assert_close(fold_frames(out_still), batch, rtol=0, atol=1e-4)  # float rounding of the statistics
+    torch.testing.assert_close(fold_frames(out_single), batch[:1], rtol=0, atol=1e-5)
+
+
+def test_clip_group_norm_normalises_the_frames_of_each_clip_together(tiny_dir, clip):
+    """Frames of a clip share their statistics: the same frame normalised with other frames gives another output;
+    two clips in one batch are normalised apart (each as it would be alone)."""
+    latents, text = clip
+    unet = inflated(tiny_dir, clip_group_norm=True, cross_frame_attention=False, temporal_attention=False, temporal_conv=False)
+    other = torch.randn(latents.shape, generator=torch.Generator().manual_seed(9))
+    mixed = torch.cat([latents[:, :, :1], other[:, :, 1:]], dim=2)
+    with torch.no_grad():
+        alone = unet(latents, 10, text).sample
+        with_others = unet(mixed, 10, text).sample
+        both = unet(torch.cat([latents, other]), 10, text.repeat(2, 1, 1)).sample
+        other_alone = unet(other, 10, text).sample
+    assert (alone[:, :, 0] - with_others[:, :, 0]).abs().max() > 1e-3  # same frame, other clip-mates
+    torch.testing.assert_close(both, torch.cat([alone, other_alone]), rtol=0, atol=1e-5)
+    norm = next(m for m in unet.modules() if isinstance(m, ClipGroupNorm))
+    x = torch.randn(2 * FRAMES, norm.num_channels, 4, 4)
+    norm.frames.value = FRAMES
+    clip_wise = torch.nn.functional.group_norm(
+        unfold_frames(x, FRAMES), norm.num_groups, norm.weight, norm.bias, norm.eps
+    )  # the release: GroupNorm on the 5-D (B, C, F, H, W) tensor
+    torch.testing.assert_close(norm(x), fold_frames(clip_wise), rtol=1e-5, atol=1e-5)
+
+
+def test_gradient_checkpointing_recomputes_with_the_clip_statistics(tiny_dir, clip):
+    latents, text = clip
+    unet = inflated(tiny_dir, **asdict(InflationConfig.release())).train()
+    randomise_temporal(unet)
+    freeze_for_stage2(unet, trainable_set=RELEASE_STAGE2_TRAINABLE)
+    grads = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+        unet(latents, 10, text).sample.square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in unet.named_parameters() if p.grad is not None})
+        unet.zero_grad()
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6)
+
+
+def test_low_rank_temporal_conv_is_the_release_shape_and_starts_as_identity(tiny_dir, clip):
+    latents, text = clip
+    unet = inflated(tiny_dir, temporal_conv_kind="low_rank", temporal_conv_rank=40)
+    widths = {}
+    for name, parameter in unet.named_parameters():
+        if name.endswith("temporal_conv.down.weight"):
+            widths[parameter.shape[1]] = parameter.shape[0]
+            assert parameter.shape[2] == 3
+        if ".temporal_conv." in name:
+            assert name.endswith(("down.weight", "up.weight"))  # no biases, no norm
+    assert widths == {c: (40 if c >= 40 else c // 2) for c in set(TINY.unet_channels)}
+    assert all(p.abs().sum() == 0 for n, p in unet.named_parameters() if n.endswith("temporal_conv.up.weight"))
+    plain = inflated(tiny_dir, temporal_conv=False)
+    with torch.no_grad():
+        torch.testing.assert_close(unet(latents, 10, text).sample, plain(latents, 10, text).sample, rtol=0, atol=0)
+
+
+def test_the_release_trainable_set_leaves_the_temporal_layernorm_frozen(tiny_dir):
+    unet = inflated(tiny_dir, **asdict(InflationConfig.release()))
+    names = freeze_for_stage2(unet, trainable_set=RELEASE_STAGE2_TRAINABLE)
+    assert names and not any(".temporal_attention.norm." in n for n in names)
+    assert any(".temporal_attention.attn." in n for n in names) and any(".temporal_conv." in n for n in names)
+    ours = freeze_for_stage2(unet)
+    assert set(ours) - set(names) == {n for n in ours if ".temporal_attention.norm." in n}
+
+
+def test_a_full_release_design_copy_round_trips(tiny_dir, clip, tmp_path):
+    latents, text = clip
+    unet = inflated(tiny_dir, **asdict(InflationConfig.release()))
+    randomise_temporal(unet)
+    with torch.no_grad():
+        expected = unet(latents, 10, text).sample
+    unet.save_pretrained(tmp_path / "full")
+    for restored in (InflatedUNet.from_pretrained(tmp_path / "full"), load_inflated(tmp_path / "full")):
+        assert restored.inflation == InflationConfig.release()
+        with torch.no_grad():
+            torch.testing.assert_close(restored.eval()(latents, 10, text).sample, expected, rtol=0, atol=0)
+
+
+def resnets(unet):
+    from diffusers.models.resnet import ResnetBlock2D
+
+    return (m for m in unet.modules() if isinstance(m, ResnetBlock2D))

@@ -12,7 +12,9 @@ transformer block and attention processor. Pieces:
 - :class:`TemporalAttention`: pre-LayerNorm self-attention over frames at each spatial position,
   residual, output projection zero-initialised; optional sinusoidal frame positions (off by default,
   as in the reference code).
-- :class:`TemporalConv`: pre-LayerNorm 1D conv residual over frames (kernel 3), last conv zero-init.
+- :class:`TemporalConv`: pre-LayerNorm 1D conv residual over frames (kernel 3), last conv zero-init
+  (our design); :class:`LowRankTemporalConv`: the release's ``x + up(down(x))``, two bias-free kernel-3
+  convs through rank ``r``, no norm, no activation, ``up`` zero-initialised.
 - :class:`InflatedTransformerBlock`: ``BasicTransformerBlock`` whose ``forward`` runs the stock block
   (cross-frame self-attention, text cross-attention, FFN) then the temporal attention and conv. It
   keeps the stock parameter names, so SD checkpoints and LoRAs load unchanged.
@@ -193,6 +195,34 @@ class TemporalConv(nn.Module):
         return _from_time_major(x + y, num_frames, tokens)
 
 
+def low_rank(dim: int, rank: int) -> int:
+    """The release's temporal-conv rank: ``rank``, or ``dim // 2`` when the block is narrower than ``rank``."""
+    return rank if dim >= rank else max(dim // 2, 1)
+
+
+class LowRankTemporalConv(nn.Module):
+    """The release's residual temporal conv ``x + up(down(x))``: two bias-free Conv1d over frames through rank ``r``.
+
+    No norm and no activation, so it is linear in ``x``; ``up`` starts at zero (the block is the identity until
+    trained) and ``down`` is normal with std ``1 / r``, as the release initialises them.
+    """
+
+    def __init__(self, dim: int, rank: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError("the temporal conv kernel size must be odd and positive")
+        self.down = nn.Conv1d(dim, rank, kernel_size, padding=kernel_size // 2, bias=False)
+        self.up = nn.Conv1d(rank, dim, kernel_size, padding=kernel_size // 2, bias=False)
+        nn.init.normal_(self.down.weight, std=1.0 / rank)
+        nn.init.zeros_(self.up.weight)
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
+        tokens = hidden_states.shape[1]
+        x = _to_time_major(hidden_states, num_frames)
+        y = self.up(self.down(x.transpose(1, 2))).transpose(1, 2)
+        return _from_time_major(x + y, num_frames, tokens)
+
+
 class InflatedTransformerBlock(BasicTransformerBlock):
     """The stock SD transformer block followed by temporal attention and a temporal conv.
 
@@ -203,17 +233,20 @@ class InflatedTransformerBlock(BasicTransformerBlock):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.temporal_attention: TemporalAttention | None = None
-        self.temporal_conv: TemporalConv | None = None
+        self.temporal_conv: TemporalConv | LowRankTemporalConv | None = None
 
     def add_temporal_layers(
-        self, *, heads: int, attention: bool, conv: bool, kernel_size: int, positional_encoding: bool
+        self, *, heads: int, attention: bool, conv: str | None, kernel_size: int, positional_encoding: bool, rank: int
     ) -> None:
+        """Attach temporal attention and a temporal conv (``conv``: ``"full"``, ``"low_rank"`` or None)."""
         dim = self.dim
         reference = self.attn1.to_q.weight
         if attention:
             self.temporal_attention = TemporalAttention(dim, heads, positional_encoding).to(reference.device, reference.dtype)
-        if conv:
+        if conv == "full":
             self.temporal_conv = TemporalConv(dim, kernel_size).to(reference.device, reference.dtype)
+        elif conv == "low_rank":
+            self.temporal_conv = LowRankTemporalConv(dim, low_rank(dim, rank), kernel_size).to(reference.device, reference.dtype)
 
     def forward(
         self,

@@ -25,6 +25,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -35,10 +36,14 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from safetensors.torch import load_file, save_file
 
 from training.models.attention import CrossFrameAttnProcessor, FrameAttnProcessor, InflatedTransformerBlock
+from training.models.clip_norm import FrameCount, use_clip_norms
 from training.models.pose_encoder import expand_conv_in, fold_frames, unfold_frames
 
 STAGE2_TRAINABLE = ("attn1.to_q", "attn2.to_q", "temporal_attention", "temporal_conv")
-"""Module paths trained in stage 2 (matched as whole dotted segments of parameter names)."""
+"""Module paths trained in stage 2 (matched as whole dotted segments of parameter names); also what an inflated
+UNet holds beyond its base (:func:`delta_state_dict`)."""
+RELEASE_STAGE2_TRAINABLE = ("attn1.to_q", "attn2.to_q", "temporal_attention.attn", "temporal_conv")
+"""The release's stage-2 trainable set: as :data:`STAGE2_TRAINABLE` but the temporal attention's LayerNorm stays frozen."""
 
 WEIGHTS_NAME = "inflated_weights.safetensors"
 INFLATION_NAME = "inflation.json"
@@ -54,18 +59,39 @@ class InflationConfig:
     """Add self-attention over frames after each transformer block's FFN (zero-initialised output)."""
     temporal_conv: bool = True
     """Add a residual 1D conv over frames after the temporal attention (last conv zero-initialised)."""
+    temporal_conv_kind: Literal["full", "low_rank"] = "full"
+    """``full``: LayerNorm, conv, SiLU, conv, full width with biases (our design); ``low_rank``: the release's
+    ``x + up(down(x))``, two bias-free convs through ``temporal_conv_rank`` channels, no norm, no activation."""
+    temporal_conv_rank: int = 160
+    """``low_rank`` only: the rank r, or C // 2 in blocks narrower than r (the release: 160)."""
     temporal_kernel_size: int = 3
     """Kernel size of the temporal conv (odd)."""
     positional_encoding: bool = False
     """Add sinusoidal frame positions before temporal attention (the reference release had none)."""
     temporal_heads: int | None = None
     """Heads of the temporal attention; None uses the block's own head count."""
+    clip_group_norm: bool = False
+    """Resnet GroupNorms (norm1, norm2) and conv_norm_out take their statistics over all frames of the clip, as the
+    release's do; False: per frame, as SD computes them for an image (see :mod:`training.models.clip_norm`)."""
 
     def __post_init__(self) -> None:
         if self.temporal_kernel_size < 1 or self.temporal_kernel_size % 2 == 0:
             raise ValueError("temporal_kernel_size must be odd and positive")
         if self.temporal_heads is not None and self.temporal_heads < 1:
             raise ValueError("temporal_heads must be positive")
+        if self.temporal_conv_kind not in ("full", "low_rank"):
+            raise ValueError(f"temporal_conv_kind must be full or low_rank, got {self.temporal_conv_kind!r}")
+        if self.temporal_conv_rank < 1:
+            raise ValueError("temporal_conv_rank must be positive")
+
+    @classmethod
+    def release(cls) -> InflationConfig:
+        """The released Follow-Your-Pose UNet: low-rank bias-free temporal conv, clip-wide GroupNorm."""
+        return cls(temporal_conv_kind="low_rank", clip_group_norm=True)
+
+
+INFLATIONS = {"default": InflationConfig(), "release": InflationConfig.release()}
+"""The named inflations a training config picks from (``model.inflation``)."""
 
 
 def _block_kwargs(transformer: Transformer2DModel) -> dict:
@@ -113,12 +139,16 @@ class InflatedUNet(UNet2DConditionModel):
                 new.add_temporal_layers(
                     heads=config.temporal_heads or kwargs["num_attention_heads"],
                     attention=config.temporal_attention,
-                    conv=config.temporal_conv,
+                    conv=config.temporal_conv_kind if config.temporal_conv else None,
                     kernel_size=config.temporal_kernel_size,
                     positional_encoding=config.positional_encoding,
+                    rank=config.temporal_conv_rank,
                 )
                 new.train(block.training)
                 transformer.transformer_blocks[index] = new
+        if config.clip_group_norm:
+            self.clip_frames = FrameCount()  # the clip norms read it; forward sets it
+            use_clip_norms(self, self.clip_frames)
         self.set_frame_processors(cross_frame=config.cross_frame_attention)
         self.register_to_config(inflation=asdict(config))
         return self
@@ -170,6 +200,9 @@ class InflatedUNet(UNet2DConditionModel):
             encoder_hidden_states = encoder_hidden_states.repeat_interleave(num_frames, dim=0)
         if torch.is_tensor(timestep) and timestep.ndim == 1 and timestep.shape[0] * num_frames == frames_total:
             timestep = timestep.repeat_interleave(num_frames)
+        clip_frames = getattr(self, "clip_frames", None)
+        if clip_frames is not None:  # inflated with clip_group_norm: the clip norms read the frame count
+            clip_frames.value = num_frames
         if self.config.get("inflation") is not None:  # stock processors would warn about the extra keyword
             kwargs["cross_attention_kwargs"] = {**(kwargs.get("cross_attention_kwargs") or {}), "num_frames": num_frames}
         residuals = kwargs.get("down_intrablock_additional_residuals")
@@ -182,19 +215,21 @@ class InflatedUNet(UNet2DConditionModel):
         return UNet2DConditionOutput(sample=out) if return_dict else (out,)
 
 
-def _is_stage2(name: str) -> bool:
+def _is_stage2(name: str, patterns: tuple[str, ...] = STAGE2_TRAINABLE) -> bool:
     dotted = f".{name}."
-    return any(f".{pattern}." in dotted for pattern in STAGE2_TRAINABLE)
+    return any(f".{pattern}." in dotted for pattern in patterns)
 
 
-def freeze_for_stage2(unet: torch.nn.Module, *frozen: torch.nn.Module | None) -> list[str]:
-    """Freeze everything but :data:`STAGE2_TRAINABLE` in ``unet`` and all of ``frozen`` (the pose
-    encoder); return the trainable parameter names."""
+def freeze_for_stage2(
+    unet: torch.nn.Module, *frozen: torch.nn.Module | None, trainable_set: tuple[str, ...] = STAGE2_TRAINABLE
+) -> list[str]:
+    """Freeze everything but ``trainable_set`` (:data:`STAGE2_TRAINABLE` or :data:`RELEASE_STAGE2_TRAINABLE`) in
+    ``unet`` and all of ``frozen`` (the pose encoder); return the trainable parameter names."""
     if not any(".temporal_" in name for name, _ in unet.named_parameters()):
         raise ValueError("the UNet has no temporal layers: inflate it before stage 2")
     trainable = []
     for name, parameter in unet.named_parameters():
-        parameter.requires_grad_(_is_stage2(name))
+        parameter.requires_grad_(_is_stage2(name, trainable_set))
         if parameter.requires_grad:
             trainable.append(name)
     for module in frozen:
@@ -239,11 +274,15 @@ def save_inflated(unet: InflatedUNet, directory: str | Path, *, base: str, subfo
 
 
 def load_inflated(directory: str | Path, *, base: str | None = None, torch_dtype: torch.dtype | None = None) -> InflatedUNet:
-    """Rebuild an inflated UNet saved by :func:`save_inflated` on its base (or on ``base`` if given)."""
+    """Rebuild an inflated UNet saved by :func:`save_inflated` on its base (or on ``base`` if given), or load a
+    full copy written by ``save_pretrained`` (its ``config.json`` names the inflation)."""
     directory = Path(directory)
     meta_path = directory / INFLATION_NAME
     if not meta_path.exists():
-        raise FileNotFoundError(f"{directory} has no {INFLATION_NAME}: not an inflated-UNet folder")
+        config = directory / "config.json"
+        if config.is_file() and json.loads(config.read_text()).get("inflation") is not None:
+            return InflatedUNet.from_pretrained(directory, torch_dtype=torch_dtype)
+        raise FileNotFoundError(f"{directory} has no {INFLATION_NAME} nor an inflated config.json: not an inflated-UNet folder")
     meta = json.loads(meta_path.read_text())
     delta = load_file(str(directory / WEIGHTS_NAME))
     unet = InflatedUNet.from_pretrained(
