@@ -11,11 +11,20 @@
 name), or a pose sequence written by ``python -m pose_extraction.video`` (its folder, or its
 ``keypoints.json``/``keypoints.parquet``): the keypoints are mapped to the output size and drawn by
 :mod:`pose_extraction.skeleton`, and kept in the record as ground truth for pose metrics.
-``--pose-stride k`` keeps every k-th pose frame (the release read every 5th).
+``--pose-stride k`` keeps every k-th pose frame (the release read every 5th). Skeleton frames are brought to
+the output size by ``--pose-preprocessing`` (:mod:`training.pose_frames`): ``default``, the geometry our
+training data use, or ``release``, the released inference's own (square outputs only). To reproduce a video
+of the released weights (converted by ``training.convert_official``), pass ``--pose-preprocessing release
+--pose-stride 5 --window F`` (one pass over all F frames, as the release) and the release's seed:
+``--seed N`` draws the initial latents as the release does, ``torch.randn((1, 4, F, h, w),
+generator=torch.Generator("cpu").manual_seed(N))``, on the CPU whatever the device, so a seed means the same
+video everywhere.
 
 Writes ``OUT.mp4`` and, beside it (:mod:`datasets.generated`), ``OUT.pose.mp4`` (the skeletons used)
 and ``OUT.json`` (prompt, keypoints in output pixels or null, settings, model); ``--gif`` also writes
-``OUT.gif``. Every file is written under a temporary name and renamed when complete.
+``OUT.gif``, ``--save-frames`` the frames losslessly as ``OUT.frames/00000.png ...``, ``--save-latents``
+the final latents before decoding as ``OUT.latents.safetensors``. Every file is written under a temporary
+name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -75,6 +84,9 @@ class GenerateConfig:
     """Frames each window reuses from the previous one (default: window // 2, as in the paper; 0: independent windows)."""
     pose_stride: int = 1
     """Keep every k-th pose frame."""
+    pose_preprocessing: Literal["default", "release"] = "default"
+    """How skeleton frames reach the output size: default (our training data's cv2 geometry) or release (the released
+    inference's float resize and centre crop, square only: use it to reproduce the release's videos)."""
     fps: float | None = None
     """Output frame rate (default: the pose sequence's rate divided by pose_stride, else 8)."""
     seed: int = 0
@@ -85,6 +97,10 @@ class GenerateConfig:
     """Weight of the LoRA."""
     gif: bool = False
     """Also write OUT.gif."""
+    save_frames: bool = False
+    """Also write the frames losslessly as OUT.frames/00000.png, 00001.png, ..."""
+    save_latents: bool = False
+    """Also write the final latents before decoding, (1, 4, T, h, w) float32, as OUT.latents.safetensors (key "latents")."""
     device: str = "auto"
     """Torch device; auto picks cuda when available, else cpu."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
@@ -214,6 +230,34 @@ def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
         container.mux(stream.encode())
 
 
+def write_frames(frames: np.ndarray, folder: str | Path) -> Path:
+    """Write ``(T, H, W, 3)`` uint8 frames as ``folder/00000.png ...`` (lossless); the folder appears complete or not at all."""
+    import shutil
+
+    from PIL import Image
+
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp / f"{index:05d}.png")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)
+    return folder
+
+
+def write_latents(latents, path: str | Path) -> Path:
+    """Write the final latents as a safetensors file (key ``latents``), atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    save_file({"latents": latents.detach().float().cpu().contiguous()}, str(tmp))
+    tmp.replace(path)
+    return path
+
+
 def resolve_device(device: str, dtype: str):
     """``(torch.device, torch.dtype)`` for the config's ``device`` and ``dtype`` ("auto" picks cuda + float16 when present)."""
     import torch
@@ -266,7 +310,8 @@ def generate(config: GenerateConfig, pipeline=None) -> Path:
         config.prompt, skeletons, num_frames=frames, height=height, width=width,
         num_inference_steps=config.steps, guidance_scale=config.guidance_scale, negative_prompt=config.negative_prompt,
         eta=config.eta, conditioning_scale=config.conditioning_scale, pose_guidance=config.pose_guidance,
-        window_size=config.window, window_overlap=config.overlap, generator=generator, output_type="np",
+        pose_preprocessing=config.pose_preprocessing, window_size=config.window, window_overlap=config.overlap,
+        generator=generator, output_type="np",
     )  # fmt: skip
     fps = config.fps or pose.fps or DEFAULT_FPS
     video = (result.frames * 255).round().astype(np.uint8)
@@ -275,6 +320,10 @@ def generate(config: GenerateConfig, pipeline=None) -> Path:
     write_video(result.pose_frames, pose_path, fps)
     if config.gif:
         write_video(video, out.with_suffix(".gif"), fps)
+    if config.save_frames:
+        write_frames(video, out.with_suffix(".frames"))
+    if config.save_latents:
+        write_latents(result.latents, out.with_suffix(".latents.safetensors"))
     record = make_record(
         prompt=config.prompt, keypoints_per_frame=None if keypoints is None else keypoints[:frames],
         width=width, height=height, frames=frames, fps=fps, model=config.model, settings=asdict(config),

@@ -41,6 +41,7 @@ from training.models.inflated_unet import InflatedUNet, InflationConfig, load_in
 from training.models.pose_encoder import (
     PoseEncoder, PoseEncoderOutput, pose_unet_inputs, repeat_features, with_unconditional_zeros,
 )  # fmt: skip
+from training.pose_frames import prepare_pose, to_uint8
 
 BASE_FILE = "base.json"
 CONV_IN_FILE = "unet_conv_in.safetensors"
@@ -51,39 +52,12 @@ DEFAULT_WINDOW = 8
 class FollowYourPoseOutput(BaseOutput):
     """``frames``: ``(T, H, W, 3)`` floats in [0, 1] (``np``), T PIL images (``pil``), ``(T, 3, H, W)``
     (``pt``) or latents ``(1, 4, T, h, w)`` (``latent``). ``pose_frames``: the ``(T, H, W, 3)`` uint8
-    skeletons the frames were conditioned on (None without pose)."""
+    skeletons the frames were conditioned on (None without pose). ``latents``: the final latents before
+    decoding, ``(1, 4, T, h, w)``."""
 
     frames: np.ndarray | list | torch.Tensor
     pose_frames: np.ndarray | None = None
-
-
-def _to_uint8_frames(pose) -> np.ndarray:
-    """Skeleton frames in any common form to ``(T, H, W, 3)`` uint8."""
-    if torch.is_tensor(pose):
-        tensor = pose.detach().float().cpu()
-        if tensor.ndim == 5:  # (1, 3, T, H, W)
-            tensor = tensor[0].permute(1, 0, 2, 3)
-        array = (tensor.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-    elif isinstance(pose, np.ndarray):
-        array = pose
-    else:
-        array = np.stack([np.asarray(frame.convert("RGB") if isinstance(frame, Image.Image) else frame) for frame in pose])
-    if array.ndim != 4 or array.shape[-1] != 3:
-        raise ValueError(f"pose frames must be (T, H, W, 3) RGB, got shape {array.shape}")
-    if array.dtype != np.uint8:
-        array = (np.clip(array.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
-    return array
-
-
-def prepare_pose_frames(pose, height: int, width: int) -> np.ndarray:
-    """``(T, height, width, 3)`` uint8 skeletons: resized to cover and center-cropped when sizes differ."""
-    from datasets.clips import CropGeometry
-
-    frames = _to_uint8_frames(pose)
-    if frames.shape[1:3] == (height, width):
-        return frames
-    geometry = CropGeometry(frames.shape[2], frames.shape[1], width, height)
-    return np.stack([geometry.apply(frame) for frame in frames])
+    latents: torch.Tensor | None = None
 
 
 def render_keypoints(keypoints_per_frame, source_size: tuple[int, int], height: int, width: int):
@@ -125,7 +99,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         reference = json.loads((directory / BASE_FILE).read_text())
         base, revision = base or reference["pretrained"], reference.get("revision")
         dtype = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
-        if (directory / "unet" / "inflation.json").is_file():
+        if (directory / "unet").is_dir():
             unet = load_inflated(directory / "unet", base=base, torch_dtype=torch_dtype)
         else:
             unet = InflatedUNet.from_pretrained(base, subfolder="unet", revision=revision, **dtype)
@@ -154,13 +128,14 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         ).input_ids
         return self.text_encoder(ids.to(self._execution_device))[0].to(self.unet.dtype)
 
-    def encode_pose(self, skeletons: np.ndarray, scale: float, copies: int, guided: bool = False) -> PoseEncoderOutput | None:
-        """Pose features for ``copies`` batch halves (2: unconditional then conditional branch); ``guided``: zeros
-        in the unconditional half, so classifier-free guidance pushes towards the pose as well as the text."""
-        if self.pose_encoder is None or skeletons is None:
+    def encode_pose(self, pose: torch.Tensor | None, scale: float, copies: int, guided: bool = False) -> PoseEncoderOutput | None:
+        """Pose features of ``(T, 3, H, W)`` skeleton floats in [0, 1] for ``copies`` batch halves (2: unconditional then
+        conditional branch); ``guided``: zeros in the unconditional half, so classifier-free guidance pushes towards the
+        pose as well as the text."""
+        if self.pose_encoder is None or pose is None:
             return None
-        pose = torch.from_numpy(skeletons).to(self._execution_device).permute(3, 0, 1, 2)[None]
-        features = self.pose_encoder(pose.to(self.pose_encoder.dtype) / 255.0, conditioning_scale=scale)
+        clip = pose.to(self._execution_device, self.pose_encoder.dtype).permute(1, 0, 2, 3)[None]  # (1, 3, T, H, W)
+        features = self.pose_encoder(clip, conditioning_scale=scale)
         if guided and copies == 2:
             return with_unconditional_zeros(features)
         return repeat_features(features, copies)
@@ -192,27 +167,33 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         eta: float = 0.0,
         conditioning_scale: float = 1.0,
         pose_guidance: bool = False,
+        pose_preprocessing: str = "default",
         window_size: int = DEFAULT_WINDOW,
         window_overlap: int | None = None,
         generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
         output_type: str = "np",
         decode_chunk_size: int = 8,
     ) -> FollowYourPoseOutput:
         """Generate ``num_frames`` frames for ``prompt`` following ``pose``.
 
-        ``pose``: skeleton frames (``(T, H, W, 3)`` uint8 array, list of PIL images, or a ``(T, 3, H, W)``
-        tensor in [0, 1]); or ``pose_keypoints`` (one COCO-17 ``(P, 17, 3)`` array per frame, pixels of
-        ``keypoint_size = (width, height)`` frames), drawn by :mod:`pose_extraction.skeleton`.
-        ``num_frames`` defaults to the pose length; longer clips than ``window_size`` are sampled window
-        by window reusing the last ``window_overlap`` (default half) frames' noise as prior.
-        ``pose_guidance``: the pose goes to the conditional branch only (see the module docstring).
+        ``pose``: skeleton frames (``(T, H, W, 3)`` uint8 array, list of PIL images, a ``(T, 3, H, W)`` or
+        ``(1, 3, T, H, W)`` tensor in [0, 1], never re-quantised), brought to the output size by
+        ``pose_preprocessing`` (:mod:`training.pose_frames`: ``default`` or the ``release``'s); or
+        ``pose_keypoints`` (one COCO-17 ``(P, 17, 3)`` array per frame, pixels of ``keypoint_size = (width,
+        height)`` frames), drawn by :mod:`pose_extraction.skeleton`. ``num_frames`` defaults to the pose length;
+        clips up to ``window_size`` frames are denoised in one pass, longer ones window by window reusing the last
+        ``window_overlap`` (default half) frames' noise as prior. ``pose_guidance``: the pose goes to the
+        conditional branch only (see the module docstring). ``latents``: initial latents ``(1, C, num_frames, h,
+        w)`` as diffusers pipelines take them (drawn from ``generator``, on the CPU when it is None, otherwise:
+        ``torch.randn`` of that shape, the release's draw, so a CPU generator seeded N gives the release's video).
         """
         if output_type not in ("np", "pil", "pt", "latent"):
             raise ValueError(f"output_type must be np, pil, pt or latent, got {output_type!r}")
         height, width = self._check_size(height, width)
-        skeletons = self._skeletons(pose, pose_keypoints, keypoint_size, height, width)
+        skeletons = self._skeletons(pose, pose_keypoints, keypoint_size, height, width, pose_preprocessing)
         available = None if skeletons is None else len(skeletons)
-        num_frames = num_frames or available or window_size
+        num_frames = num_frames or available or (latents.shape[2] if latents is not None else window_size)
         if available is not None and num_frames > available:
             raise ValueError(f"the pose sequence has {available} frames, {num_frames} were asked for")
         windows = plan_windows(num_frames, window_size, window_overlap)
@@ -220,7 +201,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if skeletons is not None:
             skeletons = skeletons[:num_frames]
             extra = padded_length(windows) - num_frames  # the last window runs past the end: hold the last pose
-            padded_pose = np.concatenate([skeletons, np.repeat(skeletons[-1:], extra, axis=0)])
+            padded_pose = torch.cat([skeletons, skeletons[-1:].expand(extra, -1, -1, -1)])
         guidance = guidance_scale > 1.0
         text = self.encode_prompt(prompt, negative_prompt, guidance)
         self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
@@ -240,7 +221,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 noise = uncond + guidance_scale * (cond - uncond)
             return self.scheduler.step(noise, t, latents, **step_kwargs).prev_sample
 
-        make_noise = self._noise_maker(height, width, generator)
+        make_noise = self._noise_maker(height, width, generator, latents, num_frames)
         with self.progress_bar(total=len(windows) * len(self.scheduler.timesteps)) as bar:
             latents = sample_windows(windows, self.scheduler.timesteps, make_noise, step, lambda w, i: bar.update())
         return self._output(latents[:, :, :num_frames], skeletons, output_type, decode_chunk_size)
@@ -253,40 +234,54 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             raise ValueError(f"height and width must be multiples of {multiple}, got {height}x{width}")
         return height, width
 
-    def _noise_maker(self, height: int, width: int, generator):
-        """``n -> (1, C, n, h, w)`` initial latents drawn from ``generator`` (on its device)."""
+    def _noise_maker(self, height: int, width: int, generator, latents: torch.Tensor | None, num_frames: int):
+        """``n -> (1, C, n, h, w)``: the next ``n`` frames of initial latents, taken in order from ``latents`` (when
+        given) and drawn from ``generator`` (on its device) past their end (the padding of a last long-video window)."""
         channels = self.unet.config.out_channels
         size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
         device = generator.device if generator is not None else torch.device("cpu")
+        given = None
+        if latents is not None:
+            if latents.ndim != 5 or tuple(latents.shape[:2]) != (1, channels) or tuple(latents.shape[3:]) != size or latents.shape[2] < num_frames:
+                raise ValueError(f"latents must be (1, {channels}, >= {num_frames}, {size[0]}, {size[1]}), got {tuple(latents.shape)}")
+            given = [latents]
 
         def make_noise(count: int) -> torch.Tensor:
-            noise = torch.randn((1, channels, count, *size), generator=generator, device=device)
-            return noise.to(self._execution_device, self.unet.dtype) * self.scheduler.init_noise_sigma
+            parts = []
+            if given and given[0].shape[2]:
+                parts.append(given[0][:, :, :count])
+                given[0] = given[0][:, :, count:]
+            if (missing := count - sum(p.shape[2] for p in parts)) > 0:
+                parts.append(torch.randn((1, channels, missing, *size), generator=generator, device=device))
+            noise = torch.cat([p.to(self._execution_device, self.unet.dtype) for p in parts], dim=2)
+            return noise * self.scheduler.init_noise_sigma
 
         return make_noise
 
-    def _output(self, latents: torch.Tensor, skeletons, output_type: str, chunk: int) -> FollowYourPoseOutput:
+    def _output(self, latents: torch.Tensor, pose: torch.Tensor | None, output_type: str, chunk: int) -> FollowYourPoseOutput:
+        skeletons = None if pose is None else to_uint8(pose)
         if output_type == "latent":
-            return FollowYourPoseOutput(frames=latents, pose_frames=skeletons)
+            return FollowYourPoseOutput(frames=latents, pose_frames=skeletons, latents=latents)
         frames = self.decode_latents(latents, chunk)
         self.maybe_free_model_hooks()
         if output_type == "pt":
-            return FollowYourPoseOutput(frames=frames, pose_frames=skeletons)
+            return FollowYourPoseOutput(frames=frames, pose_frames=skeletons, latents=latents)
         array = frames.permute(0, 2, 3, 1).cpu().numpy()
         if output_type == "pil":
             array = [Image.fromarray((a * 255).round().astype(np.uint8)) for a in array]
-        return FollowYourPoseOutput(frames=array, pose_frames=skeletons)
+        return FollowYourPoseOutput(frames=array, pose_frames=skeletons, latents=latents)
 
-    def _skeletons(self, pose, pose_keypoints, keypoint_size, height: int, width: int) -> np.ndarray | None:
+    def _skeletons(self, pose, pose_keypoints, keypoint_size, height: int, width: int, preprocessing: str) -> torch.Tensor | None:
+        """The pose as ``(T, 3, height, width)`` floats in [0, 1] (None without pose)."""
         if pose is not None and pose_keypoints is not None:
             raise ValueError("pass either pose frames or pose_keypoints, not both")
         if pose_keypoints is not None:
             if keypoint_size is None:
                 raise ValueError("pose_keypoints need keypoint_size=(width, height) of the frames they were measured on")
-            return render_keypoints(pose_keypoints, keypoint_size, height, width)[0]
+            pose = render_keypoints(pose_keypoints, keypoint_size, height, width)[0]
         if pose is None:
             return None
-        skeletons = prepare_pose_frames(pose, height, width)
+        skeletons = prepare_pose(pose, height, width, preprocessing)
         if len(skeletons) == 0:
             raise ValueError("the pose sequence is empty")
         return skeletons
