@@ -74,6 +74,11 @@ class ModelConfig:
     """Stage 1: which down blocks receive pose features (empty: all, the paper; e.g. 0 for the fewer-layers ablation)."""
     pose_res_blocks: int = 2
     """Stage 1: residual blocks per pose-encoder level (T2I-Adapter full adapter: 2)."""
+    inflation: Literal["default", "release"] = "default"
+    """Stage 2: the video UNet's design. ``default``: our temporal conv (LayerNorm, SiLU, full rank) and per-frame
+    GroupNorm, all temporal layers trained; ``release``: the released model's (low-rank bias-free temporal conv,
+    GroupNorm statistics over the clip's frames, temporal attention's LayerNorm frozen), so what stage 2 trains is
+    interchangeable with the release's weights. An --init folder that already holds a stage-2 UNet must match it."""
 
     def __post_init__(self) -> None:
         _check(self.pose_res_blocks >= 1, "model.pose_res_blocks must be >= 1")
@@ -357,7 +362,7 @@ def _stage2_paper() -> Stage2Config:
         batch_size=1,  # release: 1 per GPU x 8 GPUs
         mixed_precision="no",  # release: fp32
         gradient_checkpointing=True,
-        model=ModelConfig(pretrained=""),  # the stage-1 result's base (SD 1.4)
+        model=ModelConfig(pretrained="", inflation="release"),  # the stage-1 result's base (SD 1.4); the release's UNet
         optim=OptimConfig(lr=3e-5, betas=(0.9, 0.999), weight_decay=1e-2, max_grad_norm=1.0),  # release
         data=ClipDataConfig(resolution=512, num_frames=8, frame_stride=4, num_workers=8),  # paper: 8 frames; release: stride 4
         checkpoint=CheckpointConfig(every=5000, keep_last=3),

@@ -292,7 +292,9 @@ class VideoStage(DiffusionStage):
     def setup(self, accelerator) -> None:
         from safetensors.torch import load_file
 
-        from training.models.inflated_unet import InflatedUNet, InflationConfig, freeze_for_stage2
+        from training.models.inflated_unet import (
+            INFLATIONS, RELEASE_STAGE2_TRAINABLE, STAGE2_TRAINABLE, InflatedUNet, freeze_for_stage2, load_inflated,
+        )  # fmt: skip
         from training.models.pose_encoder import PoseEncoder, expand_conv_in
 
         self.preflight(accelerator)
@@ -304,10 +306,19 @@ class VideoStage(DiffusionStage):
             expand_conv_in(unet, weights["weight"].shape[1] - unet.conv_in.in_channels)
             unet.conv_in.load_state_dict(weights)
         torch.manual_seed(self.config.seed)
-        unet.inflate(InflationConfig())
+        design = self.config.model.inflation
+        if (self.init / "unet").is_dir():  # a stage-2 model (ours or the converted release): train on from it
+            unet = load_inflated(self.init / "unet", base=self.pretrained)
+            if unet.inflation != INFLATIONS[design]:
+                found = next((name for name, value in INFLATIONS.items() if value == unet.inflation), "a custom one")
+                raise ConfigError(f"--init {self.init} holds a stage-2 UNet of the {found} design; --model.inflation is {design}: pass --model.inflation {found}")
+            unet.requires_grad_(False).eval()
+        else:
+            unet.inflate(INFLATIONS[design])
         dtype = {"torch_dtype": self.weight_dtype} if self.weight_dtype != torch.float32 else {}
         self.pose_encoder = PoseEncoder.from_pretrained(self.init / "pose_encoder", **dtype).to(self.device)
-        self.names = freeze_for_stage2(unet, self.pose_encoder)
+        trainable_set = RELEASE_STAGE2_TRAINABLE if design == "release" else STAGE2_TRAINABLE
+        self.names = freeze_for_stage2(unet, self.pose_encoder, trainable_set=trainable_set)
         unet.to(self.device)
         cast_frozen(unet, self.weight_dtype)
         self.unet = unet
