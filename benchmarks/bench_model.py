@@ -2,12 +2,14 @@
 
     python -m benchmarks.bench_model [--frames 8 16] [--latent-size 32] [--gen-frames 16 32 64] [--device auto]
 
-1. Stage-2 training step (forward + backward, base frozen, temporal parts trainable) of the inflated
-   UNet and of diffusers' AnimateDiff ``UNetMotionModel`` built from the same 2D UNet
+1. Stage-2 training step (forward + backward, base frozen, temporal parts trainable) of our inflated
+   UNet, of the same UNet in the release's design (low-rank temporal conv, clip-wide GroupNorm, its
+   trainable set) and of diffusers' AnimateDiff ``UNetMotionModel`` built from the same 2D UNet
    (``UNetMotionModel.from_unet2d`` with a ``MotionAdapter`` of matching widths), for each frame
-   count: seconds per step, peak memory, and the ratio inflated / AnimateDiff (target: <= 1).
-   Peak memory is ``torch.cuda.max_memory_allocated`` on GPU; on CPU each measurement runs in a
-   fresh process and reports its peak resident-set growth over the step.
+   count: seconds per step as min/median/max of ``--repeats`` interleaved rounds (:mod:`benchmarks.timing`),
+   CPU seconds, peak memory, and each design's ratio to AnimateDiff (target: <= 1; the time ratio is the
+   median of per-round ratios). Each model lives in its own process, so its peak memory is its own:
+   ``torch.cuda.max_memory_allocated`` on GPU, resident-set growth over the steps on CPU.
 2. Generation (pipeline, pose-guided, CFG) seconds per frame for each ``--gen-frames`` length
    with the noise-reuse windows; the ratio longest / shortest shows flatness (each window of T
    frames yields T/2 new ones, so UNet calls per frame tend to 2/T: a ratio near the printed
@@ -19,8 +21,6 @@ The models are tiny random SD-1.x-shaped ones by default (``--unet-channels``); 
 
 from __future__ import annotations
 
-import multiprocessing
-import resource
 import sys
 import tempfile
 import time
@@ -44,8 +44,8 @@ class BenchConfig:
     """DDIM steps per window in the generation benchmark."""
     window: int = 8
     """Frames per window in the generation benchmark."""
-    repeats: int = 3
-    """Timed repeats per measurement (after one warm-up)."""
+    repeats: int = 5
+    """Interleaved rounds per training-step comparison (after one warm-up each); the generation runs once per length."""
     unet_channels: tuple[int, ...] = (32, 64, 64, 64)
     """UNet block widths of the random SD-1.x-shaped model."""
     device: str = "auto"
@@ -68,8 +68,7 @@ def _device(name: str):
     return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
 
 
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+MODELS = ("ours", "release", "animatediff")
 
 
 def _build(kind: str, base: str, device):
@@ -77,11 +76,15 @@ def _build(kind: str, base: str, device):
     from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
     from training.models import InflatedUNet, freeze_for_stage2
+    from training.models.inflated_unet import RELEASE_STAGE2_TRAINABLE, InflationConfig
 
     torch.manual_seed(0)
-    if kind == "inflated":
+    if kind == "ours":
         model = InflatedUNet.from_pretrained(base, subfolder="unet").inflate()
         freeze_for_stage2(model)
+    elif kind == "release":
+        model = InflatedUNet.from_pretrained(base, subfolder="unet").inflate(InflationConfig.release())
+        freeze_for_stage2(model, trainable_set=RELEASE_STAGE2_TRAINABLE)
     else:
         unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
         adapter = MotionAdapter(
@@ -94,8 +97,8 @@ def _build(kind: str, base: str, device):
     return model.to(device).train()
 
 
-def measure_training(kind: str, base: str, frames: int, latent: int, repeats: int, device_name: str) -> dict:
-    """One fresh process: seconds per forward+backward and peak memory of ``kind`` on a clip of ``frames``."""
+def training_step(kind: str, base: str, frames: int, latent: int, device_name: str):
+    """Build ``kind`` (in a benchmark worker process) and return its forward + backward step on a clip of ``frames``."""
     import torch
 
     device = _device(device_name)
@@ -111,27 +114,29 @@ def measure_training(kind: str, base: str, frames: int, latent: int, repeats: in
         model(sample, timestep, encoder_hidden_states=text).sample.square().mean().backward()
         model.zero_grad(set_to_none=True)
 
-    base_memory = _rss_mib()  # CPU: the peak resident set grows from here (warm-up included)
-    step()  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base_memory = torch.cuda.memory_allocated() / 2**20
-    start = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() / 2**20 - base_memory
-    else:
-        peak = _rss_mib() - base_memory
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"seconds": (time.perf_counter() - start) / repeats, "peak_mib": peak, "trainable": trainable}
+    return step
 
 
-def _in_fresh_process(function, *args) -> dict:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(function, args)
+def compare_training(base: str, config: BenchConfig) -> None:
+    """Ours, the release's design and AnimateDiff, each in its own process, interleaved, per frame count."""
+    from benchmarks.timing import Worker, interleave, pair_ratio, verdict
+
+    print(f"{'frames':>6} {'model':>12} {'s/step median (min-max)':>26} {'CPU s/step':>11} {'peak MiB':>9}")
+    for frames in config.frames:
+        workers = {kind: Worker(training_step, (kind, base, frames, config.latent_size, config.device), device=str(_device(config.device))) for kind in MODELS}
+        try:
+            results = interleave(workers, pairs=config.repeats)
+        finally:
+            for worker in workers.values():
+                worker.close()
+        for kind, timings in results.items():
+            print(f"{frames:>6} {kind:>12} {str(timings.wall_spread):>26} {timings.cpu_spread.median:>11.3f} {timings.peak_mib:>9.1f}")
+        reference = results["animatediff"]
+        for kind in ("ours", "release"):
+            time_ratio = pair_ratio(results[kind], reference)
+            memory_ratio = results[kind].peak_mib / max(reference.peak_mib, 1e-6)
+            print(f"{frames:>6} {kind + '/AD':>12} time {time_ratio} ({verdict(time_ratio.median, 1.0)}), "
+                  f"memory {memory_ratio:.2f} ({verdict(memory_ratio, 1.0)})")  # fmt: skip
 
 
 def measure_generation(base: str, config: BenchConfig) -> list[dict]:
@@ -169,6 +174,7 @@ def measure_generation(base: str, config: BenchConfig) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.timing import machine_header
     from training.arguments import apply_overrides, build_parser
     from training.long_video import plan_windows
     from training.tiny import TinySDConfig, save_tiny_sd
@@ -176,20 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(BenchConfig(), prog="python -m benchmarks.bench_model", description=__doc__.split("\n\n")[0])
     config = apply_overrides(BenchConfig(), vars(parser.parse_args(argv)))
     print("config:", asdict(config))
+    print(machine_header())
     with tempfile.TemporaryDirectory() as folder:
         sample = max(64, -(-max(config.latent_size, config.gen_latent_size) * 8 // 64) * 64)
         base = str(save_tiny_sd(Path(folder) / "base", TinySDConfig(unet_channels=config.unet_channels, sample_size=sample)))
-        print("\n== stage-2 training step (forward + backward), inflated UNet vs AnimateDiff UNetMotionModel ==")
-        print(f"{'frames':>6} {'model':>10} {'s/step':>8} {'peak MiB':>9} {'trainable':>10}")
-        for frames in config.frames:
-            rows = {}
-            for kind in ("inflated", "animatediff"):
-                rows[kind] = _in_fresh_process(measure_training, kind, base, frames, config.latent_size, config.repeats, config.device)
-                row = rows[kind]
-                print(f"{frames:>6} {kind:>10} {row['seconds']:>8.3f} {row['peak_mib']:>9.1f} {row['trainable']:>10,}")
-            time_ratio = rows["inflated"]["seconds"] / rows["animatediff"]["seconds"]
-            memory_ratio = rows["inflated"]["peak_mib"] / max(rows["animatediff"]["peak_mib"], 1e-6)
-            print(f"{frames:>6} {'ratio':>10} {time_ratio:>8.2f} {memory_ratio:>9.2f}   (inflated / AnimateDiff; target <= 1)")
+        print("\n== stage-2 training step (forward + backward): ours, the release's design, AnimateDiff UNetMotionModel ==")
+        compare_training(base, config)
         if not config.skip_generation:
             print(f"\n== generation, {config.steps} DDIM steps, CFG, window {config.window} (noise reuse of window/2) ==")
             results = measure_generation(base, config)

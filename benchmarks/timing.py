@@ -1,0 +1,150 @@
+"""Timing that survives a noisy machine: warm-up, then the measured setups interleaved, with their spread.
+
+This machine's speed swings several-fold when its neighbours are busy, so a single timing of A then B decides
+nothing. Every benchmark measures through this module:
+
+- :class:`Worker`: one measured setup in its own process (built once there; peak memory of that process alone:
+  resident-set growth on CPU, ``max_memory_allocated`` on GPU), asked to run one repeat at a time;
+- :func:`interleave`: a warm-up of each, then ``pairs`` rounds A B C, C B A, A B C, ... so slow spells hit every
+  setup alike; wall and process CPU seconds of every repeat;
+- :class:`Spread` (min / median / max), :func:`pair_ratio` (the median of per-round ratios, which cancels most of a
+  slow spell), :func:`verdict` (a figure against its target) and :func:`machine_header` (torch threads and load
+  average at the start, with a warning when the machine was already busy).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Min / median / max of repeated measurements."""
+
+    values: tuple[float, ...]
+
+    @property
+    def min(self) -> float:
+        return min(self.values)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def max(self) -> float:
+        return max(self.values)
+
+    def __str__(self) -> str:
+        return f"{self.median:.3f} ({self.min:.3f}-{self.max:.3f})"
+
+
+@dataclass
+class Timings:
+    """Every repeat of one setup: wall and process CPU seconds, and the peak memory its process reached."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    peak_mib: float = 0.0
+
+    @property
+    def wall_spread(self) -> Spread:
+        return Spread(tuple(self.wall))
+
+    @property
+    def cpu_spread(self) -> Spread:
+        return Spread(tuple(self.cpu))
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _serve(connection, factory: Callable, args: tuple, device: str) -> None:
+    """Worker process: build the setup (``factory(*args)`` returns a zero-argument callable), then run it on request."""
+    import torch
+
+    run = factory(*args)
+    cuda = torch.device(device).type == "cuda"
+    start_rss = _rss_mib()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        start_gpu = torch.cuda.memory_allocated()
+    connection.send("ready")
+    while connection.recv() == "run":
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        if cuda:
+            torch.cuda.synchronize()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        peak = (torch.cuda.max_memory_allocated() - start_gpu) / 2**20 if cuda else _rss_mib() - start_rss
+        connection.send((wall, cpu, peak))
+    connection.close()
+
+
+class Worker:
+    """One measured setup living in its own (spawned) process: ``factory(*args)``, run there, builds it and returns the
+    zero-argument callable to time; ``factory`` must be importable (module level). ``device``: where it runs (memory)."""
+
+    def __init__(self, factory: Callable, args: tuple = (), *, device: str = "cpu") -> None:
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, factory, args, str(device)), daemon=True)
+        self._process.start()
+        if self._connection.recv() != "ready":
+            raise RuntimeError("benchmark worker failed to start")
+
+    def run(self) -> tuple[float, float, float]:
+        """One repeat: ``(wall seconds, CPU seconds, peak MiB so far)``."""
+        self._connection.send("run")
+        return self._connection.recv()
+
+    def close(self) -> None:
+        try:
+            self._connection.send("stop")
+        finally:
+            self._process.join(timeout=30)
+
+
+def interleave(workers: dict[str, Worker], pairs: int = 5, warmup: int = 1) -> dict[str, Timings]:
+    """Warm each worker up, then run them in alternating order for ``pairs`` rounds; every repeat is kept."""
+    names = list(workers)
+    for name in names:
+        for _ in range(warmup):
+            workers[name].run()
+    results = {name: Timings() for name in names}
+    for round_index in range(pairs):
+        for name in names if round_index % 2 == 0 else reversed(names):
+            wall, cpu, peak = workers[name].run()
+            results[name].wall.append(wall)
+            results[name].cpu.append(cpu)
+            results[name].peak_mib = max(results[name].peak_mib, peak)
+    return results
+
+
+def pair_ratio(a: Timings, b: Timings) -> Spread:
+    """The per-round ratios a / b of wall time (round i of a against round i of b)."""
+    return Spread(tuple(x / y for x, y in zip(a.wall, b.wall)))
+
+
+def verdict(value: float, target: float, *, at_most: bool = True) -> str:
+    met = value <= target if at_most else value >= target
+    return f"target {'<=' if at_most else '>='} {target:g}: {'met' if met else 'MISSED'}"
+
+
+def machine_header() -> str:
+    """Torch threads, cores and load average now; a warning when the machine is already busy."""
+    import torch
+
+    load = os.getloadavg()
+    cores = os.cpu_count() or 1
+    line = f"machine: {cores} cores, torch threads {torch.get_num_threads()}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    if load[0] > 0.5 * cores:
+        line += f"\nWARNING: the machine was busy before this benchmark started (load {load[0]:.2f} on {cores} cores): figures may be slow and noisy"
+    return line
