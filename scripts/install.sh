@@ -10,7 +10,8 @@
 # the rest of the stack (webdataset<0.3, pandas<3), so they are installed
 # without their declared dependencies; their real run-time needs are in the
 # `pose` and `pipelines` extras. xtcocotools is built from source (its wheel
-# is built for numpy 1).
+# is built for numpy 1). Every call is constrained by constraints.txt, the
+# whole environment pinned to the versions the tests passed with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${1:-.venv}"
@@ -19,7 +20,8 @@ extras="${FYP_EXTRAS:-all,dev}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-pip=("$venv/bin/python" -m pip install --progress-bar off)
+# constraints.txt pins the whole environment (scripts/lock.sh): the versions CI tested, no backtracking.
+pip=("$venv/bin/python" -m pip install --progress-bar off -c constraints.txt)
 
 "${pip[@]}" "setuptools<81" wheel
 # torch first: the pinned pair, so nothing later pulls another build.
