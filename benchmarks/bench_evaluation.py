@@ -54,7 +54,7 @@ def make_clip(folder: Path) -> Path:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from training.tiny import build_clip_tokenizer
+    from follow_your_pose.tiny import build_clip_tokenizer
 
     torch.manual_seed(0)
     config = CLIPConfig(text_config={}, vision_config={"patch_size": 32}, projection_dim=512)

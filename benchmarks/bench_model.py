@@ -75,8 +75,8 @@ def _build(kind: str, base: str, device):
     import torch
     from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
-    from training.models import InflatedUNet, freeze_for_stage2
-    from training.models.inflated_unet import RELEASE_STAGE2_TRAINABLE, InflationConfig
+    from follow_your_pose.models import InflatedUNet, freeze_for_stage2
+    from follow_your_pose.models.inflated_unet import RELEASE_STAGE2_TRAINABLE, InflationConfig
 
     torch.manual_seed(0)
     if kind == "ours":
@@ -146,8 +146,8 @@ def measure_generation(base: str, config: BenchConfig) -> list[dict]:
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from pose_extraction.skeleton import render_sequence
-    from training.models import InflatedUNet, PoseEncoder
-    from training.pipeline import FollowYourPosePipeline
+    from follow_your_pose.models import InflatedUNet, ControlEncoder
+    from follow_your_pose.pipeline import FollowYourPosePipeline
 
     device = _device(config.device)
     pipe = FollowYourPosePipeline(
@@ -156,7 +156,7 @@ def measure_generation(base: str, config: BenchConfig) -> list[dict]:
         tokenizer=CLIPTokenizer.from_pretrained(base, subfolder="tokenizer"),
         unet=InflatedUNet.from_pretrained(base, subfolder="unet").inflate(),
         scheduler=DDIMScheduler.from_pretrained(base, subfolder="scheduler"),
-        pose_encoder=PoseEncoder(channels=config.unet_channels),
+        pose_encoder=ControlEncoder(channels=config.unet_channels),
     ).to(device)
     pipe.set_progress_bar_config(disable=True)
     size = config.gen_latent_size * 8
@@ -176,8 +176,8 @@ def measure_generation(base: str, config: BenchConfig) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.timing import machine_header
     from training.arguments import apply_overrides, build_parser
-    from training.long_video import plan_windows
-    from training.tiny import TinySDConfig, save_tiny_sd
+    from follow_your_pose.long_video import plan_windows
+    from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
 
     parser = build_parser(BenchConfig(), prog="python -m benchmarks.bench_model", description=__doc__.split("\n\n")[0])
     config = apply_overrides(BenchConfig(), vars(parser.parse_args(argv)))

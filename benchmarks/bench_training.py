@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         root = Path(tmp)
-        from training.tiny import save_tiny_sd
+        from follow_your_pose.tiny import save_tiny_sd
 
         save_tiny_sd(root / "tiny-base")
         make_data(root)

@@ -92,7 +92,7 @@ def toy_item(spec: dict, entry: dict) -> dict:
 
 def generation_configs(items: list[dict], model: str | Path, out_dir: Path, device: str = "auto") -> list:
     """One ``GenerateConfig`` per item; an unknown field is an error listing the valid ones."""
-    from training.generate import GenerateConfig
+    from follow_your_pose.generate import GenerateConfig
 
     valid = {f.name for f in dataclasses.fields(GenerateConfig)} - set(FIXED_FIELDS)
     configs = []
@@ -127,7 +127,7 @@ def generate_items(
     ``configure(pipeline)`` may adjust it first (e.g. its attention processors). Writes and returns the summary."""
     from tqdm.auto import tqdm
 
-    from training.generate import generate, load_pipeline
+    from follow_your_pose.generate import generate, load_pipeline
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -267,7 +267,7 @@ def background_stability(frames: np.ndarray, masks: np.ndarray | None = None) ->
 def window_boundaries(num_frames: int, window: int, overlap: int = 0) -> list[int]:
     """Frames where a long video's content switches to a new window (frame ``b - 1`` came from the previous one).
 
-    ``overlap > 0``: the noise-reuse layout of ``training.long_video.plan_windows`` (the first window's frames,
+    ``overlap > 0``: the noise-reuse layout of ``follow_your_pose.long_video.plan_windows`` (the first window's frames,
     then the ``window - overlap`` new frames of each later window); ``overlap == 0``: independent windows
     laid end to end.
     """

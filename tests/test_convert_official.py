@@ -16,7 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.convert_official import ConvertConfig, convert, main
+from follow_your_pose.convert import ConvertConfig, convert
+from training.convert_official import main
 
 BUNDLE = Path(__file__).parent / "fixtures" / "official_bundle"
 CHECKPOINTS = BUNDLE / "checkpoints"
@@ -40,12 +41,12 @@ def unet_io() -> dict[str, torch.Tensor]:
 
 
 def noise_prediction(model_dir: Path, io: dict) -> torch.Tensor:
-    from training.models.pose_encoder import pose_unet_inputs
-    from training.pipeline import FollowYourPosePipeline
+    from follow_your_pose.models.control_encoder import control_unet_inputs
+    from follow_your_pose.pipeline import FollowYourPosePipeline
 
     pipeline = FollowYourPosePipeline.from_export(model_dir)
     with torch.no_grad():
-        sample, kwargs = pose_unet_inputs(io["latents"], pipeline.pose_encoder(io["pose"].permute(0, 2, 1, 3, 4)))
+        sample, kwargs = control_unet_inputs(io["latents"], pipeline.pose_encoder(io["pose"].permute(0, 2, 1, 3, 4)))
         return pipeline.unet(sample, io["timestep"], io["encoder_hidden_states"], **kwargs).sample
 
 
@@ -124,7 +125,7 @@ def test_frozen_weights_that_differ_from_the_base_give_a_full_copy(tmp_path, rel
     out = convert(ConvertConfig(checkpoint=str(source), base=str(BASE), output=str(tmp_path / "full")))
     assert (out / "unet" / "config.json").is_file() and not (out / "unet" / "inflation.json").exists()
     assert json.loads((out / "conversion.json").read_text())["frozen_weights_differing_from_base"] == 1
-    from training.pipeline import FollowYourPosePipeline
+    from follow_your_pose.pipeline import FollowYourPosePipeline
 
     unet = FollowYourPosePipeline.from_export(out).unet
     assert torch.equal(unet.conv_in.bias, changed["conv_in.bias"])

@@ -167,15 +167,15 @@ def test_real_photos_score_high_pose_ap_with_the_mediapipe_backend(tmp_path, tin
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory):
     """A stage-2 export of the tiny random Follow-Your-Pose model (base.json, pose_encoder/, unet/)."""
-    from training.models import InflatedUNet, PoseEncoder, save_inflated
-    from training.tiny import TinySDConfig, save_tiny_sd
+    from follow_your_pose.models import InflatedUNet, ControlEncoder, save_inflated
+    from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
 
     root = tmp_path_factory.mktemp("fyp")
     tiny = TinySDConfig()
     base = save_tiny_sd(root / "base", tiny)
     model = root / "model"
     save_inflated(InflatedUNet.from_pretrained(base, subfolder="unet").inflate(), model / "unet", base=str(base))
-    PoseEncoder(channels=tiny.unet_channels).save_pretrained(model / "pose_encoder")
+    ControlEncoder(channels=tiny.unet_channels).save_pretrained(model / "pose_encoder")
     (model / "base.json").write_text(json.dumps({"pretrained": str(base), "revision": None}))
     return model
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from datasets.generated import read_record, sidecar_paths
-from training.long_video import plan_windows
-from training.models import PoseEncoder, save_inflated
-from training.pipeline import FollowYourPosePipeline
-from training.tiny import TinySDConfig, build_clip_tokenizer, save_tiny_sd
+from follow_your_pose.long_video import plan_windows
+from follow_your_pose.models import ControlEncoder, save_inflated
+from follow_your_pose.pipeline import FollowYourPosePipeline
+from follow_your_pose.tiny import TinySDConfig, build_clip_tokenizer, save_tiny_sd
 
 TINY = TinySDConfig()
 WINDOW = 4
@@ -30,7 +30,7 @@ def randomise(module: torch.nn.Module, names: tuple[str, ...], seed: int, scale:
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
     """A stage-2 export (base.json, pose_encoder/, unet/) on a tiny base, laid out as training writes it."""
-    from training.models import InflatedUNet
+    from follow_your_pose.models import InflatedUNet
 
     root = tmp_path_factory.mktemp("fyp")
     base = save_tiny_sd(root / "base", TINY)
@@ -38,7 +38,7 @@ def export_dir(tmp_path_factory):
     unet = InflatedUNet.from_pretrained(base, subfolder="unet").inflate()
     randomise(unet, ("temporal_",), seed=1)
     save_inflated(unet, model / "unet", base=str(base))
-    encoder = PoseEncoder(channels=TINY.unet_channels)
+    encoder = ControlEncoder(channels=TINY.unet_channels)
     randomise(encoder, ("out_convs",), seed=2, scale=0.5)
     encoder.save_pretrained(model / "pose_encoder")
     (model / "base.json").write_text(json.dumps({"pretrained": str(base), "revision": None}))

@@ -11,10 +11,10 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from safetensors.torch import load_file
 
-from training.models import PoseEncoder, fold_frames, pose_unet_inputs, unfold_frames
-from training.models.attention import CrossFrameAttnProcessor
-from training.models.clip_norm import ClipGroupNorm
-from training.models.inflated_unet import (
+from follow_your_pose.models import ControlEncoder, fold_frames, control_unet_inputs, unfold_frames
+from follow_your_pose.models.attention import CrossFrameAttnProcessor
+from follow_your_pose.models.clip_norm import ClipGroupNorm
+from follow_your_pose.models.inflated_unet import (
     RELEASE_STAGE2_TRAINABLE,
     STAGE2_TRAINABLE,
     WEIGHTS_NAME,
@@ -25,7 +25,7 @@ from training.models.inflated_unet import (
     parameter_counts,
     save_inflated,
 )
-from training.tiny import TinySDConfig, save_tiny_sd
+from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
 
 TINY = TinySDConfig()
 FRAMES = 3
@@ -130,7 +130,7 @@ def test_identical_frames_give_the_2d_unet_output(tiny_dir, unet2d, clip):
 def test_stage2_backward_reaches_only_the_named_parameters(tiny_dir, clip):
     latents, text = clip
     unet = inflated(tiny_dir)
-    encoder = PoseEncoder(channels=TINY.unet_channels)
+    encoder = ControlEncoder(channels=TINY.unet_channels)
     names = freeze_for_stage2(unet, encoder)
     assert names and all(any(f".{p}." in f".{n}." for p in STAGE2_TRAINABLE) for n in names)
     assert {p for p in STAGE2_TRAINABLE if any(f".{p}." in f".{n}." for n in names)} == set(STAGE2_TRAINABLE)
@@ -150,7 +150,7 @@ def test_gradient_checkpointing_keeps_the_pose_residuals(tiny_dir, clip):
     latents, text = clip
     unet = inflated(tiny_dir).train()
     randomise_temporal(unet)
-    encoder = PoseEncoder(channels=TINY.unet_channels)
+    encoder = ControlEncoder(channels=TINY.unet_channels)
     with torch.no_grad():
         for parameter in encoder.out_convs.parameters():
             parameter.normal_(0, 0.1)
@@ -160,7 +160,7 @@ def test_gradient_checkpointing_keeps_the_pose_residuals(tiny_dir, clip):
     for checkpointing in (False, True):
         if checkpointing:
             unet.enable_gradient_checkpointing()
-        sample, kwargs = pose_unet_inputs(latents, encoder(pose))
+        sample, kwargs = control_unet_inputs(latents, encoder(pose))
         out = unet(sample, 10, text, **kwargs).sample
         out.square().mean().backward()
         grad = unet.down_blocks[0].attentions[0].transformer_blocks[0].temporal_conv.conv2.weight.grad.clone()

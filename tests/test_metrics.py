@@ -42,7 +42,7 @@ def save_tiny_clip(path: Path, seed: int = 0) -> Path:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from training.tiny import build_clip_tokenizer
+    from follow_your_pose.tiny import build_clip_tokenizer
 
     torch.manual_seed(seed)
     config = CLIPConfig(

@@ -6,8 +6,8 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from training.models import PoseEncoder, expand_conv_in, pose_unet_inputs
-from training.tiny import TinySDConfig, save_tiny_sd
+from follow_your_pose.models import ControlEncoder, expand_conv_in, control_unet_inputs
+from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
 
 TINY = TinySDConfig()
 
@@ -31,11 +31,11 @@ def inputs():
     return latents, text, pose
 
 
-def tiny_encoder(**kwargs) -> PoseEncoder:
-    return PoseEncoder(channels=TINY.unet_channels, **kwargs).eval()
+def tiny_encoder(**kwargs) -> ControlEncoder:
+    return ControlEncoder(channels=TINY.unet_channels, **kwargs).eval()
 
 
-def randomise_outputs(encoder: PoseEncoder) -> None:
+def randomise_outputs(encoder: ControlEncoder) -> None:
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for parameter in encoder.out_convs.parameters():
@@ -43,7 +43,7 @@ def randomise_outputs(encoder: PoseEncoder) -> None:
 
 
 def run(unet, latents, text, features=None):
-    sample, kwargs = pose_unet_inputs(latents, features)
+    sample, kwargs = control_unet_inputs(latents, features)
     with torch.no_grad():
         return unet(sample, 10, text, **kwargs).sample
 
@@ -149,7 +149,7 @@ def test_save_load_round_trip(tmp_path, inputs):
     randomise_outputs(encoder)
     encoder.save_pretrained(tmp_path / "pose_encoder")
     assert (tmp_path / "pose_encoder" / "diffusion_pytorch_model.safetensors").exists()
-    loaded = PoseEncoder.from_pretrained(tmp_path / "pose_encoder").eval()
+    loaded = ControlEncoder.from_pretrained(tmp_path / "pose_encoder").eval()
     assert loaded.config.injected_levels == [0, 1, 2] and tuple(loaded.config.channels) == TINY.unet_channels
     with torch.no_grad():
         for a, b in zip(encoder(pose).down_residuals, loaded(pose).down_residuals):
@@ -158,9 +158,9 @@ def test_save_load_round_trip(tmp_path, inputs):
 
 def test_bad_configs_and_inputs_are_refused():
     with pytest.raises(ValueError, match="injection"):
-        PoseEncoder(injection="add")
+        ControlEncoder(injection="add")
     with pytest.raises(ValueError, match="injected_levels"):
-        PoseEncoder(channels=(8, 8), injected_levels=(2,))
-    encoder = PoseEncoder(channels=(32, 32))
+        ControlEncoder(channels=(8, 8), injected_levels=(2,))
+    encoder = ControlEncoder(channels=(32, 32))
     with pytest.raises(ValueError, match="multiples of 8"):
         encoder(torch.rand(1, 3, 60, 64))

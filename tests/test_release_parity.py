@@ -33,14 +33,14 @@ def one_thread(one_torch_thread):
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> Path:
-    from training.convert_official import ConvertConfig, convert
+    from follow_your_pose.convert import ConvertConfig, convert
 
     return convert(ConvertConfig(checkpoint=str(BUNDLE / "checkpoints"), output=str(tmp_path_factory.mktemp("release") / "model")))
 
 
 @pytest.fixture(scope="module")
 def pipeline(converted):
-    from training.pipeline import FollowYourPosePipeline
+    from follow_your_pose.pipeline import FollowYourPosePipeline
 
     return FollowYourPosePipeline.from_export(converted)
 
@@ -62,10 +62,10 @@ def test_the_fixture_is_the_bundle_its_manifest_describes():
 
 
 def unet_outputs(unet, pose_encoder, io: dict, with_pose: bool) -> torch.Tensor:
-    from training.models.pose_encoder import pose_unet_inputs
+    from follow_your_pose.models.control_encoder import control_unet_inputs
 
     features = pose_encoder(io["pose"].permute(0, 2, 1, 3, 4)) if with_pose else None  # release: (B, T, 3, H, W)
-    sample, kwargs = pose_unet_inputs(io["latents"], features)
+    sample, kwargs = control_unet_inputs(io["latents"], features)
     with torch.no_grad():
         return unet(sample, io["timestep"], io["encoder_hidden_states"], **kwargs).sample
 
@@ -78,7 +78,7 @@ def test_unet_noise_predictions_match_the_release(pipeline, unet_io, with_pose):
 
 
 def test_pose_features_match_the_release_level_by_level(pipeline, unet_io):
-    from training.models.pose_encoder import unfold_frames
+    from follow_your_pose.models.control_encoder import unfold_frames
 
     with torch.no_grad():
         features = pipeline.pose_encoder(unet_io["pose"].permute(0, 2, 1, 3, 4)).down_residuals
@@ -88,7 +88,7 @@ def test_pose_features_match_the_release_level_by_level(pipeline, unet_io):
 
 def variant(unet, *, clip_group_norm: bool, temporal_conv: bool):
     """The same weights with the release's clip-wide GroupNorm and/or temporal conv switched off."""
-    from training.models.inflated_unet import InflatedUNet
+    from follow_your_pose.models.inflated_unet import InflatedUNet
 
     config = replace(unet.inflation, clip_group_norm=clip_group_norm)
     copy = InflatedUNet.from_config({k: v for k, v in unet.config.items() if k != "inflation"}).inflate(config)
@@ -115,17 +115,17 @@ def test_diagnostic_outputs_match_our_per_frame_variants(pipeline, unet_io, name
 
 
 def test_release_pose_preprocessing_is_bit_exact(pipeline_io):
-    from training.generate import read_pose_input
-    from training.pose_frames import prepare_pose
+    from follow_your_pose.generate import read_pose_input
+    from follow_your_pose.control_frames import prepare_frames
 
     pose = read_pose_input(BUNDLE / "pose" / "skeleton.mkv", stride=5, limit=4)
     np.testing.assert_array_equal(pose.frames, pipeline_io["skeleton_frames_read_uint8"].numpy())
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        fed = prepare_pose(pose.frames, 64, 64, "release")
+        fed = prepare_frames(pose.frames, 64, 64, "release")
         assert torch.equal(fed, pipeline_io["pose_fed"][0]), f"{threads} threads"
     torch.set_num_threads(1)
-    default = prepare_pose(pose.frames, 64, 64, "default")
+    default = prepare_frames(pose.frames, 64, 64, "default")
     assert not torch.equal(default, pipeline_io["pose_fed"][0])  # our cv2 path is another preprocessing
 
 
@@ -164,7 +164,7 @@ def test_pipeline_without_pose_matches_the_release_run_without_pose(pipeline, pi
 
 
 def test_pipeline_diagnostic_run_matches_per_frame_norms_without_temporal_conv(pipeline, pipeline_io):
-    from training.pipeline import FollowYourPosePipeline
+    from follow_your_pose.pipeline import FollowYourPosePipeline
 
     components = {**pipeline.components, "unet": variant(pipeline.unet, clip_group_norm=False, temporal_conv=False)}
     out = run(FollowYourPosePipeline(**components), pipeline_io["pose_fed"][0], latents=pipeline_io["initial_latents"], output_type="latent")
@@ -195,7 +195,7 @@ def test_generate_command_reproduces_the_release_video(converted, pipeline_io, t
 def test_long_videos_normalise_each_window_as_one_clip(pipeline):
     """Clip-wide GroupNorm sees the frames denoised together: a long video's first window is exactly the video of
     its first frames generated alone (later windows never reach back into its statistics)."""
-    from training.generate import read_pose_input
+    from follow_your_pose.generate import read_pose_input
 
     frames = read_pose_input(BUNDLE / "pose" / "skeleton.mkv", stride=2, limit=10).frames
     settings = dict(height=64, width=64, num_inference_steps=2, guidance_scale=7.5, window_size=4, output_type="latent")

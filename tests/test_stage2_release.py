@@ -28,7 +28,7 @@ def clip_data(make_toy_world) -> Path:
 
 @pytest.fixture(scope="module")
 def release_model(tmp_path_factory) -> Path:
-    from training.convert_official import ConvertConfig, convert
+    from follow_your_pose.convert import ConvertConfig, convert
 
     return convert(ConvertConfig(checkpoint=str(BUNDLE / "checkpoints"), output=str(tmp_path_factory.mktemp("release") / "model")))
 
@@ -52,8 +52,8 @@ def test_the_paper_preset_trains_the_release_design():
 
 
 def test_stage2_trains_on_from_the_release_weights_and_its_export_is_interchangeable(release_model, clip_data, tmp_path):
-    from training.models.inflated_unet import InflationConfig, load_inflated
-    from training.pipeline import FollowYourPosePipeline
+    from follow_your_pose.models.inflated_unet import InflationConfig, load_inflated
+    from follow_your_pose.pipeline import FollowYourPosePipeline
 
     config = config_for(release_model, clip_data, tmp_path / "run", "--model.inflation", "release")
     stage = VideoStage(config)

@@ -143,7 +143,7 @@ def test_background_stability_is_maximal_for_still_frames_and_drops_with_drift_a
 
 
 def test_window_boundaries_follow_the_long_video_plan():
-    from training.long_video import plan_windows
+    from follow_your_pose.long_video import plan_windows
 
     for frames, window, overlap in [(32, 8, 4), (30, 8, 4), (24, 8, 2), (8, 8, 4), (9, 8, 4), (40, 16, 8), (24, 8, 0), (20, 8, 0)]:
         planned = plan_windows(frames, window, overlap)

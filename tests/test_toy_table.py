@@ -48,11 +48,11 @@ def test_table_has_every_row_claim_and_figure(table):
 
 
 def test_no_control_row_is_the_base_model_untouched(table):
-    from training.models.pose_encoder import PoseEncoder
+    from follow_your_pose.models.control_encoder import ControlEncoder
 
     out, _ = table
     model = out / "stage1_no_control" / "model"
-    encoder = PoseEncoder.from_pretrained(model / "pose_encoder")
+    encoder = ControlEncoder.from_pretrained(model / "pose_encoder")
     residuals = encoder(torch.rand(2, 3, 32, 32)).down_residuals
     assert len(residuals) == 4 and all(torch.count_nonzero(r) == 0 for r in residuals), "zero-init: adds nothing to the UNet"
     assert json.loads((out / "stage1_residual" / "model" / "base.json").read_text())["pretrained"].endswith("stage0/model")

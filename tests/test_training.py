@@ -28,7 +28,7 @@ def one_thread(one_torch_thread):
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory) -> Path:
-    from training.tiny import save_tiny_sd
+    from follow_your_pose.tiny import save_tiny_sd
 
     return save_tiny_sd(tmp_path_factory.mktemp("base") / "tiny-sd")
 
@@ -289,7 +289,7 @@ def test_stage1_trains_only_the_pose_encoder(stage1_run):
 def test_stage1_writes_checkpoints_logs_samples_and_a_loadable_export(stage1_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from training.models.pose_encoder import PoseEncoder
+    from follow_your_pose.models.control_encoder import ControlEncoder
     from training.base_model import read_base_reference
 
     config, stage, _, result = stage1_run
@@ -305,7 +305,7 @@ def test_stage1_writes_checkpoints_logs_samples_and_a_loadable_export(stage1_run
     from PIL import Image
 
     assert Image.open(grid).size == (2 * 64, 2 * 64)  # rows: (skeleton, sample) per validation pose
-    exported = PoseEncoder.from_pretrained(output / "model" / "pose_encoder")
+    exported = ControlEncoder.from_pretrained(output / "model" / "pose_encoder")
     trained = stage.module.pose_encoder.state_dict()
     assert all(torch.equal(v, trained[k]) for k, v in exported.state_dict().items())
     assert (output / "model" / "pose_encoder" / "diffusion_pytorch_model.safetensors").is_file()
@@ -333,7 +333,7 @@ def test_stage1_resume_continues_the_same_loss_curve_bitwise(stage1_run, tmp_pat
 
 def test_stage2_trains_only_its_parameters_and_resumes(stage1_run, tmp_path, clip_data):
     from training import stage2
-    from training.models.inflated_unet import STAGE2_TRAINABLE, load_inflated
+    from follow_your_pose.models.inflated_unet import STAGE2_TRAINABLE, load_inflated
 
     init = Path(stage1_run[0].output_dir)
     output = tmp_path / "stage2"
@@ -538,7 +538,7 @@ def test_two_processes_with_torchrun_train_and_checkpoint_every_rank(tmp_path, t
 def test_loss_weighting_by_snr():
     from diffusers import DDPMScheduler
 
-    from training.tiny import SD14_SCHEDULER
+    from follow_your_pose.tiny import SD14_SCHEDULER
 
     scheduler = DDPMScheduler(**{k: v for k, v in SD14_SCHEDULER.items() if k not in ("set_alpha_to_one",)})
     prediction, target = torch.randn(3, 4, 2, 2, generator=torch.Generator().manual_seed(0)), torch.zeros(3, 4, 2, 2)

@@ -60,7 +60,7 @@ def figures(workdir) -> Path:
 def pretrained_base(workdir, figures) -> Path:
     """The tiny SD with a calibrated VAE and a UNet pretrained (60 steps) to denoise the figures, text-conditioned."""
     from training.data import PoseImageDataset
-    from training.tiny import calibrate_latent_scale, fix_vae_log_variance, save_tiny_sd
+    from follow_your_pose.tiny import calibrate_latent_scale, fix_vae_log_variance, save_tiny_sd
 
     folder = save_tiny_sd(workdir / "base")
     base = load_base(str(folder))
@@ -96,7 +96,7 @@ def fixed_noise(stage, batch: dict, t: int, seed: int = 123):
     video = pixels.ndim == 5
     latents = stage.encode_images(pixels.flatten(0, 1) if video else pixels, generator)
     if video:
-        from training.models.pose_encoder import unfold_frames
+        from follow_your_pose.models.control_encoder import unfold_frames
 
         latents = unfold_frames(latents, pixels.shape[1])
     noise = torch.randn(latents.shape, generator=generator)

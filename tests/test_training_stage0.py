@@ -81,7 +81,7 @@ def test_autoencoder_learns_the_toy_images_and_replaces_the_base_vae(images, tmp
     from diffusers import AutoencoderKL
 
     from training import autoencoder
-    from training.tiny import TinySDConfig, save_tiny_sd
+    from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
 
     base = save_tiny_sd(tmp_path / "base", TinySDConfig(vae_channels=(32, 32), sample_size=32, vae_log_variance=-12.0))
     pixels = _toy_pixels(images)
@@ -102,7 +102,7 @@ def test_autoencoder_learns_the_toy_images_and_replaces_the_base_vae(images, tmp
 
 def test_autoencoder_swap_interrupted_midway_is_repaired(tmp_path):
     from training import autoencoder
-    from training.tiny import TinySDConfig, save_tiny_sd
+    from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
 
     base = save_tiny_sd(tmp_path / "base", TinySDConfig(vae_channels=(32, 32), sample_size=32))
     original = (base / "vae" / "config.json").read_text()

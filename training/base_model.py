@@ -3,9 +3,9 @@
 The base model is a hub id or a local diffusers folder of an SD-1.x-shaped model
 (``unet``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler``), or, for the
 ``tiny`` preset with no ``--model.pretrained``, a random tiny model built once
-into ``OUTPUT/tiny-base`` by :mod:`training.tiny`. Its configs alone (no
+into ``OUTPUT/tiny-base`` by :mod:`follow_your_pose.tiny`. Its configs alone (no
 weights) tell whether a resolution fits before anything loads. An export
-names its base in ``base.json`` (the layout :mod:`training.pipeline` reads);
+names its base in ``base.json`` (the layout :mod:`follow_your_pose.pipeline` reads);
 stage 2 starts from a stage-1 export (:func:`resolve_init`).
 """
 
@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
+from follow_your_pose import export
+from follow_your_pose.export import BASE_FILE, base_reference, write_base_reference  # noqa: F401  (re-exported to the stages)
 from training.config import ConfigError, TrainConfig
 
-BASE_FILE = "base.json"
 TINY_BASE = "tiny-base"
 
 
@@ -27,7 +28,7 @@ def resolve_base(config: TrainConfig, *, is_main: bool) -> str:
     """The base model path or hub id: ``model.pretrained``, or the tiny random model in OUTPUT/tiny-base (built once)."""
     if config.model.pretrained:
         return config.model.pretrained
-    from training.tiny import TinySDConfig, save_tiny_sd, vae_factor
+    from follow_your_pose.tiny import TinySDConfig, save_tiny_sd, vae_factor
 
     folder = Path(config.output_dir) / TINY_BASE
     if is_main and not (folder / "model_index.json").is_file():
@@ -92,23 +93,12 @@ def load_base(pretrained: str, revision: str | None = None, *, unet_class=None, 
     }
 
 
-def base_reference(pretrained: str) -> str:
-    """How an export names its base: a local folder as an absolute path, a hub id as is."""
-    local = Path(pretrained)
-    return str(local.resolve()) if local.exists() else pretrained
-
-
-def write_base_reference(folder: Path, pretrained: str, revision: str | None) -> None:
-    """``base.json``: which base model the exported weights go with (layout: :mod:`training.pipeline`)."""
-    (folder / BASE_FILE).write_text(json.dumps({"pretrained": base_reference(pretrained), "revision": revision}, indent=1))
-
-
 def read_base_reference(folder: Path) -> tuple[str, str | None]:
-    path = Path(folder) / BASE_FILE
-    if not path.is_file():
-        raise ConfigError(f"{folder} has no {BASE_FILE}: not a model exported by training.stage1/stage2")
-    values = json.loads(path.read_text())
-    return values["pretrained"], values.get("revision")
+    """The base an export names (:func:`follow_your_pose.export.read_base_reference`), a missing one as a ConfigError."""
+    try:
+        return export.read_base_reference(folder)
+    except export.ModelFolderError as error:
+        raise ConfigError(str(error)) from None
 
 
 def cast_frozen(module: torch.nn.Module, dtype: torch.dtype) -> None:

@@ -3,7 +3,7 @@
 There is no pretrained text-to-image prior at toy scale, so stage 0 makes one through the
 same loop (:mod:`training.loop`) and stage interface (:mod:`training.stages`) as stages 1
 and 2: it starts from a base model folder (by default the tiny random SD-shaped model
-that :mod:`training.tiny` builds into ``OUTPUT/tiny-base``), trains the whole UNet to
+that :mod:`follow_your_pose.tiny` builds into ``OUTPUT/tiny-base``), trains the whole UNet to
 predict noise on captioned images (LAION-Pose shards; their poses are ignored) with the
 text encoder and VAE frozen, and exports a complete SD-1.x-shaped diffusers folder
 (``unet``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler``) that stage 1 loads with
@@ -85,7 +85,7 @@ class BaseImageStage(PoseImageStage):
     def dataset(self):
         data = self.data if getattr(self, "data", None) is not None else super().dataset()
         if self.config.model.calibrate_latent_scale:
-            from training.tiny import calibrate_latent_scale
+            from follow_your_pose.tiny import calibrate_latent_scale
 
             count = min(CALIBRATION_IMAGES, len(data))
             pixels = torch.stack([data[(0, index)]["pixel_values"] for index in range(count)])

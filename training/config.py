@@ -11,7 +11,7 @@ with the data config of their stage. :func:`preset` builds the named presets:
   accumulation 2), stage 2 from the released code (AdamW lr 3e-5, betas
   (0.9, 0.999), weight decay 1e-2, grad clip 1.0, batch 1 per GPU, fp32,
   stride 4; the release trains 12 frames, the paper 8, we follow the paper).
-- ``tiny``: random tiny models built by :mod:`training.tiny`, 64x64 images,
+- ``tiny``: random tiny models built by :mod:`follow_your_pose.tiny`, 64x64 images,
   a few steps: runs on a 2-core CPU in minutes.
 - ``toy``: the toy world (``pipelines/build_toy_world.py --size 32``) at 32x32: stage 0
   (:class:`Stage0Config`, :mod:`training.stage0`) first trains the tiny random

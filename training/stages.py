@@ -170,9 +170,9 @@ class PoseConditionedUNet(torch.nn.Module):
         self.unet, self.pose_encoder = unet, pose_encoder
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
-        from training.models.pose_encoder import pose_unet_inputs
+        from follow_your_pose.models.control_encoder import control_unet_inputs
 
-        sample, kwargs = pose_unet_inputs(noisy, self.pose_encoder(pose))
+        sample, kwargs = control_unet_inputs(noisy, self.pose_encoder(pose))
         return self.unet(sample, timesteps, encoder_hidden_states=text, **kwargs).sample
 
 
@@ -192,13 +192,13 @@ class PoseImageStage(DiffusionStage):
         check_resolution(self.config.data.resolution, self.pretrained, self.config.model.revision)
 
     def setup(self, accelerator) -> None:
-        from training.models.pose_encoder import PoseEncoder, expand_conv_in
+        from follow_your_pose.models.control_encoder import ControlEncoder, expand_conv_in
 
         self.preflight(accelerator)
         self.setup_base(accelerator, self.pretrained, self.config.model.revision)
         unet, model = self.base["unet"], self.config.model
         torch.manual_seed(self.config.seed)
-        pose_encoder = PoseEncoder(
+        pose_encoder = ControlEncoder(
             channels=tuple(unet.config.block_out_channels),
             num_res_blocks=model.pose_res_blocks,
             downscale_factor=self.vae_factor,
@@ -292,10 +292,10 @@ class VideoStage(DiffusionStage):
     def setup(self, accelerator) -> None:
         from safetensors.torch import load_file
 
-        from training.models.inflated_unet import (
+        from follow_your_pose.models.inflated_unet import (
             INFLATIONS, RELEASE_STAGE2_TRAINABLE, STAGE2_TRAINABLE, InflatedUNet, freeze_for_stage2, load_inflated,
         )  # fmt: skip
-        from training.models.pose_encoder import PoseEncoder, expand_conv_in
+        from follow_your_pose.models.control_encoder import ControlEncoder, expand_conv_in
 
         self.preflight(accelerator)
         self.setup_base(accelerator, self.pretrained, self.revision, unet_class=InflatedUNet)
@@ -316,7 +316,7 @@ class VideoStage(DiffusionStage):
         else:
             unet.inflate(INFLATIONS[design])
         dtype = {"torch_dtype": self.weight_dtype} if self.weight_dtype != torch.float32 else {}
-        self.pose_encoder = PoseEncoder.from_pretrained(self.init / "pose_encoder", **dtype).to(self.device)
+        self.pose_encoder = ControlEncoder.from_pretrained(self.init / "pose_encoder", **dtype).to(self.device)
         trainable_set = RELEASE_STAGE2_TRAINABLE if design == "release" else STAGE2_TRAINABLE
         self.names = freeze_for_stage2(unet, self.pose_encoder, trainable_set=trainable_set)
         unet.to(self.device)
@@ -339,7 +339,7 @@ class VideoStage(DiffusionStage):
         return self.data
 
     def loss(self, model, batch: dict, generator: torch.Generator, sampling: str) -> torch.Tensor:
-        from training.models.pose_encoder import unfold_frames
+        from follow_your_pose.models.control_encoder import unfold_frames
 
         pixels = batch["pixel_values"]  # (B, F, 3, H, W)
         frames = pixels.shape[1]
@@ -369,7 +369,7 @@ class VideoStage(DiffusionStage):
 
     def export(self, folder: Path) -> None:
         """``unet/`` (only the inflated UNet's new weights + inflation.json), ``pose_encoder/`` (stage 1's), ``base.json``."""
-        from training.models.inflated_unet import save_inflated
+        from follow_your_pose.models.inflated_unet import save_inflated
 
         folder.mkdir(parents=True, exist_ok=True)
         save_inflated(self.unet, folder / "unet", base=base_reference(self.pretrained), revision=self.revision)

@@ -65,7 +65,7 @@ def sample(
     """
     from diffusers import DDIMScheduler
 
-    from training.models.pose_encoder import fold_frames, pose_unet_inputs, repeat_features
+    from follow_your_pose.models.control_encoder import fold_frames, control_unet_inputs, repeat_features
 
     base, device = stage.base, stage.device
     scheduler = DDIMScheduler.from_config(base["noise_scheduler"].config)
@@ -79,7 +79,7 @@ def sample(
     latents = torch.randn(shape, generator=generator, device=device) * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
         doubled = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-        model_input, kwargs = pose_unet_inputs(doubled.to(stage.weight_dtype), features)
+        model_input, kwargs = control_unet_inputs(doubled.to(stage.weight_dtype), features)
         eps = unet(model_input, t, encoder_hidden_states=text, **kwargs).sample.float()
         uncond, cond = eps.chunk(2)
         latents = scheduler.step(uncond + guidance_scale * (cond - uncond), t, latents, eta=0.0).prev_sample

@@ -28,7 +28,7 @@ Ablations of the paper, chosen by config:
   channels by :func:`expand_conv_in` (that conv must then be trained too, as the paper notes).
 
 Videos fold time into batch: ``(B, 3, T, H, W)`` gives features for ``B*T`` frames in
-``b * T + t`` order, the order :class:`training.models.inflated_unet.InflatedUNet` folds latents in.
+``b * T + t`` order, the order :class:`follow_your_pose.models.inflated_unet.InflatedUNet` folds latents in.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ INJECTIONS = ("residual", "concat")
 
 
 @dataclass
-class PoseEncoderOutput(BaseOutput):
+class ControlEncoderOutput(BaseOutput):
     """What the pose encoder gives the UNet.
 
     ``down_residuals``: one tensor per UNet down block (``injection="residual"``), already scaled by
@@ -57,7 +57,7 @@ class PoseEncoderOutput(BaseOutput):
     concat: torch.Tensor | None = None
 
 
-class PoseResBlock(nn.Module):
+class ControlResBlock(nn.Module):
     """3x3 conv, ReLU, 1x1 conv, plus identity (the T2I-Adapter full-adapter block)."""
 
     def __init__(self, channels: int) -> None:
@@ -70,14 +70,14 @@ class PoseResBlock(nn.Module):
         return x + self.block2(self.act(self.block1(x)))
 
 
-class PoseLevel(nn.Module):
+class ControlLevel(nn.Module):
     """One resolution level: optional AvgPool2d(2) and 1x1 channel conv, then residual blocks."""
 
     def __init__(self, in_channels: int, out_channels: int, num_res_blocks: int, downsample: bool) -> None:
         super().__init__()
         self.downsample = nn.AvgPool2d(kernel_size=2, stride=2, ceil_mode=True) if downsample else nn.Identity()
         self.in_conv = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
-        self.resnets = nn.ModuleList(PoseResBlock(out_channels) for _ in range(num_res_blocks))
+        self.resnets = nn.ModuleList(ControlResBlock(out_channels) for _ in range(num_res_blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.in_conv(self.downsample(x))
@@ -92,7 +92,7 @@ def zero_module(module: nn.Module) -> nn.Module:
     return module
 
 
-class PoseEncoder(ModelMixin, ConfigMixin):
+class ControlEncoder(ModelMixin, ConfigMixin):
     """Multi-scale pose encoder (see the module docstring). Input: skeleton RGB in ``[0, 1]``."""
 
     @register_to_config
@@ -120,12 +120,12 @@ class PoseEncoder(ModelMixin, ConfigMixin):
         self.conv_in = nn.Conv2d(in_channels * downscale_factor**2, channels[0], kernel_size=3, padding=1)
         if injection == "concat":
             # one level at latent resolution, projected to the extra input channels of the UNet
-            self.body = nn.ModuleList([PoseLevel(channels[0], channels[0], num_res_blocks, downsample=False)])
+            self.body = nn.ModuleList([ControlLevel(channels[0], channels[0], num_res_blocks, downsample=False)])
             self.out_convs = nn.ModuleDict({"0": nn.Conv2d(channels[0], concat_channels, kernel_size=1)})
         else:
             depth = max(levels) + 1
             self.body = nn.ModuleList(
-                PoseLevel(channels[max(k - 1, 0)], channels[k], num_res_blocks, downsample=k > 0) for k in range(depth)
+                ControlLevel(channels[max(k - 1, 0)], channels[k], num_res_blocks, downsample=k > 0) for k in range(depth)
             )
             self.out_convs = nn.ModuleDict({str(k): nn.Conv2d(channels[k], channels[k], 1) for k in levels})
         if zero_init:
@@ -136,7 +136,7 @@ class PoseEncoder(ModelMixin, ConfigMixin):
     def num_levels(self) -> int:
         return len(self.config.channels)
 
-    def forward(self, pose: torch.Tensor, conditioning_scale: float = 1.0) -> PoseEncoderOutput:
+    def forward(self, pose: torch.Tensor, conditioning_scale: float = 1.0) -> ControlEncoderOutput:
         """Encode ``pose``: ``(N, 3, H, W)`` images or ``(B, 3, T, H, W)`` clips (folded to ``B*T``).
 
         ``H`` and ``W`` must be multiples of ``downscale_factor`` (8: the latent size).
@@ -153,14 +153,14 @@ class PoseEncoder(ModelMixin, ConfigMixin):
             x = level(x)
             features.append(x)
         if self.config.injection == "concat":
-            return PoseEncoderOutput(concat=self.out_convs["0"](features[0]) * conditioning_scale)
+            return ControlEncoderOutput(concat=self.out_convs["0"](features[0]) * conditioning_scale)
         residuals = []
         for k in range(self.num_levels):
             if k in self.levels_used:
                 residuals.append(self.out_convs[str(k)](features[k]) * conditioning_scale)
             else:
                 residuals.append(None)
-        return PoseEncoderOutput(down_residuals=tuple(_fill_zeros(residuals, features, self.config.channels)))
+        return ControlEncoderOutput(down_residuals=tuple(_fill_zeros(residuals, features, self.config.channels)))
 
 
 def _fill_zeros(residuals: list, features: list[torch.Tensor], channels: tuple[int, ...]) -> list[torch.Tensor]:
@@ -193,8 +193,8 @@ def unfold_frames(x: torch.Tensor, num_frames: int) -> torch.Tensor:
     return x.reshape(bt // num_frames, num_frames, c, h, w).permute(0, 2, 1, 3, 4)
 
 
-def pose_unet_inputs(
-    sample: torch.Tensor, features: PoseEncoderOutput | None
+def control_unet_inputs(
+    sample: torch.Tensor, features: ControlEncoderOutput | None
 ) -> tuple[torch.Tensor, dict]:
     """The UNet ``sample`` and extra forward kwargs for ``features`` (None: the stock UNet call).
 
@@ -215,20 +215,20 @@ def pose_unet_inputs(
     return sample, {"down_intrablock_additional_residuals": residuals}
 
 
-def repeat_features(features: PoseEncoderOutput | None, times: int) -> PoseEncoderOutput | None:
+def repeat_features(features: ControlEncoderOutput | None, times: int) -> ControlEncoderOutput | None:
     """Features repeated ``times`` along the batch (pose to both classifier-free-guidance branches)."""
     if features is None or times == 1:
         return features
     if features.concat is not None:
-        return PoseEncoderOutput(concat=features.concat.repeat(times, 1, 1, 1))
-    return PoseEncoderOutput(down_residuals=tuple(r.repeat(times, 1, 1, 1) for r in features.down_residuals))
+        return ControlEncoderOutput(concat=features.concat.repeat(times, 1, 1, 1))
+    return ControlEncoderOutput(down_residuals=tuple(r.repeat(times, 1, 1, 1) for r in features.down_residuals))
 
 
-def with_unconditional_zeros(features: PoseEncoderOutput) -> PoseEncoderOutput:
+def with_unconditional_zeros(features: ControlEncoderOutput) -> ControlEncoderOutput:
     """``features`` behind a batch of zeros of the same shapes: the unconditional guidance branch gets no pose."""
     if features.concat is not None:
-        return PoseEncoderOutput(concat=torch.cat([torch.zeros_like(features.concat), features.concat]))
-    return PoseEncoderOutput(down_residuals=tuple(torch.cat([torch.zeros_like(r), r]) for r in features.down_residuals))
+        return ControlEncoderOutput(concat=torch.cat([torch.zeros_like(features.concat), features.concat]))
+    return ControlEncoderOutput(down_residuals=tuple(torch.cat([torch.zeros_like(r), r]) for r in features.down_residuals))
 
 
 def expand_conv_in(unet, extra_channels: int) -> None:

@@ -3,7 +3,7 @@
 The release (github.com/mayuelala/FollowYourPose) saves its stage-2 video UNet as one state dict: the SD-1.x
 UNet's keys under their diffusers names, nine temporal tensors per transformer block and the pose encoder
 under ``skeleton_adapter.*`` (TencentARC T2I-Adapter "full adapter" layout). With the release's inflation
-(:meth:`~training.models.inflated_unet.InflationConfig.release`) our model holds the same tensors under
+(:meth:`~follow_your_pose.models.inflated_unet.InflationConfig.release`) our model holds the same tensors under
 these names:
 
 =========================================  ===========================================
@@ -89,7 +89,7 @@ def temporal_conv_shape(unet_state: dict[str, torch.Tensor]) -> tuple[int, int] 
 
 
 def adapter_layout(adapter: dict[str, torch.Tensor], levels: int) -> dict:
-    """The :class:`~training.models.pose_encoder.PoseEncoder` config the release adapter's tensors describe."""
+    """The :class:`~follow_your_pose.models.control_encoder.ControlEncoder` config the release adapter's tensors describe."""
     bodies = sorted({int(m.group(1)) for key in adapter if (m := _BODY.match(key))})
     if "conv_in.weight" not in adapter or not bodies or len(bodies) % levels or bodies != list(range(len(bodies))):
         raise ReleaseFormatError(

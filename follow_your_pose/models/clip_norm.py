@@ -4,7 +4,7 @@ The release runs ``nn.GroupNorm`` on the 5-D ``(B, C, F, H, W)`` tensor in every
 ``norm2``) and in the UNet's ``conv_norm_out``, so each group's mean and variance are taken over all
 ``F`` frames of the clip. Our UNet folds frames into the batch (``(B*F, C, H, W)``), which makes a stock
 GroupNorm per frame. :class:`ClipGroupNorm` reads the frame count from a :class:`FrameCount` shared by
-all of a UNet's clip norms, which :class:`~training.models.inflated_unet.InflatedUNet` sets at the start
+all of a UNet's clip norms, which :class:`~follow_your_pose.models.inflated_unet.InflatedUNet` sets at the start
 of every forward call (it is not reset afterwards, so a gradient-checkpointed block recomputed in the
 backward pass sees the same count as its forward did).
 

@@ -1,20 +1,20 @@
 """``FollowYourPosePipeline``: text + a pose sequence to video frames, of any length.
 
 Components: the SD-1.x ``vae``, ``text_encoder``, ``tokenizer`` and ``scheduler`` (DDIM), the
-:class:`~training.models.inflated_unet.InflatedUNet` and the optional
-:class:`~training.models.pose_encoder.PoseEncoder`. Sampling is DDIM with ``eta``, classifier-free
+:class:`~follow_your_pose.models.inflated_unet.InflatedUNet` and the optional
+:class:`~follow_your_pose.models.control_encoder.ControlEncoder`. Sampling is DDIM with ``eta``, classifier-free
 guidance with a negative prompt (the pose features go to both branches, as in the public release; or,
 with ``pose_guidance``, to the conditional branch only, so the guidance scale amplifies the pose as it
 does the text, the way diffusers' ControlNet pipelines apply control in ``guess_mode``), a pose
 conditioning scale and a seeded generator; clips longer than one window use the paper's noise-reuse scheme
-(:mod:`training.long_video`). LoRAs for the base UNet load the standard way
+(:mod:`follow_your_pose.long_video`). LoRAs for the base UNet load the standard way
 (``pipeline.load_lora_weights``). ``save_pretrained``/``from_pretrained`` round-trip a full copy.
 
 What the training stages export (``DIR``, read by :meth:`FollowYourPosePipeline.from_export` and
 ``python -m training.generate --model DIR``)::
 
     DIR/base.json                  {"pretrained": hub id or absolute folder of the SD-1.x base, "revision": ...}
-    DIR/pose_encoder/              PoseEncoder.save_pretrained (config.json + safetensors)
+    DIR/pose_encoder/              ControlEncoder.save_pretrained (config.json + safetensors)
     DIR/unet/                      stage 2 only: save_inflated (inflation.json + inflated_weights.safetensors)
     DIR/unet_conv_in.safetensors   stage 1 concat ablation only: the widened conv_in
 
@@ -36,15 +36,14 @@ from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from PIL import Image
 
-from training.long_video import padded_length, plan_windows, sample_windows
-from training.models.inflated_unet import InflatedUNet, InflationConfig, load_inflated
-from training.models.pose_encoder import (
-    PoseEncoder, PoseEncoderOutput, pose_unet_inputs, repeat_features, with_unconditional_zeros,
+from follow_your_pose.export import BASE_FILE, CONV_IN_FILE
+from follow_your_pose.long_video import padded_length, plan_windows, sample_windows
+from follow_your_pose.models.inflated_unet import InflatedUNet, InflationConfig, load_inflated
+from follow_your_pose.models.control_encoder import (
+    ControlEncoder, ControlEncoderOutput, control_unet_inputs, repeat_features, with_unconditional_zeros,
 )  # fmt: skip
-from training.pose_frames import prepare_pose, to_uint8
+from follow_your_pose.control_frames import prepare_frames, to_uint8
 
-BASE_FILE = "base.json"
-CONV_IN_FILE = "unet_conv_in.safetensors"
 DEFAULT_WINDOW = 8
 
 
@@ -78,7 +77,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     model_cpu_offload_seq = "text_encoder->pose_encoder->unet->vae"
     _optional_components = ["pose_encoder"]
 
-    def __init__(self, vae: AutoencoderKL, text_encoder, tokenizer, unet: InflatedUNet, scheduler, pose_encoder: PoseEncoder | None = None):
+    def __init__(self, vae: AutoencoderKL, text_encoder, tokenizer, unet: InflatedUNet, scheduler, pose_encoder: ControlEncoder | None = None):
         super().__init__()
         self.register_modules(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, pose_encoder=pose_encoder
@@ -91,7 +90,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         from safetensors.torch import load_file
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        from training.models.pose_encoder import expand_conv_in
+        from follow_your_pose.models.control_encoder import expand_conv_in
 
         directory = Path(directory)
         if not (directory / BASE_FILE).is_file():
@@ -110,7 +109,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             unet.inflate(InflationConfig(temporal_attention=False, temporal_conv=False))
         pose_encoder = None
         if (directory / "pose_encoder").is_dir():
-            pose_encoder = PoseEncoder.from_pretrained(directory / "pose_encoder", **dtype)
+            pose_encoder = ControlEncoder.from_pretrained(directory / "pose_encoder", **dtype)
         return cls(
             vae=AutoencoderKL.from_pretrained(base, subfolder="vae", revision=revision, **dtype),
             text_encoder=CLIPTextModel.from_pretrained(base, subfolder="text_encoder", revision=revision, **dtype),
@@ -128,7 +127,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         ).input_ids
         return self.text_encoder(ids.to(self._execution_device))[0].to(self.unet.dtype)
 
-    def encode_pose(self, pose: torch.Tensor | None, scale: float, copies: int, guided: bool = False) -> PoseEncoderOutput | None:
+    def encode_pose(self, pose: torch.Tensor | None, scale: float, copies: int, guided: bool = False) -> ControlEncoderOutput | None:
         """Pose features of ``(T, 3, H, W)`` skeleton floats in [0, 1] for ``copies`` batch halves (2: unconditional then
         conditional branch); ``guided``: zeros in the unconditional half, so classifier-free guidance pushes towards the
         pose as well as the text."""
@@ -179,7 +178,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
         ``pose``: skeleton frames (``(T, H, W, 3)`` uint8 array, list of PIL images, a ``(T, 3, H, W)`` or
         ``(1, 3, T, H, W)`` tensor in [0, 1], never re-quantised), brought to the output size by
-        ``pose_preprocessing`` (:mod:`training.pose_frames`: ``default`` or the ``release``'s); or
+        ``pose_preprocessing`` (:mod:`follow_your_pose.control_frames`: ``default`` or the ``release``'s); or
         ``pose_keypoints`` (one COCO-17 ``(P, 17, 3)`` array per frame, pixels of ``keypoint_size = (width,
         height)`` frames), drawn by :mod:`pose_extraction.skeleton`. ``num_frames`` defaults to the pose length;
         clips up to ``window_size`` frames are denoised in one pass, longer ones window by window reusing the last
@@ -206,7 +205,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         text = self.encode_prompt(prompt, negative_prompt, guidance)
         self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
         step_kwargs = self._step_kwargs(generator, eta)
-        features: dict[int, PoseEncoderOutput | None] = {}
+        features: dict[int, ControlEncoderOutput | None] = {}
 
         def step(latents: torch.Tensor, t, window) -> torch.Tensor:
             if window.index not in features:  # encode each window's pose once
@@ -214,7 +213,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 pose = None if padded_pose is None else padded_pose[window.start : window.stop]
                 features[window.index] = self.encode_pose(pose, conditioning_scale, 2 if guidance else 1, pose_guidance)
             model_input = self.scheduler.scale_model_input(torch.cat([latents] * 2) if guidance else latents, t)
-            sample, kwargs = pose_unet_inputs(model_input, features[window.index])
+            sample, kwargs = control_unet_inputs(model_input, features[window.index])
             noise = self.unet(sample, t, encoder_hidden_states=text, **kwargs).sample
             if guidance:
                 uncond, cond = noise.chunk(2)
@@ -281,7 +280,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             pose = render_keypoints(pose_keypoints, keypoint_size, height, width)[0]
         if pose is None:
             return None
-        skeletons = prepare_pose(pose, height, width, preprocessing)
+        skeletons = prepare_frames(pose, height, width, preprocessing)
         if len(skeletons) == 0:
             raise ValueError("the pose sequence is empty")
         return skeletons

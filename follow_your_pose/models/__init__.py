@@ -1,6 +1,6 @@
 """Follow-Your-Pose networks on stock diffusers parts: the pose encoder and the inflated UNet."""
 
-from training.models.inflated_unet import (
+from follow_your_pose.models.inflated_unet import (
     STAGE2_TRAINABLE,
     InflatedUNet,
     InflationConfig,
@@ -9,12 +9,12 @@ from training.models.inflated_unet import (
     parameter_counts,
     save_inflated,
 )
-from training.models.pose_encoder import (
-    PoseEncoder,
-    PoseEncoderOutput,
+from follow_your_pose.models.control_encoder import (
+    ControlEncoder,
+    ControlEncoderOutput,
     expand_conv_in,
     fold_frames,
-    pose_unet_inputs,
+    control_unet_inputs,
     repeat_features,
     unfold_frames,
 )
@@ -23,14 +23,14 @@ __all__ = [
     "STAGE2_TRAINABLE",
     "InflatedUNet",
     "InflationConfig",
-    "PoseEncoder",
-    "PoseEncoderOutput",
+    "ControlEncoder",
+    "ControlEncoderOutput",
     "expand_conv_in",
     "fold_frames",
     "freeze_for_stage2",
     "load_inflated",
     "parameter_counts",
-    "pose_unet_inputs",
+    "control_unet_inputs",
     "repeat_features",
     "save_inflated",
     "unfold_frames",

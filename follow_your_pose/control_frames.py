@@ -71,7 +71,7 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def prepare_pose(pose, height: int, width: int, preprocessing: str = "default") -> torch.Tensor:
+def prepare_frames(pose, height: int, width: int, preprocessing: str = "default") -> torch.Tensor:
     """``(T, 3, height, width)`` floats in [0, 1] for the pose encoder (see the module docstring)."""
     if preprocessing not in PREPROCESSINGS:
         raise ValueError(f"pose preprocessing must be one of {', '.join(PREPROCESSINGS)}, got {preprocessing!r}")

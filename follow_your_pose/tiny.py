@@ -12,7 +12,7 @@ hub repository::
 
 so the code that loads ``"CompVis/stable-diffusion-v1-4"`` for a user with the network loads
 this folder unchanged (``UNet2DConditionModel.from_pretrained(DIR, subfolder="unet")`` and
-friends, or :func:`training.models.base.load_base`). Weights are random (seeded); nothing is
+friends, or :func:`follow_your_pose.models.base.load_base`). Weights are random (seeded); nothing is
 downloaded. A 64x64 image gives 8x8 latents and down-block resolutions 8, 4, 2, 1.
 """
 

@@ -5,7 +5,7 @@
 frame, the paper's 1x3x3 pseudo-3D conv), repeats the text embedding and timestep per frame, and
 passes the frame count to the transformer blocks in ``cross_attention_kwargs["num_frames"]``.
 :meth:`InflatedUNet.inflate` replaces every ``BasicTransformerBlock`` by an
-:class:`~training.models.attention.InflatedTransformerBlock` (same parameter names, so SD
+:class:`~follow_your_pose.models.attention.InflatedTransformerBlock` (same parameter names, so SD
 checkpoints and LoRAs load unchanged) carrying temporal attention and a temporal conv, and installs
 cross-frame attention processors with ``set_attn_processor``.
 
@@ -35,9 +35,9 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from safetensors.torch import load_file, save_file
 
-from training.models.attention import CrossFrameAttnProcessor, FrameAttnProcessor, InflatedTransformerBlock
-from training.models.clip_norm import FrameCount, use_clip_norms
-from training.models.pose_encoder import expand_conv_in, fold_frames, unfold_frames
+from follow_your_pose.models.attention import CrossFrameAttnProcessor, FrameAttnProcessor, InflatedTransformerBlock
+from follow_your_pose.models.clip_norm import FrameCount, use_clip_norms
+from follow_your_pose.models.control_encoder import expand_conv_in, fold_frames, unfold_frames
 
 STAGE2_TRAINABLE = ("attn1.to_q", "attn2.to_q", "temporal_attention", "temporal_conv")
 """Module paths trained in stage 2 (matched as whole dotted segments of parameter names); also what an inflated
@@ -72,7 +72,7 @@ class InflationConfig:
     """Heads of the temporal attention; None uses the block's own head count."""
     clip_group_norm: bool = False
     """Resnet GroupNorms (norm1, norm2) and conv_norm_out take their statistics over all frames of the clip, as the
-    release's do; False: per frame, as SD computes them for an image (see :mod:`training.models.clip_norm`)."""
+    release's do; False: per frame, as SD computes them for an image (see :mod:`follow_your_pose.models.clip_norm`)."""
 
     def __post_init__(self) -> None:
         if self.temporal_kernel_size < 1 or self.temporal_kernel_size % 2 == 0:

@@ -1,0 +1,333 @@
+"""Generate a pose-guided video from the command line.
+
+    python -m training.generate --model DIR --prompt "Iron Man on the beach" --pose POSE \\
+        --frames 32 --out OUT.mp4 [--steps 50] [--guidance-scale 12.5] [--seed 0] [--lora FILE]
+
+``--model``: what ``training.stage1``/``training.stage2`` export (``DIR/base.json``,
+``DIR/pose_encoder/``, stage 2's ``DIR/unet/``; see :mod:`follow_your_pose.pipeline`), or a
+``FollowYourPosePipeline.save_pretrained`` folder (``model_index.json``).
+
+``--pose``: a skeleton video (mp4, mov, webm, avi, mkv, gif), a folder of skeleton images (sorted by
+name), or a pose sequence written by ``python -m pose_extraction.video`` (its folder, or its
+``keypoints.json``/``keypoints.parquet``): the keypoints are mapped to the output size and drawn by
+:mod:`pose_extraction.skeleton`, and kept in the record as ground truth for pose metrics.
+``--pose-stride k`` keeps every k-th pose frame (the release read every 5th). Skeleton frames are brought to
+the output size by ``--pose-preprocessing`` (:mod:`follow_your_pose.control_frames`): ``default``, the geometry our
+training data use, or ``release``, the released inference's own (square outputs only). To reproduce a video
+of the released weights (converted by ``training.convert_official``), pass ``--pose-preprocessing release
+--pose-stride 5 --window F`` (one pass over all F frames, as the release) and the release's seed:
+``--seed N`` draws the initial latents as the release does, ``torch.randn((1, 4, F, h, w),
+generator=torch.Generator("cpu").manual_seed(N))``, on the CPU whatever the device, so a seed means the same
+video everywhere.
+
+Writes ``OUT.mp4`` and, beside it (:mod:`datasets.generated`), ``OUT.pose.mp4`` (the skeletons used)
+and ``OUT.json`` (prompt, keypoints in output pixels or null, settings, model); ``--gif`` also writes
+``OUT.gif``, ``--save-frames`` the frames losslessly as ``OUT.frames/00000.png ...``, ``--save-latents``
+the final latents before decoding as ``OUT.latents.safetensors``. Every file is written under a temporary
+name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".gif", ".m4v")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+DEFAULT_FPS = 8.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerateConfig:
+    """One generation run."""
+
+    model: str = ""
+    """Exported model folder (base.json + pose_encoder/ [+ unet/]) or a save_pretrained pipeline folder."""
+    prompt: str = ""
+    """What the video shows."""
+    pose: str = ""
+    """Skeleton video, folder of skeleton images, or pose sequence folder/file from pose_extraction.video."""
+    out: str = ""
+    """Output video path ending in .mp4; sidecars OUT.pose.mp4 and OUT.json are written beside it."""
+    frames: int | None = None
+    """Frames to generate (default: the whole pose sequence); longer than --window uses noise reuse."""
+    negative_prompt: str = ""
+    """Classifier-free guidance negative prompt (the release used the empty prompt)."""
+    base: str | None = None
+    """Override the base SD model named in DIR/base.json (hub id or folder)."""
+    height: int | None = None
+    """Output height in pixels (default: the base model's native size)."""
+    width: int | None = None
+    """Output width in pixels (default: the base model's native size)."""
+    steps: int = 50
+    """DDIM steps."""
+    guidance_scale: float = 12.5
+    """Classifier-free guidance scale (the paper's default; 1 disables guidance)."""
+    eta: float = 0.0
+    """DDIM eta (0: deterministic DDIM)."""
+    conditioning_scale: float = 1.0
+    """Pose conditioning scale (0 drops the pose)."""
+    pose_guidance: bool = False
+    """Pose to the conditional guidance branch only, so guidance amplifies it like the text (false: both branches, as
+    the public release does)."""
+    window: int = 8
+    """Frames denoised together; longer videos run window by window."""
+    overlap: int | None = None
+    """Frames each window reuses from the previous one (default: window // 2, as in the paper; 0: independent windows)."""
+    pose_stride: int = 1
+    """Keep every k-th pose frame."""
+    pose_preprocessing: Literal["default", "release"] = "default"
+    """How skeleton frames reach the output size: default (our training data's cv2 geometry) or release (the released
+    inference's float resize and centre crop, square only: use it to reproduce the release's videos)."""
+    fps: float | None = None
+    """Output frame rate (default: the pose sequence's rate divided by pose_stride, else 8)."""
+    seed: int = 0
+    """Random seed of the initial noise."""
+    lora: str | None = None
+    """A LoRA (file or folder) for the base UNet, loaded with load_lora_weights."""
+    lora_scale: float = 1.0
+    """Weight of the LoRA."""
+    gif: bool = False
+    """Also write OUT.gif."""
+    save_frames: bool = False
+    """Also write the frames losslessly as OUT.frames/00000.png, 00001.png, ..."""
+    save_latents: bool = False
+    """Also write the final latents before decoding, (1, 4, T, h, w) float32, as OUT.latents.safetensors (key "latents")."""
+    device: str = "auto"
+    """Torch device; auto picks cuda when available, else cpu."""
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """Weights dtype; auto is float16 on cuda, float32 elsewhere."""
+    key: str | None = None
+    """Sample key carried into the record (default: the output file stem)."""
+    toy: dict | None = None
+    """Toy world only: what the video should show (colours, figure style, mask tolerance; see
+    ``datasets.toy_world.reference``), kept in the record's settings for the toy metrics. A JSON object on the command line."""
+
+    def __post_init__(self) -> None:
+        if self.frames is not None and self.frames < 1:
+            raise ValueError("frames must be positive")
+        if self.steps < 1 or self.window < 2 or self.pose_stride < 1:
+            raise ValueError("steps must be >= 1, window >= 2, pose_stride >= 1")
+        if self.overlap is not None and not 0 <= self.overlap < self.window:
+            raise ValueError("overlap must be between 0 and window - 1")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError("fps must be positive")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ValueError("eta must be in [0, 1]")
+        for side in (self.height, self.width):
+            if side is not None and side < 8:
+                raise ValueError("height and width must be at least 8")
+
+    def check_required(self) -> None:
+        missing = [name for name in ("model", "prompt", "pose", "out") if not getattr(self, name)]
+        if missing:
+            raise ValueError("missing required options: " + ", ".join("--" + name for name in missing))
+        if not self.out.endswith(".mp4"):
+            raise ValueError(f"--out must end in .mp4 (evaluation reads OUT.mp4 + sidecars), got {self.out!r}")
+
+
+@dataclass
+class PoseInput:
+    """A pose sequence as read from disk: skeleton frames, or keypoints with their frame size."""
+
+    frames: np.ndarray | None = None
+    keypoints: list[np.ndarray] | None = None
+    size: tuple[int, int] | None = None
+    fps: float | None = None
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.frames) if self.frames is not None else len(self.keypoints)
+
+
+def read_video_frames(path: Path, stride: int = 1, limit: int | None = None) -> tuple[np.ndarray, float | None]:
+    """Decode RGB frames (every ``stride``-th, at most ``limit``) and the average frame rate."""
+    import av
+
+    frames = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate) if stream.average_rate else None
+        for index, frame in enumerate(container.decode(stream)):
+            if index % stride == 0:
+                frames.append(frame.to_ndarray(format="rgb24"))
+            if limit is not None and len(frames) >= limit:
+                break
+    if not frames:
+        raise ValueError(f"{path} has no decodable video frames")
+    return np.stack(frames), rate
+
+
+def read_pose_input(path: str | Path, *, stride: int = 1, limit: int | None = None) -> PoseInput:
+    """Read ``--pose`` (see the module docstring)."""
+    from pose_extraction.video import JSON_NAME, PARQUET_NAME, read_pose_sequence
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"pose input {path} does not exist")
+    if path.is_file() and path.name in (JSON_NAME, PARQUET_NAME):
+        path = path.parent
+    if path.is_dir() and ((path / JSON_NAME).exists() or (path / PARQUET_NAME).exists()):
+        sequence = read_pose_sequence(path)
+        keypoints = sequence.keypoints[::stride][:limit]
+        size = (int(sequence.header["width"]), int(sequence.header["height"]))
+        return PoseInput(keypoints=keypoints, size=size, fps=sequence.fps / stride, source=str(path))
+    if path.is_dir():
+        from PIL import Image
+
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)[::stride][:limit]
+        if not files:
+            raise ValueError(f"{path} holds no skeleton images ({', '.join(IMAGE_EXTENSIONS)}) nor keypoints")
+        frames = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+        if len({f.shape for f in frames}) != 1:
+            raise ValueError(f"the skeleton images in {path} differ in size")
+        return PoseInput(frames=np.stack(frames), source=str(path))
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        frames, rate = read_video_frames(path, stride, limit)
+        return PoseInput(frames=frames, fps=None if rate is None else rate / stride, source=str(path))
+    raise ValueError(f"cannot read a pose sequence from {path}: expected a video, an image folder or keypoints")
+
+
+def write_video(frames: np.ndarray, path: str | Path, fps: float) -> Path:
+    """Write ``(T, H, W, 3)`` uint8 frames as H.264 mp4 (yuv420p) or gif, by the path's extension, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        if path.suffix.lower() == ".gif":
+            from PIL import Image
+
+            images = [Image.fromarray(frame) for frame in frames]
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        else:
+            _write_mp4(frames, tmp, fps)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
+    import av
+
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}")
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "16"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())
+
+
+def write_frames(frames: np.ndarray, folder: str | Path) -> Path:
+    """Write ``(T, H, W, 3)`` uint8 frames as ``folder/00000.png ...`` (lossless); the folder appears complete or not at all."""
+    import shutil
+
+    from PIL import Image
+
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp / f"{index:05d}.png")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)
+    return folder
+
+
+def write_latents(latents, path: str | Path) -> Path:
+    """Write the final latents as a safetensors file (key ``latents``), atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    save_file({"latents": latents.detach().float().cpu().contiguous()}, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def resolve_device(device: str, dtype: str):
+    """``(torch.device, torch.dtype)`` for the config's ``device`` and ``dtype`` ("auto" picks cuda + float16 when present)."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = torch.device(device)
+    if dtype == "auto":
+        return resolved, torch.float16 if resolved.type == "cuda" else torch.float32
+    return resolved, getattr(torch, dtype)
+
+
+def load_pipeline(config: GenerateConfig):
+    """The pipeline for ``--model`` (an export or a save_pretrained folder) on the configured device, LoRA applied."""
+    from follow_your_pose.pipeline import FollowYourPosePipeline
+
+    device, dtype = resolve_device(config.device, config.dtype)
+    folder = Path(config.model)
+    if (folder / "model_index.json").is_file():
+        pipeline = FollowYourPosePipeline.from_pretrained(folder, torch_dtype=dtype)
+    else:
+        pipeline = FollowYourPosePipeline.from_export(folder, base=config.base, torch_dtype=dtype)
+    if config.lora:
+        pipeline.load_lora_weights(config.lora, adapter_name="style")
+        pipeline.set_adapters(["style"], adapter_weights=[config.lora_scale])
+    return pipeline.to(device)
+
+
+def generate(config: GenerateConfig, pipeline=None) -> Path:
+    """Run one generation and write OUT.mp4 + sidecars; return OUT.mp4's path."""
+    import torch
+
+    from datasets.generated import make_record, sidecar_paths, write_record
+    from follow_your_pose.pipeline import render_keypoints
+
+    config.check_required()
+    pose = read_pose_input(config.pose, stride=config.pose_stride, limit=config.frames)
+    frames = config.frames or len(pose)
+    if len(pose) < frames:
+        raise ValueError(f"{config.pose} has {len(pose)} pose frames (after stride {config.pose_stride}), {frames} asked for")
+    pipeline = pipeline or load_pipeline(config)
+    native = pipeline.unet.config.sample_size * pipeline.vae_scale_factor
+    height, width = config.height or native, config.width or native
+    keypoints = None
+    skeletons = pose.frames
+    if pose.keypoints is not None:
+        skeletons, keypoints = render_keypoints(pose.keypoints, pose.size, height, width)
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    result = pipeline(
+        config.prompt, skeletons, num_frames=frames, height=height, width=width,
+        num_inference_steps=config.steps, guidance_scale=config.guidance_scale, negative_prompt=config.negative_prompt,
+        eta=config.eta, conditioning_scale=config.conditioning_scale, pose_guidance=config.pose_guidance,
+        pose_preprocessing=config.pose_preprocessing, window_size=config.window, window_overlap=config.overlap,
+        generator=generator, output_type="np",
+    )  # fmt: skip
+    fps = config.fps or pose.fps or DEFAULT_FPS
+    video = (result.frames * 255).round().astype(np.uint8)
+    out = Path(config.out)
+    pose_path, _ = sidecar_paths(out)
+    write_video(result.pose_frames, pose_path, fps)
+    if config.gif:
+        write_video(video, out.with_suffix(".gif"), fps)
+    if config.save_frames:
+        write_frames(video, out.with_suffix(".frames"))
+    if config.save_latents:
+        write_latents(result.latents, out.with_suffix(".latents.safetensors"))
+    record = make_record(
+        prompt=config.prompt, keypoints_per_frame=None if keypoints is None else keypoints[:frames],
+        width=width, height=height, frames=frames, fps=fps, model=config.model, settings=asdict(config),
+        negative_prompt=config.negative_prompt, source=pose.source, key=config.key or out.name.removesuffix(".mp4"),
+    )  # fmt: skip
+    write_record(out, record)
+    write_video(video, out, fps)  # last: OUT.mp4 appears only once its sidecars are complete
+    return out
