@@ -69,7 +69,7 @@ class MetricContext:
     def estimator(self):
         """The pose estimator of ``config.pose`` (loaded on first use)."""
         if self._estimator is None:
-            from pose_extraction.estimator import build_estimator
+            from pose_extraction.backends import build_estimator
 
             with self.timed("load/pose"):
                 self._estimator = build_estimator(self.config.pose)
