@@ -15,7 +15,9 @@ the estimator only, so importing this registry loads no model library.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from pose_extraction.estimator import BackendConfig, PoseEstimator
@@ -85,6 +87,22 @@ class PoseConfig:
     def settings(self) -> dict:
         """The backend name and every option, as plain values (what the results record and the cache key hold)."""
         return {"backend": self.backend, **dataclasses.asdict(self.options)}
+
+    def file_fingerprints(self) -> dict[str, str]:
+        """``option -> sha256`` of the content of every string option that names a local file (checkpoints, configs)."""
+        prints = {}
+        for name, value in dataclasses.asdict(self.options).items():
+            if isinstance(value, str) and "://" not in value and Path(value).expanduser().is_file():
+                prints[name] = _sha256(Path(value).expanduser())
+        return prints
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def build_estimator(config: PoseConfig) -> PoseEstimator:

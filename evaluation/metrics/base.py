@@ -114,6 +114,10 @@ class Metric(ABC):
         """What the numbers depend on besides the video (backbone, thresholds); recorded and part of the cache key."""
         return {}
 
+    def cache_inputs(self) -> dict:
+        """What else the cached states depend on, part of the cache key but not recorded (e.g. weight-file hashes)."""
+        return {}
+
     def prepare(self) -> None:
         """Load what :meth:`update` needs (called before the first video that needs scoring; cheap afterwards)."""
 

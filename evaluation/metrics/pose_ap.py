@@ -46,12 +46,22 @@ class PoseAP(Metric):
     figures = FIGURES
     description = "COCO keypoint OKS AP of poses re-detected on generated frames against the input poses (x100)."
 
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        self._file_prints: dict[str, str] | None = None
+
     def settings(self) -> dict:
         return {
             **self.config.pose.settings(),  # the backend and every one of its options
             "gt_threshold": self.config.pose_gt_threshold,
             "area_scale": self.config.pose_area_scale,
         }
+
+    def cache_inputs(self) -> dict:
+        """The content of every local file the backend options name (checkpoints, config files), hashed once a run."""
+        if self._file_prints is None:
+            self._file_prints = self.config.pose.file_fingerprints()
+        return {"pose_files": self._file_prints}
 
     def prepare(self) -> None:
         self.context.estimator
