@@ -134,4 +134,5 @@ def pose_config_from_flags(
 
 def backends_help() -> str:
     """``--pose-backend``'s help: each backend's name and the first line of its config's docstring."""
-    return "; ".join(f"{key}: {entry.config.__doc__.strip().splitlines()[0]}" for key, entry in BACKENDS.items())
+    lines = {key: entry.config.__doc__.strip().splitlines()[0].rstrip(".") for key, entry in BACKENDS.items()}
+    return "; ".join(f"{key}: {line}" for key, line in lines.items()).replace("%", "%%")
