@@ -31,7 +31,7 @@ def make_videos(folder: Path, videos: int, frames: int, size: int) -> None:
 
     from datasets.generated import make_record, write_record
     from evaluation.video_io import write_video
-    from pose_extraction.estimator import PoseConfig, build_estimator
+    from pose_extraction.backends import PoseConfig, build_estimator
     from pose_extraction.skeleton import render_sequence
 
     photo = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((size, size)))
@@ -84,10 +84,10 @@ def bare_forward_fps(clip_dir: Path, frames: int, batch: int) -> float:
 def run_metric(metrics: tuple[str, ...], videos: Path, out: Path, clip_dir: Path, batch: int) -> dict:
     from evaluation.config import EvalConfig
     from evaluation.evaluator import evaluate_folder
-    from pose_extraction.estimator import PoseConfig
+    from pose_extraction.backends import PoseConfig
 
     config = EvalConfig(metrics=metrics, clip_model=str(clip_dir), clip_batch_size=batch, resume=False, report=False,
-                        bootstrap=1000, pose=PoseConfig(backend="mediapipe", batch_size=batch))
+                        bootstrap=1000, pose=PoseConfig(backend="mediapipe"), pose_frames_per_call=batch)
     start = time.perf_counter()
     results = evaluate_folder(videos, out, config)
     wall = time.perf_counter() - start

@@ -78,7 +78,7 @@ from pipelines.laion_pose.job import prepare_output, run_shards
 from pipelines.laion_pose.pose_stage import PoseAnnotator, decode_rgb
 from pipelines.ray_runtime import RayConfig, ray_session
 from pipelines.shards import ProgressLogger
-from pose_extraction.estimator import PoseConfig
+from pose_extraction.backends import PoseConfig
 
 
 def replicate_sample(folder: Path, rows: int) -> Path:
@@ -92,8 +92,8 @@ def replicate_sample(folder: Path, rows: int) -> Path:
 
 BACKENDS = {
     "mediapipe": PoseStageConfig(),
-    "mmpose": PoseStageConfig(pose=PoseConfig(
-        backend="mmpose", allow_random_weights=True, det_score_threshold=0.0, det_max_persons=1, device="cpu",
+    "mmpose": PoseStageConfig(pose=PoseConfig.of(
+        "mmpose", allow_random_weights=True, det_score_threshold=0.0, det_max_persons=1, device="cpu",
     )),
 }  # fmt: skip
 

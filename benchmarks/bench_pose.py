@@ -61,7 +61,7 @@ def photos() -> list[np.ndarray]:
 
 def bench_mediapipe(config: PoseBenchConfig, images: list[np.ndarray]) -> float:
     """Images per second of the MediaPipe backend."""
-    from pose_extraction.estimator import PoseConfig, build_estimator
+    from pose_extraction.backends import PoseConfig, build_estimator
 
     with build_estimator(PoseConfig(backend="mediapipe")) as estimator:
         estimator(images)
@@ -87,15 +87,15 @@ def person_boxes(images: list[np.ndarray], crops: int) -> list[np.ndarray]:
 
 def bench_hrnet(config: PoseBenchConfig, images: list[np.ndarray], batch_size: int) -> float:
     """Crops per second of HRNet-w32 at ``batch_size`` (whole top-down path: crop, forward, decode)."""
-    from pose_extraction.estimator import PoseConfig, build_estimator
+    from pose_extraction.backends import PoseConfig, build_estimator
 
-    pose_config = PoseConfig(
-        backend="mmpose",
+    pose_config = PoseConfig.of(
+        "mmpose",
         device=config.device,
         batch_size=batch_size,
         whole_image_when_no_detector=True,
         allow_random_weights=True,
-        extra={"pose_cfg_options": {"model.test_cfg.flip_test": config.flip_test}},
+        pose_cfg_options={"model.test_cfg.flip_test": config.flip_test},
     )
     boxes = person_boxes(images, config.crops)
     with build_estimator(pose_config) as estimator:

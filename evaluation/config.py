@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from pose_extraction.estimator import PoseConfig
+from pose_extraction.backends import PoseConfig
 
 DEFAULT_METRICS = ("clip", "pose_ap", "frame_consistency")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -25,7 +25,9 @@ class EvalConfig:
     clip_batch_size: int = 32
     """Frames per CLIP image forward pass."""
     pose: PoseConfig = field(default_factory=PoseConfig)
-    """The pose estimator ``pose_ap`` runs on generated frames (backend, checkpoints, device)."""
+    """The pose estimator ``pose_ap`` runs on generated frames (backend and its options: checkpoints, device)."""
+    pose_frames_per_call: int = 16
+    """Frames handed to the pose estimator per call by ``pose_ap``."""
     pose_gt_threshold: float = 0.3
     """Input keypoints with a score above this are ground truth (the skeleton renderer draws the same ones)."""
     pose_area_scale: float = 1.0
@@ -68,6 +70,8 @@ class EvalConfig:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.clip_batch_size < 1:
             raise ValueError("clip_batch_size must be at least 1")
+        if self.pose_frames_per_call < 1:
+            raise ValueError("pose_frames_per_call must be at least 1")
         if not 0.0 <= self.pose_gt_threshold < 1.0:
             raise ValueError("pose_gt_threshold must be in [0, 1)")
         if self.pose_area_scale <= 0:

@@ -89,8 +89,11 @@ def _score_video(path: Path, metrics, cache: "StateCache", resume: bool, context
 
 
 def fingerprint(metric, path: Path) -> str:
-    """Changes when the metric's settings or any file of the generated video changes."""
+    """Changes when the metric's settings, its other inputs (weight files) or any file of the generated video change."""
     parts = {"metric": metric.name, "settings": metric.settings(), "files": []}
+    inputs = metric.cache_inputs()
+    if inputs:  # only where there are some, so other metrics keep the cache keys of earlier runs
+        parts["inputs"] = inputs
     for file in (path, *sidecar_paths(path)):
         if file.exists():
             stat = file.stat()

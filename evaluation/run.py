@@ -16,11 +16,21 @@ import sys
 from pathlib import Path
 
 from evaluation.config import DEFAULT_METRICS, DTYPES, EvalConfig
-from pose_extraction.estimator import PoseConfig
+from pose_extraction.backends import BACKENDS, DEFAULT_BACKEND, backends_help, pose_config_from_flags
+
+
+# (flag, option of the chosen pose backend, type, help): refused when that backend has no such option.
+_POSE_FLAGS = (
+    ("--pose-config", "pose_config", str, "MMPose model config (name or file)"),
+    ("--pose-checkpoint", "pose_checkpoint", str, "MMPose weights (local path)"),
+    ("--det-config", "det_config", str, "MMDet person detector config (name or file)"),
+    ("--det-checkpoint", "det_checkpoint", str, "MMDet weights (local path)"),
+    ("--det-max-persons", "det_max_persons", int, "MMPose: person boxes kept per frame"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults, pose = EvalConfig(), PoseConfig()
+    defaults = EvalConfig()
     parser = argparse.ArgumentParser(prog="python -m evaluation.run", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
@@ -34,15 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=defaults.device, help="torch device for CLIP and MMPose (auto: cuda if present)")
     parser.add_argument("--dtype", default=defaults.dtype, choices=DTYPES, help="CLIP forward dtype")
     parser.add_argument("--clip-batch-size", type=int, default=defaults.clip_batch_size)
-    parser.add_argument("--pose-backend", default=pose.backend, choices=("mmpose", "mediapipe"))
-    parser.add_argument("--pose-config", default=pose.pose_config, help="MMPose model config (name or file)")
-    parser.add_argument("--pose-checkpoint", default=None, help="MMPose weights (local path)")
-    parser.add_argument("--det-config", default=pose.det_config, help="MMDet person detector config (name or file)")
-    parser.add_argument("--det-checkpoint", default=None, help="MMDet weights (local path)")
-    parser.add_argument("--det-max-persons", type=int, default=pose.det_max_persons, help="MMPose: person boxes kept per frame")
+    parser.add_argument("--pose-backend", default=DEFAULT_BACKEND, choices=sorted(BACKENDS), help=backends_help())
+    for flag, _, kind, text in _POSE_FLAGS:
+        parser.add_argument(flag, default=None, type=kind, help=text)
     parser.add_argument("--pose-extra", type=json.loads, default={}, metavar="JSON",
-                        help="backend options passed through unchanged, e.g. mmpose cfg options as JSON")
-    parser.add_argument("--pose-batch-size", type=int, default=pose.batch_size, help="frames per pose-estimator call")
+                        help="more options of the chosen backend as JSON, e.g. mmpose's {\"pose_cfg_options\": {...}}")
+    parser.add_argument("--pose-batch-size", type=int, default=None,
+                        help=f"frames per pose-estimator call (default {defaults.pose_frames_per_call}); also a "
+                             f"backend's batch_size (MMPose: person crops per pass)")
     parser.add_argument("--pose-gt-threshold", type=float, default=defaults.pose_gt_threshold)
     parser.add_argument("--fvd-i3d", default=None, help="fvd: local TorchScript I3D (FVD cannot be computed without it)")
     parser.add_argument("--fvd-i3d-kwargs", type=json.loads, default={}, metavar="JSON", help="fvd: I3D call options")
@@ -66,15 +75,17 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     from evaluation.metrics import check_metric_names
 
     names = tuple(n.strip() for n in args.metrics.split(",") if n.strip())
-    pose = PoseConfig(
-        backend=args.pose_backend, device=args.device, batch_size=args.pose_batch_size,
-        pose_config=args.pose_config, pose_checkpoint=args.pose_checkpoint,
-        det_config=args.det_config, det_checkpoint=args.det_checkpoint, det_max_persons=args.det_max_persons,
-        extra=args.pose_extra,
-    )
+    given = {flag: ((option,), getattr(args, option)) for flag, option, _, _ in _POSE_FLAGS
+             if getattr(args, option) is not None}  # fmt: skip
+    if not isinstance(args.pose_extra, dict):
+        raise ValueError("--pose-extra takes a JSON object of backend options")
+    given.update({f"--pose-extra {key}": ((key,), value) for key, value in args.pose_extra.items()})
+    shared = {"device": args.device, **({"batch_size": args.pose_batch_size} if args.pose_batch_size is not None else {})}
+    pose = pose_config_from_flags(args.pose_backend, given, shared)
+    per_call = {} if args.pose_batch_size is None else {"pose_frames_per_call": args.pose_batch_size}
     return EvalConfig(
         metrics=check_metric_names(names), clip_model=args.clip_model, device=args.device, dtype=args.dtype,
-        clip_batch_size=args.clip_batch_size, pose=pose, pose_gt_threshold=args.pose_gt_threshold,
+        clip_batch_size=args.clip_batch_size, pose=pose, pose_gt_threshold=args.pose_gt_threshold, **per_call,
         fvd_i3d=args.fvd_i3d, fvd_i3d_kwargs=args.fvd_i3d_kwargs, fvd_reference=args.fvd_reference,
         fvd_frames=args.fvd_frames, bootstrap=args.bootstrap, confidence=args.confidence, seed=args.seed, resume=not args.no_resume,
         report=not args.no_report, max_videos=args.max_videos,

@@ -2,21 +2,21 @@
 
 An estimator takes a batch of RGB uint8 images and returns, per image, the
 people it found as :class:`Poses` in the COCO-17 layout of
-:mod:`datasets.keypoints`. Backends are built from a :class:`PoseConfig` by
-:func:`build_estimator`; the model is loaded once, in ``__init__``, so a Ray
-actor or a DataLoader worker builds one estimator and reuses it.
+:mod:`datasets.keypoints`. Each backend's options are a :class:`BackendConfig`
+subclass; backends are registered by name in :mod:`pose_extraction.backends`,
+which builds them (:func:`~pose_extraction.backends.build_estimator`). The
+model is loaded once, in ``__init__``, so a Ray actor or a DataLoader worker
+builds one estimator and reuses it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Protocol, Sequence
 
 import numpy as np
 
 from datasets.keypoints import as_keypoints, empty_keypoints
-
-Backend = Literal["mmpose", "mediapipe"]
 
 
 @dataclass(frozen=True)
@@ -62,57 +62,13 @@ class PoseEstimator(Protocol):
 
 
 @dataclass(frozen=True, kw_only=True)
-class PoseConfig:
-    """Which pose model to run and how."""
+class BackendConfig:
+    """Base of every backend's own config: a frozen keyword-only dataclass, a docstring per field, checked in
+    ``__post_init__``, registered with its estimator in :data:`pose_extraction.backends.BACKENDS`."""
 
-    backend: Backend = "mediapipe"
-    """``mmpose`` (person detector + top-down HRNet, the paper's choice) or ``mediapipe`` (BlazePose, bundled weights)."""
-    device: str = "auto"
-    """Torch device for MMPose: ``auto`` picks ``cuda`` when there is one, else ``cpu``."""
-    batch_size: int = 16
-    """MMPose: person crops per forward pass of the pose model (and images per pass of the detector)."""
-    pose_config: str = "td-hm_hrnet-w32_8xb64-210e_coco-256x192"
-    """MMPose model config: a name from mmpose's model zoo or a path to a config file."""
-    pose_checkpoint: str | None = None
-    """MMPose weights: local path or URL. None leaves random weights (tests only; the builder refuses it unless allowed)."""
-    det_config: str = "rtmdet_tiny_8xb32-300e_coco"
-    """MMDet person detector config: a name from mmdet's model zoo or a path."""
-    det_checkpoint: str | None = None
-    """MMDet detector weights: local path or URL. None leaves random weights (tests only)."""
-    det_score_threshold: float = 0.5
-    """Person boxes scoring at or below this are dropped before pose estimation."""
-    det_max_persons: int = 20
-    """At most this many person boxes per image (highest scores first)."""
-    nms_iou_threshold: float = 0.65
-    """IoU above which overlapping person boxes are merged."""
-    whole_image_when_no_detector: bool = False
-    """MMPose only: skip detection and treat the whole image as one person box."""
-    mediapipe_min_detection_confidence: float = 0.5
-    """MediaPipe: minimum person-detection confidence."""
-    mediapipe_max_persons: int = 1
-    """MediaPipe BlazePose finds one person per pass; more than 1 re-runs it with found people masked out."""
-    mediapipe_model_complexity: int = 1
-    """MediaPipe landmark model: 0 lite, 1 full (bundled with the wheel), 2 heavy (0 and 2 must already be on disk)."""
-    allow_random_weights: bool = False
-    """Allow MMPose without checkpoints (random weights). For tests and benchmarks of the plumbing only."""
-    extra: dict = field(default_factory=dict)
-    """Backend-specific options passed through unchanged."""
-
-    def __post_init__(self) -> None:
-        if self.backend not in ("mmpose", "mediapipe"):
-            raise ValueError(f"unknown pose backend {self.backend!r}; choose 'mmpose' or 'mediapipe'")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        if not 0.0 <= self.det_score_threshold < 1.0:
-            raise ValueError("det_score_threshold must be in [0, 1)")
-        if self.mediapipe_max_persons < 1 or self.det_max_persons < 1:
-            raise ValueError("max persons must be at least 1")
-        if self.mediapipe_model_complexity not in (0, 1, 2):
-            raise ValueError(f"mediapipe_model_complexity must be 0, 1 or 2, got {self.mediapipe_model_complexity}")
-        if not 0.0 <= self.mediapipe_min_detection_confidence <= 1.0:
-            raise ValueError("mediapipe_min_detection_confidence must be in [0, 1]")
-        if not 0.0 < self.nms_iou_threshold <= 1.0:
-            raise ValueError("nms_iou_threshold must be in (0, 1]")
+    def unset_weights(self) -> str | None:
+        """The option that must name trained weights before a job may start, while it is unset; None if runnable."""
+        return None
 
 
 def resolve_device(device: str) -> str:
@@ -154,14 +110,3 @@ def confine_to_image(keypoints, height: int, width: int) -> np.ndarray:
     keypoints[..., 0] = np.clip(np.nan_to_num(x), 0, width - 1)
     keypoints[..., 1] = np.clip(np.nan_to_num(y), 0, height - 1)
     return keypoints
-
-
-def build_estimator(config: PoseConfig) -> PoseEstimator:
-    """Load the backend named by ``config`` (imports its heavy libraries only now)."""
-    if config.backend == "mediapipe":
-        from pose_extraction.mediapipe_backend import MediaPipePoseEstimator
-
-        return MediaPipePoseEstimator(config)
-    from pose_extraction.mmpose_backend import MMPoseEstimator
-
-    return MMPoseEstimator(config)

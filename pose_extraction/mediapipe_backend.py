@@ -21,7 +21,7 @@ pixels of the input image:
   detector's score, so it is the mean score of the 17 COCO keypoints.
 
 Several people: BlazePose finds one person per pass. With
-``mediapipe_max_persons > 1`` the image is run again with every person found so
+``max_persons > 1`` the image is run again with every person found so
 far painted over (their box filled with the image's mean colour), until nobody
 new is found or the limit is reached. This is a heuristic: overlapping people
 get masked together, and a person partly covered by another's box may be missed
@@ -38,12 +38,13 @@ image at a time.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from pose_extraction.estimator import PoseConfig, Poses, check_rgb_image, confine_to_image, inside_image
+from pose_extraction.estimator import BackendConfig, Poses, check_rgb_image, confine_to_image, inside_image
 
 # BlazePose landmark index of each COCO-17 keypoint, in COCO order.
 BLAZEPOSE_TO_COCO17: tuple[int, ...] = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
@@ -56,6 +57,26 @@ MASK_IOU_LIMIT = 0.5
 """A masked re-run whose person overlaps an earlier one by more than this IoU found the same person: stop."""
 
 _LANDMARK_MODELS = {0: "lite", 1: "full", 2: "heavy"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MediaPipeConfig(BackendConfig):
+    """BlazePose (MediaPipe), its weights bundled with the wheel: one person per pass, CPU only."""
+
+    min_detection_confidence: float = 0.5
+    """Minimum person-detection confidence."""
+    max_persons: int = 1
+    """BlazePose finds one person per pass; more than 1 re-runs it with found people masked out."""
+    model_complexity: int = 1
+    """Landmark model: 0 lite, 1 full (bundled with the wheel), 2 heavy (0 and 2 must already be on disk)."""
+
+    def __post_init__(self) -> None:
+        if self.max_persons < 1:
+            raise ValueError("max persons must be at least 1")
+        if self.model_complexity not in (0, 1, 2):
+            raise ValueError(f"model_complexity must be 0, 1 or 2, got {self.model_complexity}")
+        if not 0.0 <= self.min_detection_confidence <= 1.0:
+            raise ValueError("min_detection_confidence must be in [0, 1]")
 
 
 def _landmark_model_path(complexity: int) -> Path:
@@ -112,16 +133,14 @@ def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
 class MediaPipePoseEstimator:
     """BlazePose (MediaPipe legacy ``solutions.pose``) behind the :class:`PoseEstimator` interface."""
 
-    def __init__(self, config: PoseConfig) -> None:
-        if config.backend != "mediapipe":
-            raise ValueError(f"MediaPipePoseEstimator needs backend='mediapipe', got {config.backend!r}")
-        complexity = config.mediapipe_model_complexity
+    def __init__(self, config: MediaPipeConfig) -> None:
+        complexity = config.model_complexity
         model_path = _landmark_model_path(complexity)
         if not model_path.exists():
             raise FileNotFoundError(
-                f"mediapipe_model_complexity={complexity} needs {model_path.name}, which the mediapipe wheel does not "
+                f"model_complexity={complexity} needs {model_path.name}, which the mediapipe wheel does not "
                 f"bundle (only complexity 1, 'full', ships with it) and MediaPipe would try to download it at run "
-                f"time. Use mediapipe_model_complexity=1, or place the file at {model_path}."
+                f"time. Use model_complexity=1, or place the file at {model_path}."
             )
         import mediapipe as mp
 
@@ -132,7 +151,7 @@ class MediaPipePoseEstimator:
             static_image_mode=True,
             model_complexity=complexity,
             enable_segmentation=False,
-            min_detection_confidence=config.mediapipe_min_detection_confidence,
+            min_detection_confidence=config.min_detection_confidence,
         )
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[Poses]:
@@ -147,7 +166,7 @@ class MediaPipePoseEstimator:
         height, width = image.shape[:2]
         keypoints, boxes, scores = [], [], []
         work = image
-        for _ in range(self.config.mediapipe_max_persons):
+        for _ in range(self.config.max_persons):
             result = self._pose.process(work)
             if result.pose_landmarks is None:
                 break
@@ -158,7 +177,7 @@ class MediaPipePoseEstimator:
             keypoints.append(person)
             boxes.append(box)
             scores.append(score)
-            if len(boxes) < self.config.mediapipe_max_persons:
+            if len(boxes) < self.config.max_persons:
                 work = self._mask(work if work is not image else image.copy(), box, image)
         if not keypoints:
             return Poses.empty()

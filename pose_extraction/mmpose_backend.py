@@ -21,9 +21,9 @@ gives (no detector needed). Weights come from a local path or a URL in the
 config; without them the estimator refuses to start unless
 ``allow_random_weights`` is set (plumbing tests and benchmarks only).
 Checkpoints load with ``torch.load(weights_only=True)``; a checkpoint that
-needs full unpickling loads only with ``extra={"trust_checkpoint": True}``.
-Other ``extra`` keys: ``pose_cfg_options`` / ``det_cfg_options``, dicts merged
-into the configs (e.g. ``{"model.test_cfg.flip_test": False}``).
+needs full unpickling loads only with ``trust_checkpoint=True``.
+``pose_cfg_options`` / ``det_cfg_options`` are merged into the model configs
+(e.g. ``{"model.test_cfg.flip_test": False}``).
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ import importlib.util
 import logging
 import pickle
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from pose_extraction.estimator import PoseConfig, Poses, check_rgb_image, confine_to_image, resolve_device
+from pose_extraction.estimator import BackendConfig, Poses, check_rgb_image, confine_to_image, resolve_device
 from pose_extraction.mmcv_ops import ensure_mmcv_ops
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,57 @@ logger = logging.getLogger(__name__)
 POSE_CONFIG_DIRS: tuple[tuple[str, str], ...] = (("mmpose", ".mim/configs"),)
 """Where config names are looked up: (package, folder inside it)."""
 DET_CONFIG_DIRS: tuple[tuple[str, str], ...] = (("mmdet", ".mim/configs"), ("mmpose", ".mim/demo/mmdetection_cfg"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MMPoseConfig(BackendConfig):
+    """MMDet person detector + MMPose top-down HRNet (the paper's choice), on torch."""
+
+    device: str = "auto"
+    """Torch device: ``auto`` picks ``cuda`` when there is one, else ``cpu``."""
+    batch_size: int = 16
+    """Person crops per forward pass of the pose model (and images per pass of the detector)."""
+    pose_config: str = "td-hm_hrnet-w32_8xb64-210e_coco-256x192"
+    """Pose model config: a name from mmpose's model zoo or a path to a config file."""
+    pose_checkpoint: str | None = None
+    """Pose model weights: local path or URL. None leaves random weights (tests only; the builder refuses it)."""
+    det_config: str = "rtmdet_tiny_8xb32-300e_coco"
+    """MMDet person detector config: a name from mmdet's model zoo or a path."""
+    det_checkpoint: str | None = None
+    """MMDet detector weights: local path or URL. None leaves random weights (tests only)."""
+    det_score_threshold: float = 0.5
+    """Person boxes scoring at or below this are dropped before pose estimation."""
+    det_max_persons: int = 20
+    """At most this many person boxes per image (highest scores first)."""
+    nms_iou_threshold: float = 0.65
+    """IoU above which overlapping person boxes are merged."""
+    whole_image_when_no_detector: bool = False
+    """Skip detection and treat the whole image as one person box."""
+    allow_random_weights: bool = False
+    """Allow running without checkpoints (random weights). For tests and benchmarks of the plumbing only."""
+    trust_checkpoint: bool = False
+    """Unpickle checkpoints fully (only for files you trust); otherwise torch's weights-only loader reads them."""
+    pose_cfg_options: dict[str, Any] = field(default_factory=dict)
+    """Overrides merged into the pose model config (``merge_from_dict``), e.g. ``{"model.test_cfg.flip_test": False}``."""
+    det_cfg_options: dict[str, Any] = field(default_factory=dict)
+    """Overrides merged into the detector config, e.g. ``{"model.test_cfg.nms_pre": 500}``."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if not 0.0 <= self.det_score_threshold < 1.0:
+            raise ValueError("det_score_threshold must be in [0, 1)")
+        if self.det_max_persons < 1:
+            raise ValueError("max persons must be at least 1")
+        if not 0.0 < self.nms_iou_threshold <= 1.0:
+            raise ValueError("nms_iou_threshold must be in (0, 1]")
+        for name in ("pose_cfg_options", "det_cfg_options"):
+            options = getattr(self, name)
+            if not isinstance(options, dict) or not all(isinstance(key, str) for key in options):
+                raise ValueError(f"{name} must be a dict of config keys (str) to values, got {options!r}")
+
+    def unset_weights(self) -> str | None:
+        return "pose_checkpoint" if self.pose_checkpoint is None and not self.allow_random_weights else None
 
 
 def find_config(name: str, search: Sequence[tuple[str, str]]) -> Path:
@@ -79,7 +131,7 @@ def _read_checkpoint(checkpoint: str, trusted: bool) -> dict:
     except pickle.UnpicklingError as error:
         raise ValueError(
             f"checkpoint {checkpoint!r} holds objects that torch's weights-only loader refuses ({error}). "
-            f"If you trust the file, pass extra={{'trust_checkpoint': True}} to unpickle it fully."
+            f"If you trust the file, set trust_checkpoint=True to unpickle it fully."
         ) from error
 
 
@@ -123,9 +175,7 @@ def _as_numpy(value) -> np.ndarray:
 class MMPoseEstimator:
     """Person detection (MMDet) + top-down keypoints (MMPose) behind the :class:`PoseEstimator` interface."""
 
-    def __init__(self, config: PoseConfig) -> None:
-        if config.backend != "mmpose":
-            raise ValueError(f"MMPoseEstimator needs backend='mmpose', got {config.backend!r}")
+    def __init__(self, config: MMPoseConfig) -> None:
         uses_detector = not config.whole_image_when_no_detector
         missing = [f"pose_checkpoint (weights for {config.pose_config})"] if config.pose_checkpoint is None else []
         if uses_detector and config.det_checkpoint is None:
@@ -163,10 +213,10 @@ class MMPoseEstimator:
         from mmengine.registry import DefaultScope
         from mmpose.apis import init_model
 
-        cfg = _load_config(path, self.config.extra.get("pose_cfg_options"))
+        cfg = _load_config(path, self.config.pose_cfg_options)
         model = init_model(cfg, None, device="cpu")
         if self.config.pose_checkpoint is not None:
-            meta = load_weights(model, self.config.pose_checkpoint, trusted=self.config.extra.get("trust_checkpoint", False))
+            meta = load_weights(model, self.config.pose_checkpoint, trusted=self.config.trust_checkpoint)
             if "dataset_meta" in meta:
                 model.dataset_meta = meta["dataset_meta"]
         if model.dataset_meta.get("num_keypoints") != 17:
@@ -181,10 +231,10 @@ class MMPoseEstimator:
         from mmengine.dataset import Compose
         from mmengine.registry import DefaultScope
 
-        cfg = _load_config(path, self.config.extra.get("det_cfg_options"))
+        cfg = _load_config(path, self.config.det_cfg_options)
         detector = init_detector(cfg, None, device="cpu")
         if self.config.det_checkpoint is not None:
-            meta = load_weights(detector, self.config.det_checkpoint, trusted=self.config.extra.get("trust_checkpoint", False))
+            meta = load_weights(detector, self.config.det_checkpoint, trusted=self.config.trust_checkpoint)
             if "dataset_meta" in meta:
                 detector.dataset_meta = meta["dataset_meta"]
             elif "CLASSES" in meta:

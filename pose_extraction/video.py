@@ -6,7 +6,7 @@
 Frames are resampled to ``--fps`` (the frame on screen at ``start + i / fps``,
 the same rule as the clip builder, :func:`datasets.clips.displayed_frames`),
 then every ``--every``-th of them is kept; the output runs at ``fps / every``.
-The estimator (:func:`pose_extraction.estimator.build_estimator`) sees each kept
+The estimator (:func:`pose_extraction.backends.build_estimator`) sees each kept
 frame at full resolution; its keypoints are then mapped through the resize +
 center-crop to ``--size`` (:class:`datasets.clips.CropGeometry`, the transform
 the clip reader applies to training frames). Points falling outside the crop
@@ -45,7 +45,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Literal
@@ -54,7 +54,10 @@ import numpy as np
 
 from datasets.clips import CropGeometry, square_geometry
 from datasets.keypoints import COCO17_NAMES, as_keypoints, boxes_from_keypoints
-from pose_extraction.estimator import PoseConfig, Poses, build_estimator, confine_to_image
+from pose_extraction.backends import (
+    BACKENDS, DEFAULT_BACKEND, PoseConfig, backends_help, build_estimator, pose_config_from_flags,
+)  # fmt: skip
+from pose_extraction.estimator import Poses, confine_to_image
 from pose_extraction.mediapipe_backend import box_iou
 from pose_extraction.skeleton import SkeletonStyle, render_skeleton
 
@@ -442,14 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pose_extraction.video", description=__doc__.split("\n\n")[0])
     parser.add_argument("video", help="driving video (any format FFmpeg reads)")
     parser.add_argument("--out", required=True, help="output folder (keypoints.json / keypoints.parquet / pose.mp4)")
-    parser.add_argument("--pose-backend", choices=["mediapipe", "mmpose"], default="mediapipe")
+    parser.add_argument("--pose-backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND, help=backends_help())
     parser.add_argument("--pose-config", help="MMPose model config (name or path)")
     parser.add_argument("--pose-checkpoint", help="MMPose weights (local path or URL)")
     parser.add_argument("--det-config", help="MMDet person detector config (name or path)")
     parser.add_argument("--det-checkpoint", help="MMDet detector weights (local path or URL)")
-    parser.add_argument("--device", default="auto", help="torch device for MMPose: auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--device", help="torch device for MMPose: auto (default), cpu, cuda, cuda:1 ...")
     parser.add_argument("--allow-random-weights", action="store_true", help="MMPose without checkpoints (plumbing tests only)")
-    parser.add_argument("--max-persons", type=int, default=1, help="people per frame at most")
+    parser.add_argument("--max-persons", type=int, help="people per frame at most (default 1)")
     parser.add_argument("--fps", type=float, help="resample to this rate first (default: the source's)")
     parser.add_argument("--every", type=int, default=1, help="then keep every k-th frame")
     parser.add_argument("--size", type=int, default=512, help="square output size (0: keep the source size)")
@@ -465,13 +468,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags filling the chosen backend's option of the same name (refused when it has none); --max-persons fills the
+# first of _PERSON_CAP the backend has (1 unless given).
+_POSE_FLAGS = ("pose_config", "pose_checkpoint", "det_config", "det_checkpoint", "device", "allow_random_weights")
+_PERSON_CAP = ("max_persons", "det_max_persons")
+
+
+def pose_config_from_args(args: argparse.Namespace) -> PoseConfig:
+    given = {f"--{name.replace('_', '-')}": ((name,), getattr(args, name)) for name in _POSE_FLAGS if getattr(args, name)}
+    if args.max_persons is not None:
+        given["--max-persons"] = (_PERSON_CAP, args.max_persons)
+    return pose_config_from_flags(args.pose_backend, given, shared=dict.fromkeys(_PERSON_CAP, 1))
+
+
 def config_from_args(args: argparse.Namespace) -> PoseVideoConfig:
-    pose = PoseConfig(backend=args.pose_backend, device=args.device, allow_random_weights=args.allow_random_weights,
-                      det_max_persons=args.max_persons, mediapipe_max_persons=args.max_persons)  # fmt: skip
-    overrides = {k: v for k, v in (("pose_config", args.pose_config), ("pose_checkpoint", args.pose_checkpoint),
-                                   ("det_config", args.det_config), ("det_checkpoint", args.det_checkpoint)) if v}  # fmt: skip
     return PoseVideoConfig(
-        pose=replace(pose, **overrides), fps=args.fps, every=args.every, size=args.size or None, start=args.start,
+        pose=pose_config_from_args(args), fps=args.fps, every=args.every, size=args.size or None, start=args.start,
         max_frames=args.max_frames, smoothing=args.smoothing, ema_alpha=args.ema_alpha,
         one_euro_min_cutoff=args.one_euro_min_cutoff, one_euro_beta=args.one_euro_beta, formats=args.formats,
         style=SkeletonStyle(threshold=args.threshold),

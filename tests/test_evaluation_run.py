@@ -132,7 +132,7 @@ def test_real_photos_score_high_pose_ap_with_the_mediapipe_backend(tmp_path, tin
     undrifted frames, so the re-detected pose on the encoded video must match it closely."""
     from PIL import Image
 
-    from pose_extraction.estimator import PoseConfig, build_estimator
+    from pose_extraction.backends import PoseConfig, build_estimator
 
     photo = np.asarray(Image.fromarray(people_photos["astronaut"]).resize((256, 256)))
     frames = np.stack([np.roll(photo, 2 * t, axis=1) for t in range(4)])

@@ -475,7 +475,7 @@ def test_cli_maps_flags_onto_configs(tmp_path):
     )
     config = config_from_args(args)
     assert config.input.path.endswith("in/*.parquet") and config.input.shard_size == 50
-    assert config.stage.pose.backend == "mmpose" and config.stage.pose.pose_checkpoint == "w.pth"
+    assert config.stage.pose.backend == "mmpose" and config.stage.pose.options.pose_checkpoint == "w.pth"
     assert config.stage.visibility.keypoint_threshold == config.stage.skeleton.threshold == 0.4
     assert config.download.allow_private_urls and config.resources.pose_workers == 3 and config.ray.address == "auto"
     assert sample.download.keep_fitting_jpeg and not config_from_args(parser.parse_args(["--keep-fitting-jpeg", "false"])).download.keep_fitting_jpeg

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from datasets.keypoints import COCO17_NAMES
-from pose_extraction.estimator import PoseConfig, Poses, build_estimator
+from pose_extraction.backends import PoseConfig, build_estimator
+from pose_extraction.estimator import Poses
 from pose_extraction.filtering import VisibilityConfig, VisibilityFilter
 
 K = {name: index for index, name in enumerate(COCO17_NAMES)}
@@ -122,7 +123,7 @@ def test_keypoints_follow_image_scale(estimator, found, people_photos):
 
 def test_two_people_with_masked_reruns(people_photos):
     pair = np.concatenate([people_photos["astronaut"], people_photos["grace_hopper"][:512]], axis=1)
-    with build_estimator(PoseConfig(backend="mediapipe", mediapipe_max_persons=3)) as estimator:
+    with build_estimator(PoseConfig.of("mediapipe", max_persons=3)) as estimator:
         (poses,) = estimator([pair])
     assert len(poses) == 2
     noses_x = sorted(poses.keypoints[:, K["nose"], 0])
@@ -142,8 +143,8 @@ def test_bad_inputs(estimator):
 
 @pytest.mark.parametrize("complexity", [0, 2])
 def test_models_that_would_download_are_refused(complexity):
-    with pytest.raises(FileNotFoundError, match="mediapipe_model_complexity=1"):
-        build_estimator(PoseConfig(backend="mediapipe", mediapipe_model_complexity=complexity))
+    with pytest.raises(FileNotFoundError, match="model_complexity=1"):
+        build_estimator(PoseConfig.of("mediapipe", model_complexity=complexity))
 
 
 def test_closed_estimator_refuses_calls(people_photos):

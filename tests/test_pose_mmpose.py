@@ -4,7 +4,7 @@ No trained checkpoint is reachable here, so the tests build the shipped
 HRNet-w32 and RTMDet-tiny configs with random weights, nudge two biases so
 the random models give usable outputs (positive heatmaps, some person boxes),
 save them as checkpoints and load them back through the path a user's real
-checkpoint takes. ``extra`` config options keep the tests cheap (see FAST).
+checkpoint takes. Config overrides keep the tests cheap (see FAST).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pose_extraction.estimator import PoseConfig, build_estimator
+from pose_extraction.backends import PoseConfig, build_estimator
 from pose_extraction.mmpose_backend import load_weights
 
 # No flip test (half the pose cost); fewer pre-NMS candidates (the random detector scores thousands of anchors).
@@ -25,7 +25,7 @@ def _one_thread(one_torch_thread):
 
 
 def _config(**changes) -> PoseConfig:
-    return PoseConfig(backend="mmpose", det_score_threshold=0.0, det_max_persons=3, extra=FAST, **changes)
+    return PoseConfig.of("mmpose", det_score_threshold=0.0, det_max_persons=3, **FAST, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -169,10 +169,10 @@ def test_random_weights_need_permission(tmp_path):
     with pytest.raises(ValueError, match="pose_checkpoint.*det_checkpoint.*allow_random_weights"):
         build_estimator(PoseConfig(backend="mmpose"))
     with pytest.raises(ValueError, match="no pose_checkpoint") as error:
-        build_estimator(PoseConfig(backend="mmpose", whole_image_when_no_detector=True))
+        build_estimator(PoseConfig.of("mmpose", whole_image_when_no_detector=True))
     assert "det_checkpoint" not in str(error.value)
     with pytest.raises(FileNotFoundError, match="pose_checkpoint"):
-        build_estimator(PoseConfig(backend="mmpose", pose_checkpoint=str(tmp_path / "absent.pth"), det_checkpoint="x"))
+        build_estimator(PoseConfig.of("mmpose", pose_checkpoint=str(tmp_path / "absent.pth"), det_checkpoint="x"))
 
 
 def test_checkpoint_must_fit_the_config(checkpoints, tmp_path):
@@ -203,7 +203,7 @@ def test_whole_image_mode_and_name(checkpoints):
 
 def test_unknown_config_name():
     with pytest.raises(FileNotFoundError, match="no config named 'hrnet-w99'"):
-        build_estimator(PoseConfig(backend="mmpose", pose_config="hrnet-w99", allow_random_weights=True))
+        build_estimator(PoseConfig.of("mmpose", pose_config="hrnet-w99", allow_random_weights=True))
 
 
 def _reference_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, offset: int) -> list[int]:

@@ -10,7 +10,8 @@ import pytest
 import av
 
 from datasets.clips import square_geometry  # noqa: E402
-from pose_extraction.estimator import PoseConfig, Poses  # noqa: E402
+from pose_extraction.backends import PoseConfig  # noqa: E402
+from pose_extraction.estimator import Poses  # noqa: E402
 from pose_extraction.skeleton import GREEN, ORANGE, SkeletonStyle  # noqa: E402
 from pose_extraction.video import (  # noqa: E402
     KeypointSmoother,

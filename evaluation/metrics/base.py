@@ -69,7 +69,7 @@ class MetricContext:
     def estimator(self):
         """The pose estimator of ``config.pose`` (loaded on first use)."""
         if self._estimator is None:
-            from pose_extraction.estimator import build_estimator
+            from pose_extraction.backends import build_estimator
 
             with self.timed("load/pose"):
                 self._estimator = build_estimator(self.config.pose)
@@ -112,6 +112,10 @@ class Metric(ABC):
 
     def settings(self) -> dict:
         """What the numbers depend on besides the video (backbone, thresholds); recorded and part of the cache key."""
+        return {}
+
+    def cache_inputs(self) -> dict:
+        """What else the cached states depend on, part of the cache key but not recorded (e.g. weight-file hashes)."""
         return {}
 
     def prepare(self) -> None:

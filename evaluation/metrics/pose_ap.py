@@ -46,17 +46,22 @@ class PoseAP(Metric):
     figures = FIGURES
     description = "COCO keypoint OKS AP of poses re-detected on generated frames against the input poses (x100)."
 
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        self._file_prints: dict[str, str] | None = None
+
     def settings(self) -> dict:
-        pose = self.config.pose
         return {
-            "backend": pose.backend,
-            "pose_config": pose.pose_config if pose.backend == "mmpose" else None,
-            "pose_checkpoint": pose.pose_checkpoint if pose.backend == "mmpose" else None,
-            "det_config": pose.det_config if pose.backend == "mmpose" else None,
-            "det_checkpoint": pose.det_checkpoint if pose.backend == "mmpose" else None,
+            **self.config.pose.settings(),  # the backend and every one of its options
             "gt_threshold": self.config.pose_gt_threshold,
             "area_scale": self.config.pose_area_scale,
         }
+
+    def cache_inputs(self) -> dict:
+        """The content of every local file the backend options name (checkpoints, config files), hashed once a run."""
+        if self._file_prints is None:
+            self._file_prints = self.config.pose.file_fingerprints()
+        return {"pose_files": self._file_prints}
 
     def prepare(self) -> None:
         self.context.estimator
@@ -67,7 +72,7 @@ class PoseAP(Metric):
             raise SampleError("record has no input keypoints (pose given as images only), so pose AP has no ground truth")
         estimator = self.context.estimator
         detections = []
-        step = max(1, self.config.pose.batch_size)
+        step = self.config.pose_frames_per_call
         for start in range(0, len(sample.frames), step):
             with self.context.timed("forward/pose"):
                 detections.extend(estimator(list(sample.frames[start : start + step])))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipelines.laion_pose.config import DownloadConfig, InputConfig, JobConfig, PoseStageConfig, ResourcesConfig
 from pipelines.ray_runtime import RayConfig
-from pose_extraction.estimator import PoseConfig
+from pose_extraction.backends import DEFAULT_BACKEND, backends_help, pose_config_from_flags
 from pose_extraction.filtering import VisibilityConfig
 from pose_extraction.skeleton import SkeletonStyle
 
@@ -58,8 +58,7 @@ _DOWNLOAD = [
     ("--keep-fitting-jpeg", "keep_fitting_jpeg", _bool,
      "store a complete JPEG that needs no resize as downloaded (default true; false: re-encode every image)"),
 ]
-_POSE = [
-    ("--pose-backend", "backend", str, "mmpose (HRNet, the paper's) or mediapipe (default mediapipe)"),
+_POSE = [  # options of the chosen backend; a flag its config does not have is refused
     ("--device", "device", str, "torch device for mmpose: auto, cpu, cuda, cuda:1 ..."),
     ("--pose-config", "pose_config", str, "mmpose pose model config (zoo name or path)"),
     ("--pose-checkpoint", "pose_checkpoint", str, "mmpose pose weights (path or URL)"),
@@ -86,7 +85,10 @@ _RAY = [
 
 
 def _add(parser: argparse.ArgumentParser, title: str, flags) -> None:
-    group = parser.add_argument_group(title)
+    _add_to(parser.add_argument_group(title), flags)
+
+
+def _add_to(group, flags) -> None:
     for flag, dest, kind, text in flags:
         group.add_argument(flag, dest=dest, type=kind, default=None, help=text)
 
@@ -111,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow file:// URLs under this folder (repeatable)",
     )
     access.add_argument("--ignore-robots-tag", action="store_true", help="fetch images whose X-Robots-Tag opts out")
-    _add(parser, "pose", _POSE)
+    pose_group = parser.add_argument_group("pose")
+    pose_group.add_argument("--pose-backend", default=None, help=f"{backends_help()} (default {DEFAULT_BACKEND})")
+    _add_to(pose_group, _POSE)
     pose = parser.add_argument_group("keep rule")
     pose.add_argument("--max-persons", type=int, default=None, help="people per image (detector boxes / MediaPipe passes)")
     pose.add_argument("--allow-random-weights", action="store_true", default=None, help="mmpose without checkpoints (tests only)")
@@ -151,16 +155,16 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
     download.update(allowed_file_roots=roots, honour_robots_tag=not args.ignore_robots_tag)
     if args.allow_private_urls:
         download["allow_private_urls"] = True
-    pose = _given(args, _POSE)
+    pose = {flag: ((dest,), getattr(args, dest)) for flag, dest, _, _ in _POSE if getattr(args, dest) is not None}
     if args.max_persons is not None:
-        pose.update(det_max_persons=args.max_persons, mediapipe_max_persons=args.max_persons)
+        pose["--max-persons"] = (("max_persons", "det_max_persons"), args.max_persons)
     if args.allow_random_weights:
-        pose["allow_random_weights"] = True
+        pose["--allow-random-weights"] = (("allow_random_weights",), True)
     visibility = {
         name: getattr(args, name) for name in ("keypoint_threshold", "min_visible_fraction") if getattr(args, name) is not None
     }
     stage = PoseStageConfig(
-        pose=PoseConfig(**pose),
+        pose=pose_config_from_flags(args.pose_backend or DEFAULT_BACKEND, pose),
         visibility=VisibilityConfig(**visibility),
         skeleton=SkeletonStyle(**({"threshold": args.keypoint_threshold} if args.keypoint_threshold is not None else {})),
         **({"images_per_call": args.images_per_call} if args.images_per_call is not None else {}),

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipelines.ray_runtime import RayConfig
-from pose_extraction.estimator import PoseConfig
+from pose_extraction.backends import PoseConfig
 from pose_extraction.filtering import VisibilityConfig
 from pose_extraction.skeleton import SkeletonStyle
 
@@ -179,10 +179,11 @@ class JobConfig:
         if not self.output:
             raise ValueError("output folder is empty")
         pose = self.stage.pose
-        if pose.backend == "mmpose" and pose.pose_checkpoint is None and not pose.allow_random_weights:
+        unset = pose.options.unset_weights()
+        if unset is not None:
             raise ValueError(
-                "the mmpose backend needs pose weights: pass a checkpoint path or URL (--pose-checkpoint); "
-                "random weights are only for tests (--allow-random-weights)"
+                f"the {pose.backend} backend needs pose weights: pass a checkpoint path or URL "
+                f"(--{unset.replace('_', '-')}); random weights are only for tests (--allow-random-weights)"
             )
 
     def to_dict(self) -> dict:
@@ -193,7 +194,6 @@ class JobConfig:
         """The parts that decide the output's content; a resumed run must match them."""
         full = self.to_dict()
         signature = {name: full[name] for name in ("input", "download", "stage")}
-        signature["stage"]["pose"] = {
-            k: v for k, v in signature["stage"]["pose"].items() if k not in ("device", "batch_size")
-        }
+        options = signature["stage"]["pose"]["options"]
+        signature["stage"]["pose"]["options"] = {k: v for k, v in options.items() if k not in ("device", "batch_size")}
         return signature

@@ -27,7 +27,8 @@ import numpy as np
 from datasets.laion_pose import KEPT, make_annotation
 from pipelines.laion_pose.config import PoseStageConfig
 from pipelines.laion_pose.download import DOWNLOADED
-from pose_extraction.estimator import PoseEstimator, Poses, build_estimator
+from pose_extraction.backends import build_estimator
+from pose_extraction.estimator import PoseEstimator, Poses
 from pose_extraction.filtering import VisibilityFilter
 from pose_extraction.skeleton import render_skeleton
 
