@@ -98,6 +98,16 @@ def test_every_field_is_a_flag_with_dotted_flat_and_alias_names():
     assert config.model.pretrained == SD14  # untouched preset value
 
 
+def test_each_stage_takes_only_its_own_model_options(capsys):
+    """Stage 2 has no pose-injection or stage-0 option and stage 1 no video design: a stray one stops the parse."""
+    for parse, flag in ((parse2, ["--model.pose-injection", "concat"]), (parse2, ["--model.autoencoder-steps", "3"]),
+                        (parse1, ["--model.inflation", "release"]), (parse1, ["--init", "/x"])):  # fmt: skip
+        with pytest.raises(SystemExit) as stopped:
+            parse(["--preset", "tiny", "--data", "/d", "--output", "/o", *flag])
+        assert stopped.value.code == 2 and flag[0] in capsys.readouterr().err
+    assert parse2(["--preset", "tiny", "--model.inflation", "release"]).model.inflation == "release"
+
+
 def test_presets_hold_the_paper_and_release_settings():
     one, two = preset(1, "paper"), preset(2, "paper")
     assert (one.max_steps, two.max_steps) == (100_000, 50_000)

@@ -11,7 +11,6 @@ stage 2 starts from a stage-1 export (:func:`resolve_init`).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 

@@ -45,14 +45,12 @@ def _check(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """Where the weights come from."""
+    """Where the weights come from (what every stage reads)."""
 
     pretrained: str = ""
     """Stable Diffusion 1.x-shaped base model: a hub id or a local diffusers folder (unet, vae, text_encoder, tokenizer, scheduler). Empty: build the tiny random model into OUTPUT/tiny-base."""
     revision: str | None = None
     """Hub revision of ``pretrained`` (ignored for local folders)."""
-    init: str = field(default="", metadata={"alias": "init"})
-    """Stage 2: the stage-1 output folder (or its exported ``model`` folder) to start from; its base model is used unless ``pretrained`` is set."""
     tiny_seed: int = 0
     """Seed of the tiny random base model built when ``pretrained`` is empty."""
     tiny_unet_channels: tuple[int, ...] = (32, 64, 64, 64)
@@ -61,31 +59,57 @@ class ModelConfig:
     """Tiny random base: VAE block_out_channels; 4 entries give SD's latent factor 8, 2 entries factor 2."""
     tiny_vae_log_variance: float | None = None
     """Tiny random base: fix the VAE posterior log-variance to this (e.g. -12: std e^-6, near-deterministic latents like SD's); None: the random VAE's own (latents mostly noise)."""
-    autoencoder_steps: int = 0
-    """Stage 0 on the tiny random base: first train its VAE this many steps to reconstruct the training images (MSE of
-    the decoded posterior mean), saved into OUTPUT/tiny-base before the UNet trains; 0: keep the VAE as it is."""
-    autoencoder_lr: float = 2e-3
-    """Stage 0: AdamW learning rate of that autoencoder training."""
-    calibrate_latent_scale: bool = False
-    """Stage 0: before training, set the VAE scaling_factor to 1/std of the latent means of the first training images (unit-variance latents, as SD's 0.18215 is for its VAE); exported with the model."""
-    pose_injection: Literal["residual", "concat"] = "residual"
-    """Stage 1: add pose features after the 2nd layer of each down block (the paper), or concatenate pose maps to the latents (the paper's ablation; trains the widened conv_in too)."""
-    pose_levels: tuple[int, ...] = ()
-    """Stage 1: which down blocks receive pose features (empty: all, the paper; e.g. 0 for the fewer-layers ablation)."""
-    pose_res_blocks: int = 2
-    """Stage 1: residual blocks per pose-encoder level (T2I-Adapter full adapter: 2)."""
-    inflation: Literal["default", "release"] = "default"
-    """Stage 2: the video UNet's design. ``default``: our temporal conv (LayerNorm, SiLU, full rank) and per-frame
-    GroupNorm, all temporal layers trained; ``release``: the released model's (low-rank bias-free temporal conv,
-    GroupNorm statistics over the clip's frames, temporal attention's LayerNorm frozen), so what stage 2 trains is
-    interchangeable with the release's weights. An --init folder that already holds a stage-2 UNet must match it."""
 
     def __post_init__(self) -> None:
-        _check(self.pose_res_blocks >= 1, "model.pose_res_blocks must be >= 1")
-        _check(all(level >= 0 for level in self.pose_levels), "model.pose_levels must be non-negative")
-        _check(self.autoencoder_steps >= 0 and self.autoencoder_lr > 0, "model.autoencoder_steps must be >= 0, autoencoder_lr > 0")
         _check(len(self.tiny_unet_channels) == 4, "model.tiny_unet_channels needs 4 entries (SD 1.x's down blocks)")
         _check(1 <= len(self.tiny_vae_channels) <= 4, "model.tiny_vae_channels needs 1 to 4 entries")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaseModelConfig(ModelConfig):
+    """Stage 0's model: the tiny random base, with its autoencoder trained first."""
+
+    autoencoder_steps: int = 0
+    """Train the tiny random base's VAE this many steps to reconstruct the training images (MSE of the decoded
+    posterior mean), saved into OUTPUT/tiny-base before the UNet trains; 0: keep the VAE as it is."""
+    autoencoder_lr: float = 2e-3
+    """AdamW learning rate of that autoencoder training."""
+    calibrate_latent_scale: bool = False
+    """Before training, set the VAE scaling_factor to 1/std of the latent means of the first training images (unit-variance latents, as SD's 0.18215 is for its VAE); exported with the model."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.autoencoder_steps >= 0 and self.autoencoder_lr > 0, "model.autoencoder_steps must be >= 0, autoencoder_lr > 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoseModelConfig(ModelConfig):
+    """Stage 1's model: the pose encoder and how it reaches the frozen UNet."""
+
+    pose_injection: Literal["residual", "concat"] = "residual"
+    """Add pose features after the 2nd layer of each down block (the paper), or concatenate pose maps to the latents (the paper's ablation; trains the widened conv_in too)."""
+    pose_levels: tuple[int, ...] = ()
+    """Which down blocks receive pose features (empty: all, the paper; e.g. 0 for the fewer-layers ablation)."""
+    pose_res_blocks: int = 2
+    """Residual blocks per pose-encoder level (T2I-Adapter full adapter: 2)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.pose_res_blocks >= 1, "model.pose_res_blocks must be >= 1")
+        _check(all(level >= 0 for level in self.pose_levels), "model.pose_levels must be non-negative")
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoModelConfig(ModelConfig):
+    """Stage 2's model: the stage-1 result it starts from and the video UNet's design."""
+
+    init: str = field(default="", metadata={"alias": "init"})
+    """The stage-1 output folder (or its exported ``model`` folder) to start from; its base model is used unless ``pretrained`` is set."""
+    inflation: Literal["default", "release"] = "default"
+    """The video UNet's design. ``default``: our temporal conv (LayerNorm, SiLU, full rank) and per-frame GroupNorm,
+    all temporal layers trained; ``release``: the released model's (low-rank bias-free temporal conv, GroupNorm
+    statistics over the clip's frames, temporal attention's LayerNorm frozen), so what stage 2 trains is
+    interchangeable with the release's weights. An --init folder that already holds a stage-2 UNet must match it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,7 +305,7 @@ class TrainConfig:
     resume: str = ""
     """``latest`` (the newest checkpoint in OUTPUT/checkpoints, or a fresh start when there is none), a checkpoint folder, or empty for a fresh start."""
     model: ModelConfig = ModelConfig()
-    """Model source."""
+    """Model source (each stage's config narrows it to what that stage reads)."""
     optim: OptimConfig = OptimConfig()
     """Optimiser."""
     checkpoint: CheckpointConfig = CheckpointConfig()
@@ -304,6 +328,8 @@ class TrainConfig:
 class Stage0Config(TrainConfig):
     """Stage 0 (toy scale only): train a text-to-image UNet from a tiny random SD-shaped base on images, without pose."""
 
+    model: BaseModelConfig = BaseModelConfig()
+    """The tiny base and its autoencoder."""
     data: ImageDataConfig = ImageDataConfig()
     """Images with captions (LAION-Pose shards; their poses are not used)."""
 
@@ -312,6 +338,8 @@ class Stage0Config(TrainConfig):
 class Stage1Config(TrainConfig):
     """Stage 1: train the pose encoder on LAION-Pose against a frozen Stable Diffusion."""
 
+    model: PoseModelConfig = PoseModelConfig()
+    """Base model and pose encoder."""
     data: ImageDataConfig = ImageDataConfig()
     """LAION-Pose data."""
 
@@ -320,6 +348,8 @@ class Stage1Config(TrainConfig):
 class Stage2Config(TrainConfig):
     """Stage 2: train the temporal and cross-frame parts of the inflated UNet on pose-free clips."""
 
+    model: VideoModelConfig = VideoModelConfig()
+    """The stage-1 result and the video UNet's design."""
     data: ClipDataConfig = ClipDataConfig()
     """Clip data."""
 
@@ -347,7 +377,7 @@ def _stage1_paper() -> Stage1Config:
         gradient_accumulation_steps=2,  # public fork
         mixed_precision="no",
         timestep_sampling="cubic",  # T2I-Adapter, whose encoder topology the release uses
-        model=ModelConfig(pretrained=SD14),
+        model=PoseModelConfig(pretrained=SD14),
         optim=OptimConfig(lr=1e-5),  # public fork
         data=ImageDataConfig(resolution=512, num_workers=8),
         checkpoint=CheckpointConfig(every=5000, keep_last=3),
@@ -362,7 +392,7 @@ def _stage2_paper() -> Stage2Config:
         batch_size=1,  # release: 1 per GPU x 8 GPUs
         mixed_precision="no",  # release: fp32
         gradient_checkpointing=True,
-        model=ModelConfig(pretrained="", inflation="release"),  # the stage-1 result's base (SD 1.4); the release's UNet
+        model=VideoModelConfig(pretrained="", inflation="release"),  # the stage-1 result's base (SD 1.4); the release's UNet
         optim=OptimConfig(lr=3e-5, betas=(0.9, 0.999), weight_decay=1e-2, max_grad_norm=1.0),  # release
         data=ClipDataConfig(resolution=512, num_frames=8, frame_stride=4, num_workers=8),  # paper: 8 frames; release: stride 4
         checkpoint=CheckpointConfig(every=5000, keep_last=3),
@@ -411,7 +441,7 @@ _TOY_IMAGES = ImageDataConfig(
 # the preset keeps the path that was stable.
 _TOY_PROMPTS = ("a red figure on a blue background", "a white figure on a black background",
                 "a yellow figure on a green background", "a black figure on a cyan background")
-_TOY_BASE = ModelConfig(
+_TOY_BASE = BaseModelConfig(
     tiny_vae_channels=(32, 32), tiny_vae_log_variance=-12.0, autoencoder_steps=300, calibrate_latent_scale=True
 )  # fmt: skip
 
@@ -423,7 +453,7 @@ def _stage0(name: str) -> Stage0Config:
         max_steps=2200 if toy else 20,
         batch_size=16 if toy else 4,
         optim=OptimConfig(lr=2e-3 if toy else 1e-3, weight_decay=0.0),
-        model=_TOY_BASE if toy else ModelConfig(tiny_vae_log_variance=-12.0, calibrate_latent_scale=True),
+        model=_TOY_BASE if toy else BaseModelConfig(tiny_vae_log_variance=-12.0, calibrate_latent_scale=True),
         data=_TOY_IMAGES if toy else ImageDataConfig(resolution=64, num_workers=1),
         checkpoint=CheckpointConfig(every=200 if toy else 10, keep_last=2),
         log=LogConfig(every=20 if toy else 5),
