@@ -167,7 +167,7 @@ def read_video_frames(path: Path, stride: int = 1, limit: int | None = None) -> 
 
 def read_pose_input(path: str | Path, *, stride: int = 1, limit: int | None = None) -> PoseInput:
     """Read ``--pose`` (see the module docstring)."""
-    from pose_extraction.video import JSON_NAME, PARQUET_NAME, read_pose_sequence
+    from datasets.pose_sequence import JSON_NAME, PARQUET_NAME, read_pose_sequence
 
     path = Path(path)
     if not path.exists():

@@ -167,7 +167,7 @@ def test_real_photos_score_high_pose_ap_with_the_mediapipe_backend(tmp_path, tin
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory):
     """A stage-2 export of the tiny random Follow-Your-Pose model (base.json, pose_encoder/, unet/)."""
-    from follow_your_pose.models import InflatedUNet, ControlEncoder, save_inflated
+    from follow_your_pose.models import ControlEncoder, InflatedUNet, save_inflated
     from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
 
     root = tmp_path_factory.mktemp("fyp")
@@ -182,7 +182,12 @@ def tiny_export(tmp_path_factory):
 
 def write_pose_sequence(folder, frames: int, size: int = 64) -> None:
     """A pose sequence in the layout ``python -m pose_extraction.video`` writes (keypoints.json)."""
-    from pose_extraction.video import KIND, SCHEMA_VERSION, PoseSequence, write_keypoints
+    from datasets.pose_sequence import (
+        KIND,
+        SCHEMA_VERSION,
+        PoseSequence,
+        write_keypoints,
+    )
 
     folder.mkdir(parents=True)
     keypoints = [person(dx=t) for t in range(frames)]

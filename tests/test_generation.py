@@ -157,7 +157,12 @@ def test_lora_loads_the_standard_way_and_changes_the_output(pipe, export_dir, tm
 
 def write_pose_sequence(folder, keypoints, size: int, fps: float) -> None:
     """A pose sequence folder in the layout of ``python -m pose_extraction.video``."""
-    from pose_extraction.video import KIND, SCHEMA_VERSION, PoseSequence, write_keypoints
+    from datasets.pose_sequence import (
+        KIND,
+        SCHEMA_VERSION,
+        PoseSequence,
+        write_keypoints,
+    )
 
     folder.mkdir(parents=True)
     header = {"schema": KIND, "schema_version": SCHEMA_VERSION, "fps": fps, "width": size, "height": size, "frames": len(keypoints)}

@@ -13,15 +13,13 @@ from datasets.clips import square_geometry  # noqa: E402
 from pose_extraction.backends import PoseConfig  # noqa: E402
 from pose_extraction.estimator import Poses  # noqa: E402
 from pose_extraction.skeleton import GREEN, ORANGE, SkeletonStyle  # noqa: E402
+from datasets.pose_sequence import PoseSequence, read_pose_sequence, write_keypoints  # noqa: E402
 from pose_extraction.video import (  # noqa: E402
     KeypointSmoother,
     PersonTracker,
-    PoseSequence,
     PoseVideoConfig,
     extract_pose_sequence,
     main,
-    read_pose_sequence,
-    write_keypoints,
 )
 from tests.test_hdvila_cutting import decode_frames, draw_counter, read_counter  # noqa: E402
 

@@ -174,7 +174,7 @@ def test_clip_shards_read_back_with_the_clip_reader(world, decoder):
 def test_held_out_set_is_readable_by_generation_and_evaluation(world):
     from evaluation.sample import load_sample, scan_videos
     from evaluation.toy_metrics import shuffled_control
-    from pose_extraction.video import read_pose_sequence
+    from datasets.pose_sequence import read_pose_sequence
     from follow_your_pose.generate import read_pose_input
 
     config, out = world

@@ -20,7 +20,6 @@ streams training never draws from.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -29,13 +28,19 @@ import numpy as np
 
 from datasets.generated import make_record, sidecar_paths, write_record
 from datasets.keypoints import COCO17_NAMES
+from datasets.pose_sequence import (
+    KIND,
+    SCHEMA_VERSION,
+    VIDEO_NAME,
+    PoseSequence,
+    write_keypoints,
+)
 from datasets.toy_world import SPEC_KIND, SPEC_NAME, SPEC_VERSION, read_spec
 from pipelines.shards import write_json_atomic
 from pipelines.toy_world.config import GENERATOR, ToyWorldConfig
 from pipelines.toy_world.samples import STREAMS, ToySample, draw_sample, toy_extra
 from pipelines.toy_world.writers import KEYPOINT_THRESHOLD, encode_mp4, mask_boxes
 from pose_extraction.skeleton import render_sequence
-from pose_extraction.video import KIND, SCHEMA_VERSION, VIDEO_NAME, PoseSequence, write_keypoints
 
 log = logging.getLogger(__name__)
 
