@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
+from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from PIL import Image
@@ -40,7 +40,8 @@ from follow_your_pose.export import BASE_FILE, CONV_IN_FILE
 from follow_your_pose.long_video import padded_length, plan_windows, sample_windows
 from follow_your_pose.models.inflated_unet import InflatedUNet, InflationConfig, load_inflated
 from follow_your_pose.models.control_encoder import (
-    ControlEncoder, ControlEncoderOutput, control_unet_inputs, repeat_features, with_unconditional_zeros,
+    ControlEncoder, ControlEncoderOutput, control_unet_inputs, fold_frames, repeat_features, unfold_frames,
+    with_unconditional_zeros,
 )  # fmt: skip
 from follow_your_pose.control_frames import prepare_frames, to_uint8
 
@@ -77,7 +78,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     model_cpu_offload_seq = "text_encoder->pose_encoder->unet->vae"
     _optional_components = ["pose_encoder"]
 
-    def __init__(self, vae: AutoencoderKL, text_encoder, tokenizer, unet: InflatedUNet, scheduler, pose_encoder: ControlEncoder | None = None):
+    def __init__(self, vae: AutoencoderKL, text_encoder, tokenizer, unet: UNet2DConditionModel, scheduler, pose_encoder: ControlEncoder | None = None):
         super().__init__()
         self.register_modules(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler, pose_encoder=pose_encoder
@@ -138,6 +139,15 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if guided and copies == 2:
             return with_unconditional_zeros(features)
         return repeat_features(features, copies)
+
+    def predict_noise(self, sample: torch.Tensor, t, text: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        """The UNet's prediction for ``(B, C, F, h, w)`` latents. An :class:`InflatedUNet` takes the clip; a plain 2-D
+        ``UNet2DConditionModel`` (a stage-0 or stage-1 model during training) sees the frames as a batch."""
+        if isinstance(self.unet, InflatedUNet):
+            return self.unet(sample, t, encoder_hidden_states=text, **kwargs).sample
+        frames = sample.shape[2]
+        folded = self.unet(fold_frames(sample), t, encoder_hidden_states=text.repeat_interleave(frames, dim=0), **kwargs).sample
+        return unfold_frames(folded, frames)
 
     def _step_kwargs(self, generator, eta: float) -> dict:
         parameters = set(inspect.signature(self.scheduler.step).parameters)
@@ -214,7 +224,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 features[window.index] = self.encode_pose(pose, conditioning_scale, 2 if guidance else 1, pose_guidance)
             model_input = self.scheduler.scale_model_input(torch.cat([latents] * 2) if guidance else latents, t)
             sample, kwargs = control_unet_inputs(model_input, features[window.index])
-            noise = self.unet(sample, t, encoder_hidden_states=text, **kwargs).sample
+            noise = self.predict_noise(sample, t, text, kwargs)
             if guidance:
                 uncond, cond = noise.chunk(2)
                 noise = uncond + guidance_scale * (cond - uncond)

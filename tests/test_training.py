@@ -322,6 +322,24 @@ def test_stage1_writes_checkpoints_logs_samples_and_a_loadable_export(stage1_run
     assert read_base_reference(output / "model")[0] == str(Path(config.model.pretrained).resolve())
 
 
+def test_stage1_validation_draws_what_the_exported_model_generates(stage1_run):
+    """Validation samples through the pipeline that ships: the same prompt, pose and seed give the same image as
+    ``FollowYourPosePipeline.from_export`` on the stage's export."""
+    from follow_your_pose.pipeline import FollowYourPosePipeline
+    from training.validation import sample
+
+    config, stage, _, _ = stage1_run
+    poses, _ = stage.validation_poses(1)
+    drawn = sample(stage, stage.module.unet, stage.module.pose_encoder, ["a person dancing"], poses, steps=2, guidance_scale=3.0, seed=5)
+    pipeline = FollowYourPosePipeline.from_export(Path(config.output_dir) / "model")
+    pipeline.set_progress_bar_config(disable=True)
+    size = config.data.resolution
+    out = pipeline("a person dancing", poses[:1], num_frames=1, height=size, width=size, num_inference_steps=2,
+                   guidance_scale=3.0, generator=torch.Generator().manual_seed(5))  # fmt: skip
+    assert drawn.shape == (1, size, size, 3)
+    assert np.abs(drawn[0].astype(int) - (out.frames[0] * 255).round().astype(int)).max() <= 1
+
+
 def test_stage1_resume_continues_the_same_loss_curve_bitwise(stage1_run, tmp_path, tiny_base, pose_data):
     from training import stage1
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from training.stages import PoseImageStage
@@ -101,33 +100,16 @@ class BaseImageStage(PoseImageStage):
         return self.weighted_mse(prediction, target, timesteps)
 
     @torch.no_grad()
-    def sample(self, prompts: list[str], *, steps: int, guidance_scale: float, seed: int) -> np.ndarray:
-        """``(N, H, W, 3)`` uint8 images of ``prompts`` at the training resolution (DDIM, eta 0, classifier-free guidance)."""
-        from diffusers import DDIMScheduler
-
-        from training.validation import to_uint8
-
-        scheduler = DDIMScheduler.from_config(self.base["noise_scheduler"].config)
-        scheduler.set_timesteps(steps, device=self.device)
-        size = self.config.data.resolution // self.vae_factor
-        text = torch.cat([self.encode_text([""] * len(prompts)), self.encode_text(prompts)])
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        shape = (len(prompts), self.unet.config.out_channels, size, size)
-        latents = torch.randn(shape, generator=generator, device=self.device) * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            doubled = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-            uncond, cond = self.unet(doubled.to(self.weight_dtype), t, encoder_hidden_states=text).sample.float().chunk(2)
-            latents = scheduler.step(uncond + guidance_scale * (cond - uncond), t, latents, eta=0.0).prev_sample
-        vae = self.base["vae"]
-        return to_uint8(vae.decode((latents / vae.config.scaling_factor).to(self.weight_dtype)).sample)
-
     def validate(self, folder: Path, validation, *, seed: int) -> list[Path]:
-        from training.validation import save_grid
+        from training.validation import sample, save_grid
 
         was_training = self.unet.training
         self.unet.eval()
         try:
-            images = self.sample(list(validation.prompts), steps=validation.num_inference_steps, guidance_scale=validation.guidance_scale, seed=seed)
+            images = sample(
+                self, self.unet, None, list(validation.prompts), None,
+                steps=validation.num_inference_steps, guidance_scale=validation.guidance_scale, seed=seed,
+            )  # fmt: skip
         finally:
             self.unet.train(was_training)
         grid = save_grid([list(images)], Path(folder) / "images.png")

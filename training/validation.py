@@ -1,11 +1,11 @@
 """Validation samples drawn during training: fixed prompts and poses, saved as grids and gifs.
 
-Stage 1 samples images with a plain DDIM loop over the frozen UNet and the
-pose encoder being trained (classifier-free guidance with the empty prompt,
-pose features to both branches). Stage 2 samples short videos with the
-generation pipeline. Both save what they drew beside the pose they drew it
-from, so a glance at ``OUTPUT/samples/step-*/`` shows whether the pose is
-followed.
+Every stage samples through the generation pipeline that ships
+(:class:`follow_your_pose.pipeline.FollowYourPosePipeline`), so validation shows
+what a user will get: stage 0 images without pose, stage 1 images from the pose
+encoder being trained, stage 2 short videos. Stages 1 and 2 save what they drew
+beside the pose they drew it from, so a glance at ``OUTPUT/samples/step-*/``
+shows whether the pose is followed.
 """
 
 from __future__ import annotations
@@ -17,12 +17,6 @@ import torch
 from PIL import Image
 
 from datasets.keypoints import empty_keypoints
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """``(N, 3, H, W)`` in [-1, 1] to ``(N, H, W, 3)`` uint8."""
-    images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return images.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def save_grid(rows: list[list[np.ndarray]], path: Path) -> Path:
@@ -56,37 +50,40 @@ def _atomic_save(image: Image.Image, path: Path) -> Path:
 
 @torch.no_grad()
 def sample(
-    stage, unet, pose_encoder, prompts: list[str], poses: torch.Tensor, *, steps: int, guidance_scale: float, seed: int
+    stage, unet, pose_encoder, prompts: list[str], poses: torch.Tensor | None, *, steps: int, guidance_scale: float, seed: int
 ) -> np.ndarray:
-    """Draw one sample per prompt with DDIM (eta 0) and classifier-free guidance (empty negative prompt).
+    """One sample per prompt through the generation pipeline that ships (:class:`FollowYourPosePipeline`): DDIM, eta 0,
+    classifier-free guidance with the empty negative prompt, pose features to both branches.
 
-    ``poses`` are skeleton images ``(N, 3, H, W)`` (a 2D UNet: returns ``(N, H, W, 3)`` uint8) or clips
-    ``(N, 3, F, H, W)`` (an inflated UNet: returns ``(N, F, H, W, 3)``); pose features go to both branches.
+    ``poses``: skeleton images ``(N, 3, H, W)`` in [0, 1] (returns ``(N, H, W, 3)`` uint8 images), clips
+    ``(N, 3, F, H, W)`` (returns ``(N, F, H, W, 3)``), or None with ``unet`` drawing at the training resolution
+    without pose (``(N, H, W, 3)``). ``unet`` may be the 2-D UNet of stages 0 and 1 or the inflated one of stage 2.
     """
     from diffusers import DDIMScheduler
 
-    from follow_your_pose.models.control_encoder import fold_frames, control_unet_inputs, repeat_features
+    from follow_your_pose.pipeline import FollowYourPosePipeline
 
-    base, device = stage.base, stage.device
-    scheduler = DDIMScheduler.from_config(base["noise_scheduler"].config)
-    scheduler.set_timesteps(steps, device=device)
-    count, frames = len(prompts), (poses.shape[2] if poses.ndim == 5 else None)
-    height, width = poses.shape[-2] // stage.vae_factor, poses.shape[-1] // stage.vae_factor
-    text = torch.cat([stage.encode_text([""] * count), stage.encode_text(prompts)])
-    features = repeat_features(pose_encoder(poses.to(device, pose_encoder.dtype)), 2)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    shape = (count, unet.config.out_channels) + ((frames,) if frames else ()) + (height, width)
-    latents = torch.randn(shape, generator=generator, device=device) * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        doubled = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-        model_input, kwargs = control_unet_inputs(doubled.to(stage.weight_dtype), features)
-        eps = unet(model_input, t, encoder_hidden_states=text, **kwargs).sample.float()
-        uncond, cond = eps.chunk(2)
-        latents = scheduler.step(uncond + guidance_scale * (cond - uncond), t, latents, eta=0.0).prev_sample
-    vae = base["vae"]
-    decoded = vae.decode((fold_frames(latents) / vae.config.scaling_factor).to(stage.weight_dtype)).sample
-    images = to_uint8(decoded)
-    return images.reshape(count, frames, *images.shape[1:]) if frames else images
+    base = stage.base
+    pipeline = FollowYourPosePipeline(
+        vae=base["vae"], text_encoder=base["text_encoder"], tokenizer=base["tokenizer"], unet=unet,
+        scheduler=DDIMScheduler.from_config(base["noise_scheduler"].config), pose_encoder=pose_encoder,
+    )  # fmt: skip
+    pipeline.set_progress_bar_config(disable=True)
+    clips = None if poses is None else (poses[:, :, None] if poses.ndim == 4 else poses)  # (N, 3, F, H, W)
+    size = stage.config.data.resolution
+    height, width = (size, size) if clips is None else clips.shape[-2:]
+    frames = 1 if clips is None else clips.shape[2]
+    videos = []
+    for index, prompt in enumerate(prompts):
+        pose = None if clips is None else clips[index].permute(1, 0, 2, 3)  # (F, 3, H, W)
+        out = pipeline(
+            prompt, pose, num_frames=frames, height=height, width=width, num_inference_steps=steps,
+            guidance_scale=guidance_scale, window_size=max(frames, 2), output_type="np",
+            generator=torch.Generator(device=stage.device).manual_seed(seed + index),
+        )  # fmt: skip
+        videos.append((out.frames * 255).round().astype(np.uint8))
+    videos = np.stack(videos)  # (N, F, H, W, 3)
+    return videos[:, 0] if poses is None or poses.ndim == 4 else videos
 
 
 def default_pose_sequence(frames: int, size: int) -> list[np.ndarray]:
