@@ -587,3 +587,12 @@ def test_loss_weighting_by_snr():
     assert loss("x0") > 10 * loss("none"), "x0 weighting stresses the noisiest steps"
     with pytest.raises(ConfigError):
         replace(preset(1, "tiny"), snr_gamma=0.0)
+
+
+def test_every_stage_meets_the_loop_contract():
+    from training.base_stage import BaseImageStage
+    from training.protocol import Stage
+
+    for stage_class, stage in ((BaseImageStage, 0), (PoseImageStage, 1), (VideoStage, 2)):
+        assert isinstance(stage_class(preset(stage, "tiny")), Stage), stage_class.__name__
+    assert not issubclass(BaseImageStage, PoseImageStage)  # stage 0 composes the shared helpers, it does not borrow stage 1

@@ -24,20 +24,20 @@ from pathlib import Path
 
 import torch
 
-from training.stages import PoseImageStage
+from training.stages import DiffusionStage
 
 log = logging.getLogger(__name__)
 CALIBRATION_IMAGES = 64
 """Training images whose latents set the calibrated latent scale."""
 
 
-class BaseImageStage(PoseImageStage):
+class BaseImageStage(DiffusionStage):
     """Stage 0: captioned images, the whole UNet trainable; text encoder and VAE frozen."""
 
     name = "stage0"
 
     def setup(self, accelerator) -> None:
-        self.preflight(accelerator)
+        self.preflight_images(accelerator)
         self.prepare_autoencoder(accelerator)
         self.setup_base(accelerator, self.pretrained, self.config.model.revision)
         self.unet = self.base["unet"]
@@ -61,7 +61,7 @@ class BaseImageStage(PoseImageStage):
             autoencoder.repair(self.pretrained)
             if not autoencoder.is_trained(self.pretrained):
                 vae = AutoencoderKL.from_pretrained(self.pretrained, subfolder="vae").to(accelerator.device)
-                data = PoseImageStage.dataset(self)  # kept in self.data: dataset() reuses it
+                data = self.image_dataset()  # kept in self.data: dataset() reuses it
 
                 def images(indices: torch.Tensor) -> torch.Tensor:
                     return torch.stack([data[(0, int(i))]["pixel_values"] for i in indices])
@@ -82,7 +82,7 @@ class BaseImageStage(PoseImageStage):
         self.unet.enable_gradient_checkpointing()
 
     def dataset(self):
-        data = self.data if getattr(self, "data", None) is not None else super().dataset()
+        data = self.image_dataset()
         if self.config.model.calibrate_latent_scale:
             from follow_your_pose.tiny import calibrate_latent_scale
 

@@ -46,14 +46,9 @@ def sample_timesteps(
 
 
 class DiffusionStage:
-    """Shared parts of both stages.
-
-    What the loop calls, in order: ``setup(accelerator)`` (cheap checks first, then loading),
-    ``dataset()``, ``batch_sampler(...)``, ``collate``, ``num_workers``, ``trainable_module()`` and
-    ``trainable_names()`` (parameter names inside that module: the only ones optimised, checkpointed
-    and exported), ``enable_gradient_checkpointing()``, then per micro-batch
-    ``loss(model, batch, generator, sampling)``, and ``validate(folder, config, seed=...)`` /
-    ``export(folder)``. Subclasses set ``name`` and implement the stage-specific ones.
+    """What every stage shares (the stage contract is :class:`training.protocol.Stage`): the frozen base model,
+    text and image encoding, timestep sampling, noising, the loss, and the image stages' preflight and data
+    (:meth:`preflight_images`, :meth:`image_dataset`). A stage subclasses this and supplies its modules, data and loss.
     """
 
     name = "stage"
@@ -78,6 +73,25 @@ class DiffusionStage:
         from training.data import ResumableBatchSampler
 
         return ResumableBatchSampler(length, batch_size, seed=self.config.seed, shuffle=self.config.data.shuffle, rank=rank, world=world)
+
+    def preflight_images(self, accelerator) -> None:
+        """Image stages' cheap checks before anything heavy loads: the LAION-Pose shards exist, the base model is
+        there (the tiny one built once on the main process), the resolution fits it. Sets ``self.pretrained``."""
+        from datasets.laion_pose import shard_paths
+        from training.data import require_shards
+
+        require_shards(shard_paths, self.config.data.root, "LAION-Pose")
+        self.pretrained = resolve_base(self.config, is_main=accelerator.is_main_process)
+        accelerator.wait_for_everyone()
+        check_resolution(self.config.data.resolution, self.pretrained, self.config.model.revision)
+
+    def image_dataset(self):
+        """The image stages' data: LAION-Pose samples (built once, kept in ``self.data``)."""
+        from training.data import PoseImageDataset
+
+        if getattr(self, "data", None) is None:
+            self.data = PoseImageDataset(self.config.data.root, self.config.data, seed=self.config.seed)
+        return self.data
 
     def setup_base(self, accelerator, pretrained: str, revision: str | None, unet_class=None) -> None:
         """Load the base model, freeze it, move it to the device, frozen weights in the mixed-precision dtype."""
@@ -181,20 +195,10 @@ class PoseImageStage(DiffusionStage):
 
     name = "stage1"
 
-    def preflight(self, accelerator) -> None:
-        """Cheap checks before anything heavy loads: the shards exist, the resolution fits the base model."""
-        from datasets.laion_pose import shard_paths
-        from training.data import require_shards
-
-        require_shards(shard_paths, self.config.data.root, "LAION-Pose")
-        self.pretrained = resolve_base(self.config, is_main=accelerator.is_main_process)
-        accelerator.wait_for_everyone()
-        check_resolution(self.config.data.resolution, self.pretrained, self.config.model.revision)
-
     def setup(self, accelerator) -> None:
         from follow_your_pose.models.control_encoder import ControlEncoder, expand_conv_in
 
-        self.preflight(accelerator)
+        self.preflight_images(accelerator)
         self.setup_base(accelerator, self.pretrained, self.config.model.revision)
         unet, model = self.base["unet"], self.config.model
         torch.manual_seed(self.config.seed)
@@ -221,10 +225,7 @@ class PoseImageStage(DiffusionStage):
         self.module.unet.enable_gradient_checkpointing()
 
     def dataset(self):
-        from training.data import PoseImageDataset
-
-        self.data = PoseImageDataset(self.config.data.root, self.config.data, seed=self.config.seed)
-        return self.data
+        return self.image_dataset()
 
     def loss(self, model, batch: dict, generator: torch.Generator, sampling: str) -> torch.Tensor:
         latents = self.image_latents(batch, generator)
