@@ -32,7 +32,6 @@ Training reads clips with :class:`ClipDataset` (a torch ``IterableDataset``)::
 from __future__ import annotations
 
 import bisect
-import io
 import json
 import logging
 import math
@@ -45,6 +44,8 @@ from typing import Iterator, Literal
 
 import numpy as np
 import pyarrow as pa
+
+from datasets.video_io import decode_frames  # noqa: F401  # the clip decoder; training reads it as clips.decode_frames
 
 logger = logging.getLogger(__name__)
 
@@ -325,31 +326,6 @@ class ClipDatasetConfig:
     def span(self) -> int:
         """Stored frames one sample covers."""
         return (self.num_frames - 1) * self.frame_stride + 1
-
-
-def decode_frames(data: bytes, indices: np.ndarray, *, decoder: str = "decord", threads: int = 1) -> np.ndarray:
-    """Frames ``indices`` (sorted) of an mp4 as ``(N, H, W, 3)`` uint8 RGB."""
-    if decoder == "decord":
-        import cv2  # noqa: F401  # before decord: decord loaded first breaks cv2's PNG decoding in this process
-        import decord
-
-        reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=threads)
-        return reader.get_batch([int(i) for i in indices]).asnumpy()
-    import av
-
-    wanted = {int(i): n for n, i in enumerate(indices)}
-    frames: list[np.ndarray | None] = [None] * len(indices)
-    with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type, stream.codec_context.thread_count = "AUTO", threads
-        for number, frame in enumerate(container.decode(stream)):
-            if number in wanted:
-                frames[wanted[number]] = frame.to_ndarray(format="rgb24")
-            if number >= indices[-1]:
-                break
-    if any(f is None for f in frames):
-        raise ValueError(f"the clip has fewer frames than frame {int(indices[-1])}")
-    return np.stack(frames)
 
 
 class ClipReader:

@@ -1,85 +1,36 @@
 """Read and write the mp4 files of generated videos, and make their previews.
 
-Decoding goes through PyAV (FFmpeg); every frame comes back as RGB uint8
-``(T, H, W, 3)``. A file that cannot be opened or holds no video stream raises
-:class:`VideoError` with the file name and FFmpeg's reason, so a caller can turn
-it into a rejection row instead of a crash.
+Encoding and decoding are :mod:`datasets.video_io`'s (every frame comes back as
+RGB uint8 ``(T, H, W, 3)``; a file that cannot be opened or holds no video
+stream raises :class:`VideoError` with the file name and FFmpeg's reason, so a
+caller can turn it into a rejection row instead of a crash); this module keeps
+evaluation's settings: mp4 at crf 18 preset veryfast, GIF previews.
 """
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
+from datasets import video_io
+from datasets.video_io import VideoError, count_frames, iter_frames
 
-class VideoError(ValueError):
-    """A video file could not be decoded."""
-
-
-def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """Yield the frames of ``path`` one by one as RGB uint8 ``(H, W, 3)`` arrays."""
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError(f"{path} does not exist")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoError(f"{path} has no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
-    except av.error.FFmpegError as error:
-        raise VideoError(f"{path} could not be decoded: {error}") from error
+__all__ = ["VideoError", "count_frames", "iter_frames", "read_video", "thumbnail_frames", "write_gif", "write_png", "write_video"]
 
 
 def read_video(path: str | Path) -> np.ndarray:
     """All frames of ``path``: RGB uint8 ``(T, H, W, 3)``. An empty video raises :class:`VideoError`."""
-    frames = list(iter_frames(path))
-    if not frames:
-        raise VideoError(f"{path} holds no decodable frame")
-    return np.stack(frames)
-
-
-def count_frames(path: str | Path) -> int:
-    """Number of decodable frames in ``path`` (decodes the file: container headers are often wrong)."""
-    return sum(1 for _ in iter_frames(path))
+    return video_io.read_video(path)[0]
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int = 18) -> Path:
-    """Encode RGB uint8 ``(T, H, W, 3)`` frames as H.264 mp4 (yuv420p, so browsers play it).
+    """Encode RGB uint8 ``(T, H, W, 3)`` frames as H.264 mp4 (yuv420p, x264 preset veryfast), atomically.
 
-    The file is written under a temporary name and renamed, so a stopped run never
-    leaves a truncated mp4 behind. Width and height must be even (yuv420p).
+    Width and height must be even (yuv420p).
     """
-    import av
-    from fractions import Fraction
-
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    if len(frames) == 0:
-        raise ValueError("no frames to write")
-    height, width = frames.shape[1:3]
-    if height % 2 or width % 2:
-        raise ValueError(f"H.264 yuv420p needs even sizes, got {width}x{height}")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.mp4")
-    with av.open(str(tmp), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    tmp.replace(path)
-    return path
+    return video_io.write_video(frames, path, Fraction(fps).limit_denominator(1000), crf=crf, preset="veryfast")
 
 
 def thumbnail_frames(frames: np.ndarray, max_side: int, max_frames: int) -> np.ndarray:
@@ -98,18 +49,8 @@ def thumbnail_frames(frames: np.ndarray, max_side: int, max_frames: int) -> np.n
 
 
 def write_gif(path: str | Path, frames: np.ndarray, fps: float) -> Path:
-    """An animated GIF of RGB uint8 frames (looping), written through a temporary name."""
-    from PIL import Image
-
-    path = Path(path)
-    images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
-    tmp = path.with_name(path.name + ".tmp.gif")
-    images[0].save(
-        tmp, format="GIF", save_all=True, append_images=images[1:], loop=0,
-        duration=max(20, round(1000 / max(fps, 1e-3))), optimize=False,
-    )
-    tmp.replace(path)
-    return path
+    """An animated GIF of RGB uint8 frames (looping, at least 20 ms a frame), atomically."""
+    return video_io.write_gif(frames, path, fps, optimize=False, min_frame_ms=20)
 
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:

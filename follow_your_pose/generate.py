@@ -31,17 +31,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from datasets import video_io
+from datasets.video_io import read_video
 
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".gif", ".m4v")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 DEFAULT_FPS = 8.0
+MP4_CRF = 16
+"""x264 crf of the mp4s generation writes (preset medium, x264's default)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,24 +151,6 @@ class PoseInput:
         return len(self.frames) if self.frames is not None else len(self.keypoints)
 
 
-def read_video_frames(path: Path, stride: int = 1, limit: int | None = None) -> tuple[np.ndarray, float | None]:
-    """Decode RGB frames (every ``stride``-th, at most ``limit``) and the average frame rate."""
-    import av
-
-    frames = []
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        rate = float(stream.average_rate) if stream.average_rate else None
-        for index, frame in enumerate(container.decode(stream)):
-            if index % stride == 0:
-                frames.append(frame.to_ndarray(format="rgb24"))
-            if limit is not None and len(frames) >= limit:
-                break
-    if not frames:
-        raise ValueError(f"{path} has no decodable video frames")
-    return np.stack(frames), rate
-
-
 def read_pose_input(path: str | Path, *, stride: int = 1, limit: int | None = None) -> PoseInput:
     """Read ``--pose`` (see the module docstring)."""
     from datasets.pose_sequence import JSON_NAME, PARQUET_NAME, read_pose_sequence
@@ -190,43 +176,14 @@ def read_pose_input(path: str | Path, *, stride: int = 1, limit: int | None = No
             raise ValueError(f"the skeleton images in {path} differ in size")
         return PoseInput(frames=np.stack(frames), source=str(path))
     if path.suffix.lower() in VIDEO_EXTENSIONS:
-        frames, rate = read_video_frames(path, stride, limit)
+        frames, rate = read_video(path, stride, limit)
         return PoseInput(frames=frames, fps=None if rate is None else rate / stride, source=str(path))
     raise ValueError(f"cannot read a pose sequence from {path}: expected a video, an image folder or keypoints")
 
 
 def write_video(frames: np.ndarray, path: str | Path, fps: float) -> Path:
-    """Write ``(T, H, W, 3)`` uint8 frames as H.264 mp4 (yuv420p) or gif, by the path's extension, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        if path.suffix.lower() == ".gif":
-            from PIL import Image
-
-            images = [Image.fromarray(frame) for frame in frames]
-            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
-        else:
-            _write_mp4(frames, tmp, fps)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
-    import av
-
-    height, width = frames.shape[1:3]
-    if height % 2 or width % 2:
-        raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}")
-    with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "16"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-        container.mux(stream.encode())
+    """Write ``(T, H, W, 3)`` uint8 frames as H.264 mp4 (yuv420p, crf 16) or gif, by the path's extension, atomically."""
+    return video_io.write_video(frames, path, fps, crf=MP4_CRF, preset="medium")
 
 
 def write_frames(frames: np.ndarray, folder: str | Path) -> Path:

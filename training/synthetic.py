@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from datasets.keypoints import empty_keypoints
+from datasets.video_io import encode_mp4
 from pose_extraction.skeleton import COCO17_LINKS, render_skeleton
 
 # Offsets of the 17 keypoints from the hip centre for an upright figure of height 1 (x right, y down).
@@ -144,23 +145,6 @@ def moving_pose(rng: np.random.Generator, size: int, frames: int) -> list[np.nda
         keypoints[..., 2] = 1.0
         sequence.append(keypoints.astype(np.float32))
     return sequence
-
-
-def encode_mp4(frames: np.ndarray, fps: int = 8) -> bytes:
-    """``(T, H, W, 3)`` uint8 RGB frames (even sizes) as H.264 mp4 bytes, constant frame rate."""
-    import av
-
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return buffer.getvalue()
 
 
 def write_clips(
