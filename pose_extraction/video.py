@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 from datasets.clips import CropGeometry, square_geometry
 from datasets.keypoints import COCO17_NAMES, as_keypoints, boxes_from_keypoints
 from datasets.pose_sequence import KIND, SCHEMA_VERSION, VIDEO_NAME, PoseSequence, write_keypoints
+from datasets.video_io import VideoWriter, open_video
 from pose_extraction.backends import (
     BACKENDS, DEFAULT_BACKEND, PoseConfig, backends_help, build_estimator, pose_config_from_flags,
 )  # fmt: skip
@@ -108,14 +108,7 @@ class SampledFrame:
 
 def sample_frames(path: str, config: PoseVideoConfig) -> tuple[dict, Iterator[SampledFrame]]:
     """``(source info, frames)``: the frames on screen at ``start + i * every / fps`` (decoded once, in order)."""
-    import av
-
-    container = av.open(str(path))
-    if not container.streams.video:
-        container.close()
-        raise ValueError(f"{path} has no video stream")
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
+    container, stream = open_video(path)
     rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
     fps = Fraction(str(config.fps)).limit_denominator(1001) if config.fps is not None else rate
     info = {"path": str(path), "fps": float(rate), "width": stream.codec_context.width, "height": stream.codec_context.height}
@@ -231,35 +224,6 @@ def map_poses(poses: Poses, geometry: CropGeometry) -> tuple[np.ndarray, np.ndar
     return keypoints, boxes.astype(np.float32), poses.box_scores.astype(np.float32)
 
 
-class _SkeletonWriter:
-    """Encodes rendered skeleton frames to ``pose.mp4`` through a temporary name."""
-
-    def __init__(self, path: Path, size: tuple[int, int], fps: Fraction, crf: int) -> None:
-        import av
-
-        self.path, self.temp = path, path.with_name(f".{path.name}.tmp-{os.getpid()}.mp4")
-        self.container = av.open(str(self.temp), "w")
-        self.stream = self.container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "medium"})
-        self.stream.width, self.stream.height, self.stream.pix_fmt = size[0], size[1], "yuv420p"
-
-    def write(self, image: np.ndarray) -> None:
-        import av
-
-        for packet in self.stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-            self.container.mux(packet)
-
-    def close(self, keep: bool) -> None:
-        try:
-            if keep:
-                for packet in self.stream.encode():
-                    self.container.mux(packet)
-            self.container.close()
-            if keep:
-                os.replace(self.temp, self.path)
-        finally:
-            self.temp.unlink(missing_ok=True)
-
-
 def extract_pose_sequence(video: str | Path, out: str | Path, config: PoseVideoConfig, estimator=None) -> PoseSequence:
     """Run the estimator over the sampled frames of ``video`` and write the keypoint files and ``pose.mp4`` into ``out``."""
     out = Path(out)
@@ -271,7 +235,7 @@ def extract_pose_sequence(video: str | Path, out: str | Path, config: PoseVideoC
     estimator = estimator or build_estimator(config.pose)
     tracker, smoother = PersonTracker(config.track_iou), KeypointSmoother(config, float(fps))
     sequence = PoseSequence({}, [], [], [], [], [], [])
-    writer = _SkeletonWriter(out / VIDEO_NAME, (geometry.width, geometry.height), fps, config.crf)
+    writer = VideoWriter(out / VIDEO_NAME, fps, size=(geometry.width, geometry.height), crf=config.crf, preset="medium")
     ok = False
     try:
         for batch in _batches(frames, config.frames_per_call):
@@ -284,7 +248,10 @@ def extract_pose_sequence(video: str | Path, out: str | Path, config: PoseVideoC
             logger.info("%s: %d frames done", Path(video).name, len(sequence.times))
         ok = bool(sequence.times)
     finally:
-        writer.close(keep=ok)
+        if ok:
+            writer.finish()
+        else:
+            writer.abort()
         if owned and hasattr(estimator, "close"):
             estimator.close()  # free the model now, not at interpreter exit
     if not ok:
