@@ -26,23 +26,17 @@ import numpy as np
 
 def make_sources(folder: Path, videos: int, seconds: int) -> list[str]:
     """Moving gradients with noise (so the encoder has work to do), 640x360 at 30 fps, keyframe every 2 s."""
-    import av
+    from datasets.video_io import VideoWriter
 
     rng = np.random.default_rng(0)
     ys, xs = np.mgrid[0:360, 0:640]
     ids = []
     for v in range(videos):
         video_id = f"bench{v}"
-        with av.open(str(folder / f"{video_id}.mp4"), "w") as container:
-            stream = container.add_stream("libx264", rate=30, options={"preset": "veryfast", "crf": "23", "g": "60"})
-            stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        with VideoWriter(folder / f"{video_id}.mp4", 30, crf=23, preset="veryfast", options={"g": "60"}) as writer:
             for i in range(seconds * 30):
                 image = np.stack([(xs + 3 * i) % 256, (ys + 2 * i + 40 * v) % 256, (xs + ys - i) % 256], axis=2).astype(np.uint8)
-                image = np.clip(image.astype(np.int16) + rng.integers(-8, 9, image.shape), 0, 255).astype(np.uint8)
-                for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
+                writer.write(np.clip(image.astype(np.int16) + rng.integers(-8, 9, image.shape), 0, 255).astype(np.uint8))
         ids.append(video_id)
     return ids
 

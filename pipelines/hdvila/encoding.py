@@ -1,4 +1,5 @@
-"""H.264 encoders of clip frames into in-memory mp4 files: PyAV's libx264, or the ffmpeg binary of imageio-ffmpeg.
+"""H.264 encoders of clip frames into in-memory mp4 files: PyAV's libx264 (the project's
+:class:`datasets.video_io.VideoWriter`), or the ffmpeg binary of imageio-ffmpeg.
 
 Both take RGB uint8 frames of a fixed size one at a time and return the mp4
 bytes (``yuv420p``, constant frame rate, ``+faststart`` so readers can stream
@@ -15,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from datasets.video_io import VideoWriter
 from pipelines.hdvila.config import CutConfig
 
 
@@ -33,6 +35,13 @@ def _x264_options(config: CutConfig, fps: Fraction) -> dict[str, str]:
     return {"crf": str(config.crf), "preset": config.x264_preset, "g": str(keyint), "keyint_min": str(min(keyint, 25))}
 
 
+def writer_options(config: CutConfig, fps: Fraction) -> dict:
+    """The :class:`~datasets.video_io.VideoWriter` arguments of a clip: x264 crf, preset and keyframe spacing, faststart, threads."""
+    x264 = _x264_options(config, fps)
+    crf, preset = int(x264.pop("crf")), x264.pop("preset")
+    return {"crf": crf, "preset": preset, "options": x264, "faststart": True, "threads": config.threads}
+
+
 def temporary_mp4() -> str:
     """A new empty temporary ``.mp4`` path (the mp4 muxer's faststart pass needs a real file, not a buffer)."""
     handle, path = tempfile.mkstemp(suffix=".mp4", prefix="clip-")
@@ -46,49 +55,6 @@ def read_and_remove(path: str) -> bytes:
             return handle.read()
     finally:
         os.unlink(path)
-
-
-class PyAVEncoder:
-    """libx264 through PyAV, muxed into a temporary mp4 whose bytes :meth:`finish` returns."""
-
-    def __init__(self, width: int, height: int, fps: Fraction, config: CutConfig) -> None:
-        import av
-
-        self.width, self.height, self.frames = width, height, 0
-        self._path = temporary_mp4()
-        self._container = av.open(self._path, "w", format="mp4", options={"movflags": "+faststart"})
-        self._stream = self._container.add_stream("libx264", rate=fps, options=_x264_options(config, fps))
-        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
-        self._stream.codec_context.thread_count = config.threads
-
-    def write(self, frame: np.ndarray) -> None:
-        import av
-
-        if frame.shape != (self.height, self.width, 3):
-            raise ValueError(f"frame is {frame.shape}, encoder expects {(self.height, self.width, 3)}")
-        video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
-        video_frame.pts = self.frames
-        for packet in self._stream.encode(video_frame):
-            self._container.mux(packet)
-        self.frames += 1
-
-    def finish(self) -> bytes:
-        try:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-            self._container.close()
-        except BaseException:
-            self.abort()
-            raise
-        return read_and_remove(self._path)
-
-    def abort(self) -> None:
-        try:
-            self._container.close()
-        except Exception:  # noqa: BLE001 - best effort on an encoder being thrown away
-            pass
-        if os.path.exists(self._path):
-            os.unlink(self._path)
 
 
 class FfmpegEncoder:
@@ -154,4 +120,4 @@ class FfmpegEncoder:
 def make_encoder(width: int, height: int, fps: Fraction, config: CutConfig) -> ClipEncoder:
     if config.encoder == "ffmpeg":
         return FfmpegEncoder(width, height, fps, config)
-    return PyAVEncoder(width, height, fps, config)
+    return VideoWriter(None, fps, size=(width, height), **writer_options(config, fps))

@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from datasets import clips, laion_pose
+from datasets import clips, laion_pose, video_io
 from pipelines.hdvila.config import CutConfig
-from pipelines.hdvila.encoding import PyAVEncoder
+from pipelines.hdvila.encoding import writer_options
 from pipelines.shards import ShardWriter, make_shard_stats, shard_stem
 from pipelines.toy_world.config import GENERATOR, ToyWorldConfig
 from pipelines.toy_world.samples import ToySample, draw_sample, toy_extra
@@ -50,14 +50,7 @@ def encode_png(image: np.ndarray) -> bytes:
 def encode_mp4(frames: np.ndarray, config: ToyWorldConfig) -> bytes:
     """H.264 (yuv420p) mp4 of ``(T, H, W, 3)`` frames at ``config.fps``, by the clip builder's encoder."""
     cut = CutConfig(mode="exact", fps=config.fps, size=config.size, crf=config.crf, x264_preset=config.x264_preset, threads=1)
-    encoder = PyAVEncoder(frames.shape[2], frames.shape[1], frame_rate(config), cut)
-    try:
-        for frame in frames:
-            encoder.write(np.ascontiguousarray(frame))
-    except BaseException:
-        encoder.abort()
-        raise
-    return encoder.finish()
+    return video_io.encode_mp4(frames, frame_rate(config), **writer_options(cut, frame_rate(config)))
 
 
 def frame_rate(config: ToyWorldConfig) -> Fraction:
