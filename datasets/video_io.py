@@ -78,7 +78,11 @@ class VideoWriter:
         sink = self._temp if isinstance(self._temp, io.BytesIO) else str(self._temp)
         self._container = av.open(sink, mode="w", format="mp4", options={"movflags": "+faststart"} if faststart else {})
         if size is not None:
-            self._open_stream(*size)
+            try:
+                self._open_stream(*size)
+            except BaseException:
+                self.abort()
+                raise
 
     def _open_stream(self, width: int, height: int) -> None:
         if width % 2 or height % 2:
