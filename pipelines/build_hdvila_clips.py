@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     except ShardFailures as error:
         logging.getLogger("build_hdvila_clips").error("%s", error)
         return 1
+    except (ValueError, FileNotFoundError) as error:  # bad input or output, found before any work
+        logging.getLogger("build_hdvila_clips").error("%s", error)
+        return 2
     print(f"{totals['input_rows']} input clips in {totals['shards']} shard(s): {totals['counts']}")
     return 0
 
