@@ -188,7 +188,8 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the job; exit code 0 when every shard is finished, 1 when some failed (rerun resumes), 2 on bad input."""
+    """Run the job; exit code 0 when every shard is finished, 1 when some failed (rerun resumes), 2 on bad input,
+    130 when interrupted (Ctrl-C)."""
     from pipelines.laion_pose.job import run_job
 
     parser = build_parser()
@@ -203,5 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         logging.getLogger("build_laion_pose").error("%s", err)
         return 2
+    except KeyboardInterrupt:  # the actors are stopped and the output lock released on the way out
+        logging.getLogger("build_laion_pose").error("interrupted: finished shards are kept; rerun the same command to resume")
+        return 130
     print(f"LAION-Pose in {config.output}: {totals['input_rows']} input rows, counts {totals['counts']}")
     return 0 if totals["complete"] else 1
