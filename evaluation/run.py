@@ -117,7 +117,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         parser.error("--out is required with --videos and --spec")
-    from pipelines.output_folder import prepare_output_folder
+    from datasets.output_folder import prepare_output_folder
 
     config = config_from_args(args)
     prepare_output_folder(args.out, flag="--out")

@@ -55,7 +55,7 @@ def unwritable_folder(tmp_path: Path) -> Path:
 def lock_held_elsewhere(folder: Path) -> Iterator[int]:
     """Another process holding ``folder``'s output lock (as a running build would); yields its PID."""
     code = (
-        "import sys, time\nfrom pipelines.output_folder import OutputLock\n"
+        "import sys, time\nfrom datasets.output_folder import OutputLock\n"
         f"OutputLock({str(folder)!r}, workers=True).acquire()\nprint('held', flush=True)\ntime.sleep(300)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.output_folder import LOCK_NAME
+from datasets.output_folder import LOCK_NAME
 from training import checkpoint as ckpt
 from training.damage import DAMAGED_KEY, MIN_DAMAGED
 from tests.hostile import assert_refused, lock_held_elsewhere, run_entry, unwritable_folder

@@ -267,7 +267,7 @@ def _kill_tree(process: subprocess.Popen, ray_temp: str) -> None:
 
 def _wait_until_free(output: Path, timeout: float = 90) -> None:
     """Until the killed run's last Ray worker (its pose actor may finish its shard) has let go of the output lock."""
-    from pipelines.output_folder import OutputFolderError, OutputLock
+    from datasets.output_folder import OutputFolderError, OutputLock
 
     deadline = time.monotonic() + timeout
     while True:

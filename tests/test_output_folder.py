@@ -1,4 +1,4 @@
-"""The output-folder checks and lock every builder and trainer shares (pipelines/output_folder.py), with real
+"""The output-folder checks and lock every builder and trainer shares (datasets/output_folder.py), with real
 processes: a holder alive, killed, and killed while a worker it started still writes."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import time
 
 import pytest
 
-from pipelines.output_folder import LOCK_NAME, OutputFolderError, OutputLock, prepare_output_folder, shared_lock
+from datasets.output_folder import LOCK_NAME, OutputFolderError, OutputLock, prepare_output_folder, shared_lock
 from tests.hostile import REPO, lock_held_elsewhere, unwritable_folder
 
 HOLDER = """
 import os, sys, time
-from pipelines.output_folder import OutputLock
+from datasets.output_folder import OutputLock
 lock = OutputLock(sys.argv[1], workers=True).acquire()
 if sys.argv[2] == "with-worker":
     if os.fork() == 0:  # a worker (a Ray actor, say) that joins the run's lock and outlives its driver

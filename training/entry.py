@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from pipelines.output_folder import OutputFolderError, prepare_output_folder
+from datasets.output_folder import OutputFolderError, prepare_output_folder
 from training.arguments import parse_config
 from training.config import ConfigError
 

@@ -10,7 +10,7 @@ and the final export.
 A non-finite loss stops training before the optimiser sees it, with a
 :class:`NonFiniteLossError` naming the step; the last good checkpoint stays
 the newest one. The main process locks the output folder for the run
-(:class:`pipelines.output_folder.OutputLock`): a second run on the same folder
+(:class:`datasets.output_folder.OutputLock`): a second run on the same folder
 stops at once with a message naming the holder's PID and host.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines.output_folder import OutputFolderError, OutputLock
+from datasets.output_folder import OutputFolderError, OutputLock
 from training import checkpoint as ckpt
 from training.config import ConfigError, TrainConfig, save_config
 from training.damage import DamagedDataError, DamageTally, from_worker

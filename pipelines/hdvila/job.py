@@ -1,7 +1,7 @@
 """The HD-VILA clip job on Ray: plan shards on the driver, cut each shard in a Ray task, aggregate stats.
 
 Before Ray starts, the output folder is checked and locked
-(:mod:`pipelines.output_folder`; each shard task shares the lock while it
+(:mod:`datasets.output_folder`; each shard task shares the lock while it
 writes), and the metadata, captions and videos folder are read once: a file
 that is missing or unreadable stops the job there with one line.
 
@@ -22,12 +22,12 @@ import logging
 from pathlib import Path
 
 from datasets.clips import KIND, SCHEMA_VERSION, STATUSES
+from datasets.output_folder import OutputLock, prepare_output_folder, shared_lock
 from pipelines.hdvila.config import HdvilaConfig
 from pipelines.hdvila.metadata import VideoIndex, iter_videos, load_captions
 from pipelines.hdvila.planning import ClipPlanner, ShardPlan
 from pipelines.hdvila.shard import build_shard
 from pipelines.hdvila.stages import ClipCutter
-from pipelines.output_folder import OutputLock, prepare_output_folder, shared_lock
 from pipelines.ray_runtime import ray_session
 from pipelines.shards import (
     ProgressLogger,

@@ -5,7 +5,7 @@ Shape of a run (:func:`run_job`):
 1. plan the input on the driver (columns checked, shards cut), check the
    output folder (a writable folder, not locked by another run, and
    ``config.json`` of an earlier run must match) and lock it
-   (:mod:`pipelines.output_folder`; the pose actors share the lock): errors
+   (:mod:`datasets.output_folder`; the pose actors share the lock): errors
    here come before Ray starts or any work is done;
 2. skip the shards already finished, delete temporaries of a killed run;
 3. start or join Ray (:mod:`pipelines.ray_runtime`); create the actors
@@ -28,11 +28,11 @@ from collections import Counter, deque
 from pathlib import Path
 
 from datasets.laion_pose import KIND, SCHEMA_VERSION, STATUSES
+from datasets.output_folder import OutputLock, prepare_output_folder
 from pipelines.laion_pose.config import JobConfig, ResourcesConfig
 from pipelines.laion_pose.inputs import InputPlan, plan_input
 from pipelines.laion_pose.workers import DownloadWorker, PoseWorker, plan_workers
 from pipelines.laion_pose.writer import index_schema
-from pipelines.output_folder import OutputLock, prepare_output_folder
 from pipelines.ray_runtime import RaySession, ray_session
 from pipelines.shards import (
     ProgressLogger,
@@ -114,7 +114,7 @@ def run_shards(
     todo, plan: InputPlan, config: JobConfig, session: RaySession, progress: ProgressLogger, run_id: str | None = None
 ) -> dict[str, str]:
     """Process the shards ``todo`` on the Ray session; returns the failed ones (stem -> error). The pose actors join
-    the output lock of run ``run_id`` (:meth:`pipelines.output_folder.OutputLock.join`)."""
+    the output lock of run ``run_id`` (:meth:`datasets.output_folder.OutputLock.join`)."""
     import ray
 
     workers = plan_workers(config.resources, session.num_cpus, session.num_gpus, len(todo))

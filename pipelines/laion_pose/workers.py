@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from datasets.output_folder import OutputLock
 from pipelines.laion_pose.config import DownloadConfig, InputConfig, PoseStageConfig, ResourcesConfig
 from pipelines.laion_pose.download import DownloadedShard, download_shard
 from pipelines.laion_pose.inputs import InputPlan, ShardSpec
 from pipelines.laion_pose.pose_stage import PoseAnnotator, objects
 from pipelines.laion_pose.writer import write_laion_shard
-from pipelines.output_folder import OutputLock
 from pose_extraction.estimator import PoseEstimator
 
 _log = logging.getLogger(__name__)

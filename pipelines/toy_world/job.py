@@ -4,7 +4,7 @@ A rerun of the same command skips finished shards (``NNNNN.stats.json`` present)
 and a complete evaluation set (``eval/spec.json`` present), and removes what a killed
 run left half-written. A rerun with settings that change the content is refused: the
 folder's ``config.json`` says what it holds. The output folder is checked and locked
-first (:mod:`pipelines.output_folder`): a file, an unwritable folder or a folder another
+first (:mod:`datasets.output_folder`): a file, an unwritable folder or a folder another
 build is writing is refused before anything is drawn.
 """
 
@@ -18,7 +18,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from datasets import clips, laion_pose
-from pipelines.output_folder import OutputLock, prepare_output_folder
+from datasets.output_folder import OutputLock, prepare_output_folder
 from pipelines.shards import (
     ProgressLogger, aggregate_stats, finished_shards, remove_partial_files, shard_stem, write_json_atomic,
 )  # fmt: skip

@@ -1,8 +1,9 @@
 """The output folder of a builder or trainer: checked before any work, and locked while a run writes into it.
 
-API (shared by the builders in ``pipelines/`` and the training loop)::
+The ``.lock`` note is an on-disk contract every writer shares, like the records, so it lives here where
+every package may import it. API (the builders in ``pipelines/``, the training loop, ``evaluation.run``)::
 
-    from pipelines.output_folder import OutputFolderError, OutputLock, prepare_output_folder
+    from datasets.output_folder import OutputFolderError, OutputLock, prepare_output_folder
 
     folder = prepare_output_folder(config.output)      # exists (created), is a folder, is writable
     with OutputLock(folder, workers=True) as lock:     # refuses a second run on the same folder
