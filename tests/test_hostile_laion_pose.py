@@ -8,8 +8,12 @@ own for the security properties and time bounds, the job once end to end on a lo
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,11 +23,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from datasets.laion_pose import read_index
+from datasets.output_folder import OutputLock
 from pipelines.laion_pose.cli import SAMPLE_DIR, SAMPLE_PARQUET
 from pipelines.laion_pose.fetcher import ImageFetcher
 from pipelines.laion_pose.url_policy import UrlPolicy
 from tests.hostile import (
-    HostileServer, assert_refused, drip_body, drip_headers, endless, lock_held_elsewhere, redirect, run_entry,
+    REPO, HostileServer, assert_refused, drip_body, drip_headers, endless, lock_held_elsewhere, redirect, run_entry,
     serve_bytes, unwritable_folder,
 )  # fmt: skip
 
@@ -169,6 +174,40 @@ def test_job_counts_hostile_rows_and_completes_its_shards(hostile, secret, tmp_p
     assert not (output / ".lock").exists()
 
 
+def test_ctrl_c_stops_the_job_cleanly_and_frees_the_output(hostile, tmp_path):
+    """What the README says about stopping a job: Ctrl-C (SIGINT to the foreground process group) mid-run stops the
+    actors, shuts down the Ray the job started and releases the output lock; finished shards stay."""
+    source = tmp_path / "slow.parquet"
+    urls = [f"{hostile.base}/photo.jpg"] * 2 + [f"{hostile.base}/drip-body"] * 2
+    pq.write_table(pa.table({"URL": urls, "TEXT": ["a photo"] * 2 + ["a dripping server"] * 2}), source)
+    output, ray_temp = tmp_path / "out", tempfile.mkdtemp(prefix="lpi", dir="/tmp")
+    command = [SCRIPT, "--input", str(source), "--output", str(output), "--allow-host", f"127.0.0.1:{hostile.port}",
+               "--image-deadline", "25", "--shard-size", "2", "--pose-workers", "1", "--num-cpus", "2", "--ray-temp-dir", ray_temp]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    env.pop("RAY_ADDRESS", None)
+    log = tmp_path / "job.log"
+    with open(log, "w") as sink:
+        job = subprocess.Popen([sys.executable, *command], cwd=REPO, env=env, start_new_session=True, stdout=sink, stderr=sink)
+    try:
+        deadline = time.monotonic() + 180
+        while not (output / "00000.stats.json").exists() and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert job.poll() is None and (output / ".lock").exists()  # the second shard is still dripping
+        os.killpg(job.pid, signal.SIGINT)
+        start = time.monotonic()
+        job.wait(timeout=60)
+        stopped_s = time.monotonic() - start
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        shutil.rmtree(ray_temp, ignore_errors=True)
+    stderr = log.read_text()
+    assert job.returncode == 130 and "Traceback" not in stderr and stopped_s < 30, stderr[-3000:]
+    assert "interrupted: finished shards are kept; rerun the same command to resume" in stderr
+    assert not (output / ".lock").exists() and (output / "00000.stats.json").exists()
+    OutputLock(output).acquire().release()  # nothing of the stopped run holds the folder
+
+
 # --- refusals before any work ------------------------------------------------------------------------------
 
 
@@ -199,3 +238,21 @@ def test_a_second_build_on_the_same_output_is_refused_naming_the_holder(tmp_path
     with lock_held_elsewhere(output) as pid:
         line = assert_refused(_refusal(output)[1], f"{output} is in use by another run: PID {pid} on host {socket.gethostname()}")
     assert "Ray" not in line
+
+
+def test_an_output_from_before_the_download_limits_resumes_at_their_defaults(tmp_path):
+    """config.json of an earlier version does not record the settings added since: they count as their defaults."""
+    from dataclasses import replace
+
+    from pipelines.laion_pose.config import DownloadConfig, InputConfig, JobConfig
+    from pipelines.laion_pose.job import prepare_output
+
+    config = JobConfig(input=InputConfig(path=str(SAMPLE_PARQUET)), output=str(tmp_path))
+    prepare_output(tmp_path, config)
+    recorded = json.loads((tmp_path / "config.json").read_text())
+    for name in ("image_deadline", "max_image_bytes", "allowed_hosts"):
+        del recorded["output_signature"]["download"][name]
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    prepare_output(tmp_path, config)  # resumes
+    with pytest.raises(ValueError, match=r"section\(s\) \['download'\] differ"):
+        prepare_output(tmp_path, replace(config, download=DownloadConfig(image_deadline=5)))

@@ -60,6 +60,7 @@ def prepare_output(output: Path, config: JobConfig) -> None:
             previous = json.loads(path.read_text()).get("output_signature") or {}
         except (ValueError, AttributeError) as error:
             raise ValueError(f"{path} is not a LAION-Pose config ({error}); use another --output") from None
+        previous = _with_defaults(previous, JobConfig(input=config.input, output=config.output).output_signature())
         if previous != signature:
             differing = sorted(k for k in set(signature) | set(previous) if previous.get(k) != signature.get(k))
             raise ValueError(
@@ -71,6 +72,18 @@ def prepare_output(output: Path, config: JobConfig) -> None:
     write_json_atomic(
         path, {"kind": KIND, "schema_version": SCHEMA_VERSION, "job": config.to_dict(), "output_signature": signature}
     )
+
+
+def _with_defaults(previous: dict, defaults: dict) -> dict:
+    """``previous`` with the settings it does not record (added since it was written) at their defaults, so an
+    output built before a setting existed resumes when that setting is left at its default."""
+    filled = dict(previous)
+    for name, value in defaults.items():
+        if name not in filled:
+            filled[name] = value
+        elif isinstance(value, dict) and isinstance(filled[name], dict):
+            filled[name] = _with_defaults(filled[name], value)
+    return filled
 
 
 def run_job(config: JobConfig) -> dict:
