@@ -44,6 +44,31 @@ COCO17_FLIP_PAIRS: tuple[tuple[int, int], ...] = (
 )
 
 
+MAX_COORDINATE = float(2**20)
+"""Keypoint coordinates beyond +-this many pixels (about a million) are corrupt data: no image is that large."""
+
+
+def coordinate_problem(values: np.ndarray) -> str | None:
+    """Why ``(..., 3)`` keypoint values cannot be used (a value not finite, a coordinate absurdly far), or None."""
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        bad = values[~np.isfinite(values).all(axis=-1)][0]
+        return f"a keypoint is not finite ({bad.tolist()})"
+    far = np.abs(values[..., :2]).max(initial=0.0)
+    if far > MAX_COORDINATE:
+        return f"a keypoint coordinate is {far:.4g} px, beyond the +-{MAX_COORDINATE:.0f} px any image can have"
+    return None
+
+
+def checked_keypoints(value) -> np.ndarray:
+    """:func:`as_keypoints`, raising ``ValueError`` for non-finite values or absurd coordinates."""
+    keypoints = as_keypoints(value)
+    problem = coordinate_problem(keypoints)
+    if problem:
+        raise ValueError(problem)
+    return keypoints
+
+
 def empty_keypoints(persons: int = 0) -> np.ndarray:
     """An all-zero keypoint array for ``persons`` people."""
     return np.zeros((persons, NUM_KEYPOINTS, 3), dtype=np.float32)

@@ -27,7 +27,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from datasets.keypoints import as_keypoints
+from datasets.keypoints import as_keypoints, checked_keypoints
 
 SCHEMA_VERSION = 1
 KIND = "laion_pose"
@@ -118,8 +118,9 @@ def make_annotation(
 
 
 def annotation_keypoints(annotation: dict) -> np.ndarray:
-    """``(P, 17, 3)`` float32 keypoints of an annotation, in stored-image pixels."""
-    return as_keypoints([person["keypoints"] for person in annotation["persons"]])
+    """``(P, 17, 3)`` float32 keypoints of an annotation, in stored-image pixels; ``ValueError`` for a non-finite value
+    or an absurd coordinate."""
+    return checked_keypoints([person["keypoints"] for person in annotation["persons"]])
 
 
 def check_annotation(annotation: dict) -> None:

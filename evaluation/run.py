@@ -117,7 +117,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         parser.error("--out is required with --videos and --spec")
+    from datasets.output_folder import prepare_output_folder
+
     config = config_from_args(args)
+    prepare_output_folder(args.out, flag="--out")
     videos = args.videos
     if args.spec is not None:
         if args.model is None:

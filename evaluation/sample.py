@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.generated import find_generated, read_record, record_keypoints, sidecar_paths
+from datasets.generated import POSE_VIDEO_SUFFIX, VIDEO_SUFFIX, read_record, record_keypoints, sidecar_paths
 from evaluation.video_io import VideoError, count_frames, read_video
 
 
@@ -52,17 +52,17 @@ def video_key(path: str | Path) -> str:
 
 
 def scan_videos(root: str | Path) -> list[Path]:
-    """Generated videos of ``root``; an empty folder is an error that says what was expected."""
+    """Every ``OUT.mp4`` of ``root`` (pose videos aside), with or without its record: one without is rejected with
+    that reason by :func:`load_sample`, never skipped silently. A folder with no such mp4 is an error that says what
+    was expected."""
     root = Path(root)
-    videos = find_generated(root)
+    if not root.is_dir():
+        raise SampleError(f"--videos {root} is not a folder")
+    videos = sorted(p for p in root.glob(f"*{VIDEO_SUFFIX}") if not p.name.endswith(POSE_VIDEO_SUFFIX))
     if not videos:
-        loose = sorted(p.name for p in root.glob("*.mp4") if not p.name.endswith(".pose.mp4"))
-        hint = (
-            f" ({len(loose)} mp4 file(s) without a .json record beside them, e.g. {loose[0]})" if loose else ""
-        )
         raise SampleError(
             f"no generated videos in {root}: expected OUT.mp4 files with OUT.json records "
-            f"(and OUT.pose.mp4) as training.generate writes them{hint}"
+            f"(and OUT.pose.mp4) as training.generate writes them"
         )
     return videos
 
@@ -70,6 +70,9 @@ def scan_videos(root: str | Path) -> list[Path]:
 def load_sample(path: str | Path) -> VideoSample:
     """Decode ``path`` and check it against its record and pose video; :class:`SampleError` on any mismatch."""
     path = Path(path)
+    _, record_path = sidecar_paths(path)
+    if not record_path.exists():
+        raise SampleError(f"no record {record_path.name} beside it (training.generate writes OUT.mp4 with OUT.json and OUT.pose.mp4)")
     try:
         record = read_record(path)
     except (OSError, ValueError) as error:

@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     except ShardFailures as error:
         logging.getLogger("build_hdvila_clips").error("%s", error)
         return 1
+    except (ValueError, FileNotFoundError) as error:  # bad input or output, found before any work
+        logging.getLogger("build_hdvila_clips").error("%s", error)
+        return 2
+    except KeyboardInterrupt:  # Ray and the output lock are released on the way out
+        logging.getLogger("build_hdvila_clips").error("interrupted: finished shards are kept; rerun the same command to resume")
+        return 130
     print(f"{totals['input_rows']} input clips in {totals['shards']} shard(s): {totals['counts']}")
     return 0
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from datasets.keypoints import as_keypoints
+from datasets.keypoints import as_keypoints, coordinate_problem
 
 ORANGE = (255, 153, 51)
 GREEN = (0, 255, 0)
@@ -83,7 +83,9 @@ def render_skeleton(
 ) -> np.ndarray:
     """Draw every person of ``keypoints`` ``(P, 17, 3)`` on a black ``(H, W, 3)`` uint8 RGB image.
 
-    Pass ``canvas`` to draw over an existing RGB image instead (it is copied).
+    Pass ``canvas`` to draw over an existing RGB image instead (it is copied). A visible keypoint (score above the
+    style's threshold) that is not finite or lies absurdly far away (:data:`datasets.keypoints.MAX_COORDINATE`) is a
+    ``ValueError`` saying so, never an OpenCV error.
     """
     keypoints = as_keypoints(keypoints)
     if canvas is None:
@@ -96,6 +98,9 @@ def render_skeleton(
     radius = max(1, round(stroke * style.radius_factor))
     for person in keypoints:
         visible = person[:, 2] > style.threshold
+        problem = coordinate_problem(person[visible])
+        if problem:
+            raise ValueError(f"cannot draw the skeleton: {problem}")
         points = np.round(person[:, :2]).astype(np.int64)
         for a, b, color in COCO17_LINKS:
             if visible[a] and visible[b]:

@@ -265,6 +265,20 @@ def _kill_tree(process: subprocess.Popen, ray_temp: str) -> None:
         time.sleep(0.5)
 
 
+def _wait_until_free(output: Path, timeout: float = 90) -> None:
+    """Until the killed run's last Ray worker (its pose actor may finish its shard) has let go of the output lock."""
+    from datasets.output_folder import OutputFolderError, OutputLock
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            OutputLock(output).acquire().release(unlink=False)
+            return
+        except OutputFolderError:
+            assert time.monotonic() < deadline, "the killed run's workers never let go of the output folder"
+            time.sleep(0.5)
+
+
 def _mentions(proc: Path, text: str) -> bool:
     try:
         return text.encode() in (proc / "cmdline").read_bytes()
@@ -292,6 +306,7 @@ def test_killed_job_resumes_to_the_same_result(full_run, laion_input, server, tm
         _kill_tree(process, ray_temp)
         gate.set()
         shutil.rmtree(ray_temp, ignore_errors=True)
+    _wait_until_free(output)
     interrupted = _finished(output)
     for stats in output.glob("*.stats.json"):  # what is marked finished is whole
         stem = stats.name.removesuffix(".stats.json")

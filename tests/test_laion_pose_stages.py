@@ -285,7 +285,7 @@ def test_img2dataset_errors_map_to_statuses():
 
 @pytest.fixture(scope="module")
 def sample_shard():
-    """The bundled sample as one shard, downloaded from file:// by img2dataset (no Ray)."""
+    """The bundled sample as one shard, fetched from file:// and resized by img2dataset's resizer (no Ray)."""
     config = InputConfig(path=str(SAMPLE_PARQUET), url_base=SAMPLE_DIR.as_uri() + "/", shard_size=100)
     plan = plan_input(config)
     downloaded = download_shard(plan.shards[0], plan, config, DownloadConfig(allowed_file_roots=(str(SAMPLE_DIR),)))
@@ -320,7 +320,8 @@ def test_download_stage_counts_every_row(sample_shard):
     for raw, status, image in zip(source.column("URL").to_pylist(), table.column("status").to_pylist(), table.column("image").to_pylist()):
         assert status == EXPECTED_DOWNLOAD.get(raw, DOWNLOADED), raw
         assert (image is not None) == (status == DOWNLOADED)
-    assert downloaded.stats["img2dataset"]["count"] == source.num_rows - 2  # refused rows never reach img2dataset
+    outcomes = downloaded.stats["download"]["outcomes"]
+    assert sum(outcomes.values()) == downloaded.stats["download"]["fetched"] == source.num_rows and outcomes["refused_url"] == 2
     stored = dict(zip(source.column("URL").to_pylist(), zip(table.column("image").to_pylist(), table.column("sha256").to_pylist())))
     image, digest = stored["images/coffee.jpg"]  # a JPEG that fits: the fetched bytes, their hash
     assert image == (IMAGES / "coffee.jpg").read_bytes() and digest == hashlib.sha256(image).hexdigest()

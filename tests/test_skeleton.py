@@ -136,3 +136,15 @@ def test_scale_keypoints_keeps_scores():
     np.testing.assert_array_equal(scaled[..., 2], person[..., 2])
     with pytest.raises(ValueError, match="stroke_per_1080"):
         SkeletonStyle(stroke_per_1080=0)
+
+
+def test_non_finite_or_absurd_visible_keypoints_are_refused_cleanly():
+    hidden = _standing()
+    hidden[0, K["left_wrist"], 2] = 0.0
+    for value, message in [(np.nan, "not finite"), (np.inf, "not finite"), (1e12, "1e\\+12 px, beyond")]:
+        broken = _standing()
+        broken[0, K["left_wrist"], 0] = value
+        with pytest.raises(ValueError, match=f"cannot draw the skeleton: a keypoint.*{message}"):
+            render_skeleton(broken, 64, 64)
+        broken[0, K["left_wrist"], 2] = 0.0  # not visible: not drawn, so not refused
+        assert np.array_equal(render_skeleton(broken, 64, 64), render_skeleton(hidden, 64, 64))

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from training import checkpoint as ckpt
 from training.arguments import parse_config
 from training.config import SD14, ConfigError, load_config, preset
-from training.loop import NonFiniteLossError, Trainer, read_metrics, train
+from training.loop import NonFiniteLossError, Trainer, train
+from training.records import read_metrics
 from training.stages import PoseImageStage, VideoStage
 
 pytestmark = pytest.mark.slow
@@ -443,7 +444,7 @@ def test_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, ti
     monkeypatch.setattr(ckpt, "_write_training_state", real)
     assert [p.name for p in ckpt.list_checkpoints(output)] == ["step-00000001"]
     assert (output / "checkpoints" / ".tmp-step-00000002").is_dir()  # the torn save, ignored
-    assert ckpt.resolve_resume(output, "latest").name == "step-00000001"
+    assert ckpt.resolve_resume(output, "latest").path.name == "step-00000001"
     latest = output / "checkpoints" / "step-00000001"
     assert json.loads((latest / ckpt.STATE).read_text())["global_step"] == 1
     assert load_file(str(latest / ckpt.WEIGHTS)) and load_file(str(latest / ckpt.EMA_WEIGHTS))

@@ -16,6 +16,14 @@ a crash while saving leaves the previous checkpoints untouched and never a
 folder that looks complete but is not; leftovers of such crashes are ignored
 and removed by the next save. Old checkpoints beyond ``keep_last`` are
 renamed away before they are deleted, for the same reason.
+
+Resuming reads a checkpoint whole before using any of it
+(:func:`read_checkpoint`): a file that is missing, truncated or not what it
+should be is a :class:`DamagedCheckpointError` naming it. ``--resume latest``
+then falls back to the newest intact checkpoint with a warning naming the
+damaged file (:func:`resolve_resume`), and sets the damaged newer ones aside as
+``damaged-step-N`` (kept for a look, no longer taking a ``keep_last`` place
+from the good ones); with none intact it stops with one line.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from training.config import save_config
 CHECKPOINTS = "checkpoints"
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
+DAMAGED_PREFIX = "damaged-"
 WEIGHTS = "trainable.safetensors"
 EMA_WEIGHTS = "ema.safetensors"
 OPTIMIZER = "optimizer.pt"
@@ -77,17 +86,49 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.removeprefix(PREFIX)))
 
 
-def resolve_resume(output_dir: str | Path, resume: str) -> Path | None:
-    """The checkpoint to resume from: ``""`` none, ``latest`` the newest one (None if the run has none), else a path."""
+class DamagedCheckpointError(ValueError):
+    """A checkpoint file is missing, truncated or garbage; the message names the file."""
+
+
+def _candidates(output_dir: str | Path) -> list[Path]:
+    """Every ``step-N`` folder of a run, complete or not, newest first."""
+    root = checkpoint_root(output_dir)
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.removeprefix(PREFIX).isdigit()] if root.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name.removeprefix(PREFIX)), reverse=True)
+
+
+def resolve_resume(
+    output_dir: str | Path, resume: str, *, process_index: int = 0, set_aside: bool = True
+) -> "LoadedCheckpoint | None":
+    """The checkpoint to resume from, read whole: ``""`` none, ``latest`` the newest intact one (None if the run has
+    no checkpoint; a warning names each damaged newer one, which ``set_aside`` renames ``damaged-step-N``), else the
+    checkpoint at that path.
+
+    Raises :class:`DamagedCheckpointError` when the named checkpoint, or every checkpoint of the run, is damaged.
+    """
     if not resume:
         return None
-    if resume == "latest":
-        found = list_checkpoints(output_dir)
-        return found[-1] if found else None
-    path = Path(resume)
-    if not (path / STATE).is_file():
-        raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE})")
-    return path
+    if resume != "latest":
+        return read_checkpoint(resume, process_index=process_index)
+    damaged: dict[Path, str] = {}
+    for path in _candidates(output_dir):
+        try:
+            loaded = read_checkpoint(path, process_index=process_index)
+        except DamagedCheckpointError as error:
+            damaged[path] = str(error)
+            logger.warning("checkpoint %s is damaged, trying an older one: %s", path.name, error)
+            continue
+        if damaged:
+            logger.warning("resuming from %s, the newest intact checkpoint (damaged: %s)", path.name, "; ".join(damaged.values()))
+        for folder in damaged if set_aside else ():
+            os.replace(folder, folder.with_name(DAMAGED_PREFIX + folder.name))
+            logger.warning("set the damaged %s aside as %s", folder.name, DAMAGED_PREFIX + folder.name)
+        return loaded
+    if damaged:
+        raise DamagedCheckpointError(
+            f"--resume latest: no intact checkpoint in {checkpoint_root(output_dir)} ({'; '.join(damaged.values())})"
+        )
+    return None
 
 
 def _rng_state(generator: torch.Generator | None) -> dict:
@@ -194,33 +235,106 @@ def prune_checkpoints(output_dir: str | Path, keep_last: int) -> list[Path]:
 
 @dataclass(frozen=True, kw_only=True)
 class LoadedCheckpoint:
+    """A checkpoint read whole into memory (nothing applied yet)."""
+
     path: Path
     state: TrainerState
+    config: object
+    """The training config it was written with."""
     weights: dict[str, torch.Tensor]
     ema_weights: dict[str, torch.Tensor] | None
+    optimizer: dict
+    scheduler: dict
+    rng: dict | None
+    """This process's RNG states; None when the checkpoint was written by fewer processes."""
 
 
-def load_checkpoint(path: str | Path, *, process_index: int, optimizer, lr_scheduler, generator) -> LoadedCheckpoint:
-    """Restore optimiser, scheduler and this process's RNG states from ``path``; return the weights and state.
+def _read(folder: Path, name: str, reader):
+    """``reader(folder / name)``, any failure turned into a :class:`DamagedCheckpointError` naming the file."""
+    path = folder / name
+    if not path.is_file():
+        raise DamagedCheckpointError(f"{folder.name}/{name} is missing")
+    try:
+        value = reader(path)
+    except Exception as error:  # noqa: BLE001 - torch, safetensors and json raise many kinds on a damaged file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DamagedCheckpointError(f"{folder.name}/{name} is damaged ({reason[:200]})") from None
+    return value
+
+
+def _torch_dict(path: Path) -> dict:
+    value = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(value, dict):
+        raise ValueError(f"holds a {type(value).__name__}, not a state dict")
+    return value
+
+
+def _state(path: Path) -> TrainerState:
+    values = json.loads(path.read_text())
+    if not isinstance(values, dict):
+        raise ValueError("not a JSON object")
+    return TrainerState(**values)
+
+
+def _rng_files(path: Path, process_index: int) -> dict | None:
+    """This process's RNG states (None if fewer processes wrote the checkpoint); every rank's file must be readable."""
+    folder = path / "rng"
+    ranks = sorted(int(p.stem.removeprefix("rank-")) for p in folder.glob("rank-*.pt")) if folder.is_dir() else []
+    if ranks != list(range(len(ranks))) or not ranks:
+        expected = next(i for i in range(len(ranks) + 1) if i not in ranks)
+        raise DamagedCheckpointError(f"{path.name}/rng/rank-{expected}.pt is missing")
+    states = {rank: _read(path, f"rng/rank-{rank}.pt", _rng_dict) for rank in ranks}
+    return states.get(process_index)
+
+
+def _rng_dict(path: Path) -> dict:
+    value = _torch_dict(path)
+    missing = sorted({"python", "numpy", "torch"} - set(value))
+    if missing:
+        raise ValueError(f"no {', '.join(missing)} state")
+    return value
+
+
+def read_checkpoint(path: str | Path, *, process_index: int) -> LoadedCheckpoint:
+    """Read every file of the checkpoint at ``path``; :class:`DamagedCheckpointError` naming the first bad one."""
+    from training.config import load_config
+
+    path = Path(path)
+    if not path.is_dir():
+        raise DamagedCheckpointError(f"{path} is not a checkpoint folder")
+    return LoadedCheckpoint(
+        path=path,
+        state=_read(path, STATE, _state),
+        config=_read(path, CONFIG, load_config),
+        weights=_read(path, WEIGHTS, _weights),
+        ema_weights=_read(path, EMA_WEIGHTS, _weights) if (path / EMA_WEIGHTS).exists() else None,
+        optimizer=_read(path, OPTIMIZER, _torch_dict),
+        scheduler=_read(path, SCHEDULER, _torch_dict),
+        rng=_rng_files(path, process_index),
+    )
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def apply_checkpoint(loaded: LoadedCheckpoint, *, optimizer, lr_scheduler, generator) -> None:
+    """Restore optimiser, scheduler and this process's RNG states from ``loaded``.
 
     The caller loads the weights into its modules (they must match its trainable parameters exactly).
     """
-    path = Path(path)
-    state = TrainerState(**json.loads((path / STATE).read_text()))
-    optimizer.load_state_dict(torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True))
-    lr_scheduler.load_state_dict(torch.load(path / SCHEDULER, map_location="cpu", weights_only=True))
-    rng_path = path / "rng" / f"rank-{process_index}.pt"
-    if rng_path.is_file():
-        _restore_rng(torch.load(rng_path, map_location="cpu", weights_only=True), generator)
+    optimizer.load_state_dict(loaded.optimizer)
+    lr_scheduler.load_state_dict(loaded.scheduler)
+    if loaded.rng is not None:
+        _restore_rng(loaded.rng, generator)
     else:  # resumed on more processes than saved: this rank keeps its freshly seeded streams
-        logger.warning("%s has no RNG state for process %d; its random streams start fresh", path, process_index)
-    ema = load_file(str(path / EMA_WEIGHTS)) if (path / EMA_WEIGHTS).is_file() else None
-    return LoadedCheckpoint(path=path, state=state, weights=load_file(str(path / WEIGHTS)), ema_weights=ema)
+        logger.warning("%s has no RNG state for this process; its random streams start fresh", loaded.path)
 
 
-def config_differences(path: str | Path, config) -> list[str]:
-    """Settings that change the training trajectory and differ from those the checkpoint was written with."""
-    from training.config import load_config, to_dict
+def config_differences(saved, config) -> list[str]:
+    """Settings that change the training trajectory and differ between ``saved`` (the checkpoint's config) and
+    ``config``."""
+    from training.config import to_dict
 
     def flat(values: dict, prefix: str = "") -> dict:
         out = {}
@@ -229,7 +343,7 @@ def config_differences(path: str | Path, config) -> list[str]:
         return out
 
     ignored = ("max_steps", "resume", "output_dir", "log.", "checkpoint.", "validation.", "data.num_workers")
-    old, new = flat(to_dict(load_config(Path(path) / CONFIG))), flat(to_dict(config))
+    old, new = flat(to_dict(saved)), flat(to_dict(config))
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k) and not k.startswith(ignored)]
 

@@ -13,15 +13,21 @@ skeleton is then drawn at the training size by the shared renderer
 (:func:`pose_extraction.skeleton.render_skeleton`), never cropped as pixels.
 
 Stage 2 reads clip shards of :mod:`datasets.clips` the same way (:class:`ClipFrameDataset`).
+
+Damaged shards and samples (a truncated or empty tar, a member that does not
+decode, NaN or absurd keypoints) are skipped, named and counted, and a run
+stops past a limit: the policy of :mod:`training.damage`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tarfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +40,9 @@ from datasets.laion_pose import decode_sample
 from datasets.laion_pose import shard_paths as laion_shard_paths
 from pose_extraction.skeleton import render_skeleton
 from training.config import ClipDataConfig, ConfigError, ImageDataConfig
+from training.damage import DAMAGED_KEY, MAX_REPLACEMENTS, DamagedDataError, damage_errors, describe
+
+log = logging.getLogger(__name__)
 
 
 def require_shards(shard_paths, root, kind: str) -> list[Path]:
@@ -56,30 +65,63 @@ class TarMember:
     members: dict[str, tuple[int, int]]
 
 
-def index_tar(path: Path, shard: int) -> list[TarMember]:
-    """Index the samples of a WebDataset tar (key = name up to the first dot of the file name), in tar order."""
+def index_tar(path: Path, shard: int) -> tuple[list[TarMember], str | None]:
+    """Index the samples of a WebDataset tar (key = name up to the first dot of the file name), in tar order, as far
+    as it can be read; returns them and what is wrong with the tar (None for a sound one)."""
     samples: dict[str, dict[str, tuple[int, int]]] = {}
-    with tarfile.open(path, "r:") as archive:
-        for info in archive:
-            if not info.isfile():
-                continue
-            folder, _, name = info.name.rpartition("/")
-            stem, dot, suffix = name.partition(".")
-            if not dot:
-                continue
-            key = f"{folder}/{stem}" if folder else stem
-            samples.setdefault(key, {})[suffix] = (info.offset_data, info.size)
-    return [TarMember(shard, key, members) for key, members in samples.items()]
+    problem = None
+    try:
+        size = os.path.getsize(path)
+        with tarfile.open(path, "r:") as archive:
+            for info in archive:
+                if not info.isfile():
+                    continue
+                folder, _, name = info.name.rpartition("/")
+                stem, dot, suffix = name.partition(".")
+                key = f"{folder}/{stem}" if folder else stem
+                if info.offset_data + info.size > size:  # the sample this member belongs to is incomplete
+                    problem = f"cut short at byte {size} inside member {info.name}"
+                    samples.pop(key, None)
+                    break
+                if dot:
+                    samples.setdefault(key, {})[suffix] = (info.offset_data, info.size)
+    except (tarfile.TarError, OSError, EOFError) as error:
+        problem = f"not a readable tar after {len(samples)} samples ({describe(error)})"
+    return [TarMember(shard, key, members) for key, members in samples.items()], problem
+
+
+def _builder_count(tar: Path) -> int | None:
+    """Samples the builder wrote into ``tar`` (its ``.stats.json``'s kept count), None when unknown."""
+    try:
+        return int(json.loads(tar.with_name(tar.name.removesuffix(".tar") + ".stats.json").read_text())["counts"]["kept"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class TarSampleReader:
-    """Random access to the samples of a list of tars; file descriptors are opened lazily."""
+    """Random access to the samples of a list of tars; file descriptors are opened lazily.
+
+    Damaged tars keep their readable samples (:func:`index_tar`); :attr:`lost_samples` counts the others and
+    :attr:`problems` names each damaged shard.
+    """
 
     def __init__(self, shards: list[Path], required: tuple[str, ...]) -> None:
         self.shards = [Path(s) for s in shards]
         samples: list[TarMember] = []
+        self.problems: list[str] = []
+        self.lost_samples = self.expected_samples = 0
         for index, path in enumerate(self.shards):
-            samples += [m for m in index_tar(path, index) if all(ext in m.members for ext in required)]
+            members, problem = index_tar(path, index) if path.is_file() else ([], "missing")
+            complete = [m for m in members if all(ext in m.members for ext in required)]
+            expected = _builder_count(path)
+            expected = len(complete) if expected is None else expected
+            self.expected_samples += expected
+            if problem or len(complete) < expected:
+                self.lost_samples += max(expected - len(complete), 0)
+                self.problems.append(f"{path.name}: {problem or 'samples missing'}")
+                log.warning("shard %s is damaged (%s): %d of %d samples readable, the rest skipped",
+                            path, problem or "samples missing", len(complete), expected)  # fmt: skip
+            samples += complete
         self.samples = samples
         self._descriptors: dict[int, int] = {}
 
@@ -96,6 +138,19 @@ class TarSampleReader:
             except OSError:
                 pass
 
+    def where(self, index: int) -> str:
+        """``shard 00003.tar, sample 000030002`` for messages."""
+        member = self.samples[index]
+        return f"shard {self.shards[member.shard].name}, sample {member.key}"
+
+    def require_samples(self, root) -> None:
+        """Raise when nothing is readable: :class:`DamagedDataError` naming damaged shards, else ConfigError."""
+        if self.samples:
+            return
+        if self.problems:
+            raise DamagedDataError(f"data: no readable sample in {root}: {len(self.problems)} damaged shard(s) ({'; '.join(self.problems[:3])})")
+        raise ConfigError(f"the shards in {root} hold no samples")
+
     def read(self, index: int) -> dict:
         """The raw sample ``{"__key__": key, suffix: bytes, ...}``."""
         member = self.samples[index]
@@ -107,6 +162,43 @@ class TarSampleReader:
             # pread: no shared file offset, so forked DataLoader workers may share the descriptor.
             sample[suffix] = os.pread(descriptor, size, offset)
         return sample
+
+
+class GuardedSamples:
+    """Item access that replaces a damaged sample by the next readable one and reports it (see :mod:`training.damage`).
+
+    Subclasses hold ``reader`` (a :class:`TarSampleReader`) and implement ``item(epoch, index)``.
+    """
+
+    reader: TarSampleReader
+
+    @cached_property
+    def _damage_errors(self) -> tuple:
+        return damage_errors()
+
+    @property
+    def expected_samples(self) -> int:
+        return self.reader.expected_samples
+
+    @property
+    def lost_samples(self) -> int:
+        return self.reader.lost_samples
+
+    def first_readable(self, index: int, load) -> tuple:
+        """``load(i)`` for the first ``i`` from ``index`` on (wrapping) that loads, and the reports of those before."""
+        reports = []
+        for step in range(min(MAX_REPLACEMENTS, len(self.reader) - 1) + 1):
+            candidate = (index + step) % len(self.reader)
+            try:
+                return load(candidate), reports
+            except self._damage_errors as error:
+                reports.append(f"{self.reader.where(candidate)}: {describe(error)}")
+        raise DamagedDataError(f"data: {len(reports)} samples in a row are damaged, from {reports[0]}")
+
+    def __getitem__(self, item: tuple[int, int] | int) -> dict:
+        epoch, index = item if isinstance(item, tuple) else (0, item)
+        out, reports = self.first_readable(index, lambda candidate: self.item(epoch, candidate))
+        return {**out, DAMAGED_KEY: "\n".join(reports)}
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -169,17 +261,13 @@ def transform_sample(
     return {"pixel_values": pixels, "pose": pose, "keypoints": points, "crop": crop, "caption": "" if dropped else caption}
 
 
-class PoseImageDataset(torch.utils.data.Dataset):
+class PoseImageDataset(GuardedSamples, torch.utils.data.Dataset):
     """Stage-1 samples of a LAION-Pose folder, indexed by ``(epoch, index)`` (see :class:`ResumableBatchSampler`)."""
 
     def __init__(self, root: str | Path, config: ImageDataConfig, *, seed: int) -> None:
         shards = require_shards(laion_shard_paths, root, "LAION-Pose")
-        missing = [str(s) for s in shards if not s.is_file()]
-        if missing:
-            raise ConfigError(f"LAION-Pose shards listed by their stats files are missing: {', '.join(missing[:5])}")
         self.reader = TarSampleReader(shards, required=("jpg", "json"))
-        if len(self.reader) == 0:
-            raise ConfigError(f"the LAION-Pose shards in {root} hold no samples")
+        self.reader.require_samples(root)
         self.config = config
         self.seed = seed
 
@@ -190,12 +278,12 @@ class PoseImageDataset(torch.utils.data.Dataset):
         return self.reader.samples[index].key
 
     def load(self, index: int):
-        """The decoded :class:`datasets.laion_pose.LaionPoseSample` at ``index`` (no augmentation)."""
-        return decode_sample(self.reader.read(index))
+        """The decoded :class:`datasets.laion_pose.LaionPoseSample` at ``index`` (no augmentation; a damaged one is
+        replaced by the next readable sample)."""
+        return self.first_readable(index, lambda candidate: decode_sample(self.reader.read(candidate)))[0]
 
-    def __getitem__(self, item: tuple[int, int] | int) -> dict:
-        epoch, index = item if isinstance(item, tuple) else (0, item)
-        sample = self.load(index)
+    def item(self, epoch: int, index: int) -> dict:
+        sample = decode_sample(self.reader.read(index))
         out = transform_sample(sample.image, sample.keypoints, sample.caption, self.config, sample_rng(self.seed, epoch, index))
         out.pop("keypoints")  # variable person count: not collatable
         return {**out, "key": sample.key}
@@ -240,7 +328,24 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         return self.batches_per_epoch - self.start
 
 
-class ClipFrameDataset(torch.utils.data.Dataset):
+def _kept_frames(shards: list[Path]) -> tuple[dict[str, int], set[int]]:
+    """``{key: frames}`` of the kept clips in the shards' parquet indexes, and the shards whose index is unreadable."""
+    import pyarrow.parquet as pq
+
+    kept: dict[str, int] = {}
+    unreadable: set[int] = set()
+    for number, tar in enumerate(shards):
+        try:
+            rows = pq.read_table(tar.with_suffix(".parquet"), columns=["key", "status", "frames"]).to_pylist()
+        except (OSError, ValueError) as error:  # pyarrow's errors are both
+            log.warning("shard %s is damaged (its index: %s): its clips are skipped", tar, describe(error))
+            unreadable.add(number)
+            continue
+        kept.update({row["key"]: row["frames"] for row in rows if row["status"] == clips.KEPT})
+    return kept, unreadable
+
+
+class ClipFrameDataset(GuardedSamples, torch.utils.data.Dataset):
     """Stage-2 samples of a clip folder (:mod:`datasets.clips`), indexed by ``(epoch, index)``.
 
     Random access over the same tars :class:`datasets.clips.ClipDataset` streams, decoded with that
@@ -253,9 +358,13 @@ class ClipFrameDataset(torch.utils.data.Dataset):
     def __init__(self, root: str | Path, config: ClipDataConfig, *, seed: int) -> None:
         shards = require_shards(clips.shard_paths, root, "clip")
         self.config, self.seed, self.span = config, seed, (config.num_frames - 1) * config.frame_stride + 1
-        index = clips.read_index(root, columns=["key", "status", "frames"]).to_pylist()
-        kept = {row["key"]: row["frames"] for row in index if row["status"] == clips.KEPT}
+        kept, unreadable = _kept_frames(shards)
         self.reader = TarSampleReader(shards, required=(clips.VIDEO_EXT, clips.ANNOTATION_EXT))
+        if unreadable:
+            self.reader.lost_samples += sum(1 for m in self.reader.samples if m.shard in unreadable)
+            self.reader.problems += [f"{shards[n].with_suffix('.parquet').name}: unreadable" for n in sorted(unreadable)]
+            self.reader.samples = [m for m in self.reader.samples if m.shard not in unreadable]
+        self.reader.require_samples(root)
         self.too_short = sum(1 for m in self.reader.samples if (kept.get(m.key) or 0) < self.span)
         self.reader.samples = [m for m in self.reader.samples if (kept.get(m.key) or 0) >= self.span]
         if not self.reader.samples:
@@ -270,8 +379,7 @@ class ClipFrameDataset(torch.utils.data.Dataset):
     def key(self, index: int) -> str:
         return self.reader.samples[index].key
 
-    def __getitem__(self, item: tuple[int, int] | int) -> dict:
-        epoch, index = item if isinstance(item, tuple) else (0, item)
+    def item(self, epoch: int, index: int) -> dict:
         raw = self.reader.read(index)
         annotation = json.loads(raw[clips.ANNOTATION_EXT])
         clips.check_annotation(annotation)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from datasets.output_folder import OutputFolderError, prepare_output_folder
 from training.arguments import parse_config
 from training.config import ConfigError
 
@@ -17,8 +18,10 @@ def _setup_logging() -> None:
 
 
 def run_stage(argv: list[str] | None, *, stage: int, stage_class, prog: str, description: str):
-    """Run one stage from the command line. Bad configs exit with status 2 and a message, a non-finite
-    loss with status 1 and a message naming the step; both before the bad step is applied."""
+    """Run one stage from the command line. Bad configs, an unusable or locked output folder, damaged checkpoints
+    and data past their limit exit with status 2 and one line; a non-finite loss with status 1 and a message
+    naming the step; all before a bad step is applied."""
+    from training.data import DamagedDataError
     from training.loop import NonFiniteLossError, train
 
     _setup_logging()
@@ -26,8 +29,9 @@ def run_stage(argv: list[str] | None, *, stage: int, stage_class, prog: str, des
         config = parse_config(argv, stage=stage, prog=prog, description=description)
         if not config.output_dir:
             raise ConfigError("--output DIR is required")
+        prepare_output_folder(config.output_dir)
         return train(config, stage_class(config))
-    except ConfigError as error:
+    except (ConfigError, OutputFolderError, DamagedDataError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
     except NonFiniteLossError as error:

@@ -9,13 +9,14 @@ and the final export.
 
 A non-finite loss stops training before the optimiser sees it, with a
 :class:`NonFiniteLossError` naming the step; the last good checkpoint stays
-the newest one.
+the newest one. The main process locks the output folder for the run
+(:class:`datasets.output_folder.OutputLock`): a second run on the same folder
+stops at once with a message naming the holder's PID and host.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import time
@@ -24,11 +25,13 @@ from pathlib import Path
 
 import torch
 
+from datasets.output_folder import OutputFolderError, OutputLock
 from training import checkpoint as ckpt
-from training.config import ConfigError, TrainConfig, save_config, to_dict
+from training.config import ConfigError, TrainConfig, save_config
+from training.damage import DamagedDataError, DamageTally, from_worker
+from training.records import METRICS, MetricsFile, flat_config
 
 logger = logging.getLogger(__name__)
-METRICS = "metrics.jsonl"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -106,48 +109,6 @@ def make_lr_scheduler(config: TrainConfig, optimizer):
     )
 
 
-def flat_config(config: TrainConfig) -> dict:
-    """The config as flat ``{dotted.name: scalar}`` for trackers (tuples become strings)."""
-    flat: dict = {}
-
-    def walk(values: dict, prefix: str) -> None:
-        for name, value in values.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{name}.")
-            else:
-                flat[prefix + name] = value if isinstance(value, (int, float, str, bool)) else str(value)
-
-    walk(to_dict(config), "")
-    return flat
-
-
-class MetricsFile:
-    """``OUTPUT/metrics.jsonl``: one line per optimiser step (main process); a resume drops lines past its step."""
-
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
-
-    def truncate_after(self, step: int) -> None:
-        if not self.enabled or not self.path.is_file():
-            return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.path)
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-
-
-def read_metrics(output_dir: str | Path) -> dict[int, float]:
-    """``{step: loss}`` from a run's ``metrics.jsonl``."""
-    path = Path(output_dir) / METRICS
-    records = [json.loads(line) for line in path.read_text().splitlines() if line]
-    return {record["step"]: record["loss"] for record in records}
-
-
 class Trainer:
     """Runs one stage with one config; see the module docstring. Use :func:`train`."""
 
@@ -155,14 +116,33 @@ class Trainer:
         self.config, self.stage = config, stage
         self.output = Path(config.output_dir)
         self.output.mkdir(parents=True, exist_ok=True)
-        self.accelerator = accelerator = make_accelerator(config)
+        self.accelerator = make_accelerator(config)
+        self.lock = lock_output(self.accelerator, self.output)
         try:
-            self.resume_from = ckpt.resolve_resume(self.output, config.resume)
-        except FileNotFoundError as error:
+            self.setup()
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Give the output folder back (the main process's lock)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def setup(self) -> None:
+        """Resume point, stage, data, optimiser, EMA: everything before the first step."""
+        config, stage, accelerator = self.config, self.stage, self.accelerator
+        try:
+            self.resume_from = ckpt.resolve_resume(
+                self.output, config.resume, process_index=accelerator.process_index, set_aside=accelerator.is_main_process
+            )
+        except ckpt.DamagedCheckpointError as error:
             raise ConfigError(str(error)) from error
         torch.manual_seed(config.seed)  # new modules start from the same weights on every process
         stage.setup(accelerator)
         self.dataset = stage.dataset()
+        self.damage = DamageTally(self.dataset)
         self.sampler = stage.batch_sampler(
             len(self.dataset), config.batch_size, rank=accelerator.process_index, world=accelerator.num_processes
         )
@@ -199,15 +179,16 @@ class Trainer:
             return None
         return dict(zip(self.names, self.ema.shadow_params))
 
-    def restore(self, path: Path) -> None:
-        changed = ckpt.config_differences(path, self.config)
+    def restore(self, loaded: ckpt.LoadedCheckpoint) -> None:
+        path = loaded.path
+        changed = ckpt.config_differences(loaded.config, self.config)
         if changed and self.accelerator.is_main_process:
             logger.warning("resuming %s with different settings (the loss curve will not continue exactly): %s", path, "; ".join(changed))
-        loaded = ckpt.load_checkpoint(
-            path, process_index=self.accelerator.process_index, optimizer=self.optimizer,
-            lr_scheduler=self.lr_scheduler, generator=self.generator,
-        )
-        ckpt.load_weights_into(self.accelerator.unwrap_model(self.model), loaded.weights, self.names)
+        try:
+            ckpt.load_weights_into(self.accelerator.unwrap_model(self.model), loaded.weights, self.names)
+            ckpt.apply_checkpoint(loaded, optimizer=self.optimizer, lr_scheduler=self.lr_scheduler, generator=self.generator)
+        except (ValueError, KeyError, RuntimeError) as error:
+            raise ConfigError(f"{path} does not fit this run: {str(error).splitlines()[0]}") from error
         if self.ema is not None:
             if loaded.ema_weights is None:
                 raise ConfigError(f"{path} has no EMA weights but ema is on")
@@ -238,9 +219,17 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
+        """Train to ``max_steps``, save, validate and export; the output folder's lock is released however it ends."""
+        try:
+            return self.steps()
+        finally:
+            self.release()
+
+    def steps(self) -> TrainResult:
         config, accelerator = self.config, self.accelerator
         if self.resume_from is not None:
             self.restore(self.resume_from)
+            self.resume_from = None  # the optimiser state read from disk is no longer needed
         if accelerator.is_main_process:
             save_config(config, self.output / "config.json")
         accelerator.init_trackers(f"{config.log.project}-{self.stage.name}", config=flat_config(config))
@@ -255,7 +244,7 @@ class Trainer:
         try:
             while self.state.global_step < config.max_steps:
                 self.sampler.set_position(self.state.epoch, self.state.batches_in_epoch)
-                for batch in self.loader:
+                for batch in self.batches():
                     self.state.batches_in_epoch += 1
                     self.micro_step(batch, window)
                     if accelerator.sync_gradients:
@@ -269,6 +258,15 @@ class Trainer:
         finally:
             bar.close()
             accelerator.end_training()
+
+    def batches(self):
+        """The loader's batches, their damaged-sample reports counted (:class:`training.damage.DamageTally`)."""
+        try:
+            for batch in self.loader:
+                self.damage.account(batch)
+                yield batch
+        except DamagedDataError as error:  # from a DataLoader worker, torch adds the worker's traceback to it
+            raise from_worker(error) from None
 
     def micro_step(self, batch: dict, window: dict) -> None:
         accelerator = self.accelerator
@@ -379,6 +377,24 @@ class Trainer:
         self.export()
         self.result.global_step = self.state.global_step
         return self.result
+
+
+def lock_output(accelerator, output: Path) -> OutputLock | None:
+    """The main process's lock on ``output`` (None on the others); every process raises :class:`ConfigError` when
+    another run holds it."""
+    from accelerate.utils import broadcast_object_list
+
+    lock, refusal = None, [None]
+    if accelerator.is_main_process:
+        try:
+            lock = OutputLock(output).acquire()
+        except OutputFolderError as error:
+            refusal = [str(error)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(refusal)
+    if refusal[0]:
+        raise ConfigError(refusal[0])
+    return lock
 
 
 def train(config: TrainConfig, stage) -> TrainResult:

@@ -1,5 +1,10 @@
 """The HD-VILA clip job on Ray: plan shards on the driver, cut each shard in a Ray task, aggregate stats.
 
+Before Ray starts, the output folder is checked and locked
+(:mod:`datasets.output_folder`; each shard task shares the lock while it
+writes), and the metadata, captions and videos folder are read once: a file
+that is missing or unreadable stops the job there with one line.
+
 Resuming: shards whose ``.stats.json`` exists are skipped; planning is
 deterministic, so a rerun on the same output rebuilds exactly the missing
 shards and never duplicates a key. ``config.json`` records the settings that
@@ -17,6 +22,7 @@ import logging
 from pathlib import Path
 
 from datasets.clips import KIND, SCHEMA_VERSION, STATUSES
+from datasets.output_folder import OutputLock, prepare_output_folder, shared_lock
 from pipelines.hdvila.config import HdvilaConfig
 from pipelines.hdvila.metadata import VideoIndex, iter_videos, load_captions
 from pipelines.hdvila.planning import ClipPlanner, ShardPlan
@@ -53,7 +59,10 @@ def check_and_write_config(config: HdvilaConfig, output: Path) -> None:
     path = output / CONFIG_NAME
     current = _shaping_settings(config)
     if path.exists() and finished_shards(output):
-        previous = json.loads(path.read_text()).get("shaping", {})
+        try:
+            previous = json.loads(path.read_text()).get("shaping", {})
+        except (ValueError, AttributeError) as error:
+            raise ValueError(f"{path} is not a clip-builder config ({error}); use another output folder") from None
         differing = sorted(
             f"{section}.{name}"
             for section in current
@@ -80,18 +89,21 @@ def count_shards(config: HdvilaConfig) -> int:
     return shards if config.max_shards is None else min(shards, config.max_shards)
 
 
-def _shard_task(plan: ShardPlan, output: str, config: HdvilaConfig) -> dict:
-    return build_shard(plan, output, ClipCutter(config.cut, config.source))
+def _shard_task(plan: ShardPlan, output: str, config: HdvilaConfig, run_id: str | None = None) -> dict:
+    with shared_lock(output, run_id):
+        return build_shard(plan, output, ClipCutter(config.cut, config.source))
 
 
 def run(config: HdvilaConfig) -> dict:
     """Run the whole job; returns the totals written to ``OUTPUT/stats.json``."""
+    output = prepare_output_folder(config.output)
+    with OutputLock(output, workers=True) as lock:
+        return _run_locked(config, output, lock.run_id)
+
+
+def _run_locked(config: HdvilaConfig, output: Path, run_id: str) -> dict:
     import ray
 
-    output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
-    check_and_write_config(config, output)
-    remove_partial_files(output)
     captions = None
     if config.source.captions:
         captions = load_captions(config.source.captions, key=config.source.caption_key, column=config.source.caption_column)
@@ -99,6 +111,8 @@ def run(config: HdvilaConfig) -> dict:
     videos = VideoIndex.scan(config.source.videos)
     logger.info("videos: %d files under %s", len(videos), config.source.videos)
     total = count_shards(config)
+    check_and_write_config(config, output)
+    remove_partial_files(output)
     done = finished_shards(output)
     planner = ClipPlanner(config.source, videos, captions)
     failures: list[str] = []
@@ -123,7 +137,7 @@ def run(config: HdvilaConfig) -> dict:
             stem = shard_stem(plan.index)
             if stem in done:
                 continue
-            pending[task.remote(plan, str(output), config)] = stem
+            pending[task.remote(plan, str(output.resolve()), config, run_id)] = stem
             if len(pending) >= limit:
                 collect(1)
         while pending:

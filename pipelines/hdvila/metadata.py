@@ -9,18 +9,28 @@ A parquet with the same columns (``clip`` a list of structs) works too, and so
 does a flat parquet with one row per clip (``video_id``, ``clip_id``, ``span``
 and optionally ``url``); a flat file is read whole and grouped by ``video_id``
 in order of first appearance.
+
+A metadata or caption file that is missing or unreadable (not UTF-8 text from
+its first line, a ``.parquet`` that is not parquet, a broken gzip stream) is a
+:class:`MetadataError` naming the file; a later line that is not UTF-8 or not
+JSON is an ``invalid_metadata`` row.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import PurePosixPath
 from typing import Iterator
 
 from pipelines.hdvila.config import VIDEO_EXTENSIONS
+
+class MetadataError(ValueError):
+    """A metadata or caption file cannot be read; the message names it and says why, in one line."""
+
 
 _TIMESTAMP = re.compile(r"^(?:(?:(\d+):)?([0-5]?\d):)?(\d+(?:\.\d*)?)$")
 
@@ -88,10 +98,19 @@ def _entry_from_object(obj, line: int) -> VideoEntry:
 def _iter_jsonl(path: str) -> Iterator[VideoEntry]:
     import fsspec
 
-    with fsspec.open(path, "rt", encoding="utf-8", compression="infer") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
+    first = True
+    with fsspec.open(path, "rb", compression="infer") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                if first:
+                    raise MetadataError(f"metadata {path} is not UTF-8 text (line {line_number}); expected JSON lines or .parquet") from None
+                yield VideoEntry("", "", (), line_number, f"line {line_number} is not UTF-8 text")
+                continue
+            first = False
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as error:
@@ -102,10 +121,14 @@ def _iter_jsonl(path: str) -> Iterator[VideoEntry]:
 
 def _iter_parquet(path: str) -> Iterator[VideoEntry]:
     import fsspec
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     with fsspec.open(path, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
+        try:
+            parquet = pq.ParquetFile(handle)
+        except pa.ArrowException as error:
+            raise MetadataError(f"metadata {path} is not a parquet file ({error})") from None
         names = set(parquet.schema_arrow.names)
         if {"video_id", "clip"} <= names:
             columns = ["video_id", "clip"] + (["url"] if "url" in names else [])
@@ -136,11 +159,26 @@ def _iter_parquet(path: str) -> Iterator[VideoEntry]:
 
 
 def iter_videos(path: str) -> Iterator[VideoEntry]:
-    """The videos of a metadata file, in file order (format from the extension: parquet, else JSON lines)."""
+    """The videos of a metadata file, in file order (format from the extension: parquet, else JSON lines);
+    :class:`MetadataError` when the file cannot be read."""
     name = PurePosixPath(path.split("?")[0]).name.lower()
-    if name.endswith(".parquet") or name.endswith(".pq"):
-        return _iter_parquet(path)
-    return _iter_jsonl(path)
+    with readable("metadata", path):
+        yield from (_iter_parquet if name.endswith((".parquet", ".pq")) else _iter_jsonl)(path)
+
+
+@contextmanager
+def readable(what: str, path: str) -> Iterator[None]:
+    """Turn the errors of reading ``path`` into one-line :class:`MetadataError` s."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except MetadataError:
+        raise
+    except FileNotFoundError:
+        raise MetadataError(f"{what} {path} does not exist") from None
+    except (OSError, EOFError, UnicodeError, pa.ArrowException, json.JSONDecodeError) as error:
+        raise MetadataError(f"{what} {path} cannot be read: {error}") from None
 
 
 def load_captions(path: str, *, key: str, column: str) -> dict[str, str]:
@@ -149,7 +187,7 @@ def load_captions(path: str, *, key: str, column: str) -> dict[str, str]:
     import pyarrow as pa
 
     lower = path.lower()
-    with fsspec.open(path, "rb", compression="infer") as handle:
+    with readable("captions", path), fsspec.open(path, "rb", compression="infer") as handle:
         if lower.endswith((".parquet", ".pq")):
             import pyarrow.parquet as pq
 
@@ -164,8 +202,9 @@ def load_captions(path: str, *, key: str, column: str) -> dict[str, str]:
     missing = [name for name in (key, column) if name not in table.column_names]
     if missing:
         raise ValueError(f"caption file {path} has no column(s) {missing}; it has {table.column_names}")
-    keys = table.column(key).cast(pa.string()).to_pylist()
-    texts = table.column(column).cast(pa.string()).to_pylist()
+    with readable("captions", path):
+        keys = table.column(key).cast(pa.string()).to_pylist()
+        texts = table.column(column).cast(pa.string()).to_pylist()
     return {k: (t or "") for k, t in zip(keys, texts) if k is not None}
 
 
@@ -183,7 +222,7 @@ class VideoIndex:
 
         fs, root = fsspec.core.url_to_fs(location)
         if not fs.isdir(root):
-            raise FileNotFoundError(f"videos folder {location} does not exist")
+            raise FileNotFoundError(f"videos folder {location} does not exist or is not a folder")
         rank = {ext: i for i, ext in enumerate(VIDEO_EXTENSIONS)}
         best: dict[str, tuple[int, str]] = {}
         for found in sorted(fs.find(root)):

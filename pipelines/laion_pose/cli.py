@@ -50,7 +50,9 @@ _DOWNLOAD = [
     ("--resize-mode", "resize_mode", str, "img2dataset resize mode (default keep_ratio)"),
     ("--min-image-size", "min_image_size", int, "smaller images are image_too_small (default 64)"),
     ("--max-image-area", "max_image_area", int, "images with more pixels are image_too_large (default: PIL's bomb limit)"),
-    ("--timeout", "timeout", float, "seconds per fetch (default 10)"),
+    ("--timeout", "timeout", float, "seconds a connect or read may wait for data (default 10)"),
+    ("--image-deadline", "image_deadline", float, "seconds one image may take in all, redirects and retries included (default 60)"),
+    ("--max-image-bytes", "max_image_bytes", int, "bytes one downloaded image may have (default 33554432 = 32 MiB)"),
     ("--retries", "retries", int, "extra attempts per URL (default 1)"),
     ("--download-threads", "thread_count", int, "concurrent fetches per shard (default 32)"),
     ("--user-agent-token", "user_agent_token", str, "token in the User-Agent, matched by X-Robots-Tag"),
@@ -112,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-file-root", dest="allowed_file_roots", action="append", default=None,
         help="allow file:// URLs under this folder (repeatable)",
     )
+    access.add_argument(
+        "--allow-host", dest="allowed_hosts", action="append", default=None,
+        help="fetch this host (NAME or NAME:PORT) even when it resolves to a private address (repeatable)",
+    )
     access.add_argument("--ignore-robots-tag", action="store_true", help="fetch images whose X-Robots-Tag opts out")
     pose_group = parser.add_argument_group("pose")
     pose_group.add_argument("--pose-backend", default=None, help=f"{backends_help()} (default {DEFAULT_BACKEND})")
@@ -153,6 +159,8 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         output = args.output
     inputs["path"] = _absolute(inputs["path"])
     download.update(allowed_file_roots=roots, honour_robots_tag=not args.ignore_robots_tag)
+    if args.allowed_hosts:
+        download["allowed_hosts"] = tuple(args.allowed_hosts)
     if args.allow_private_urls:
         download["allow_private_urls"] = True
     pose = {flag: ((dest,), getattr(args, dest)) for flag, dest, _, _ in _POSE if getattr(args, dest) is not None}
@@ -180,7 +188,8 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the job; exit code 0 when every shard is finished, 1 when some failed (rerun resumes), 2 on bad input."""
+    """Run the job; exit code 0 when every shard is finished, 1 when some failed (rerun resumes), 2 on bad input,
+    130 when interrupted (Ctrl-C)."""
     from pipelines.laion_pose.job import run_job
 
     parser = build_parser()
@@ -195,5 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         logging.getLogger("build_laion_pose").error("%s", err)
         return 2
+    except KeyboardInterrupt:  # the actors are stopped and the output lock released on the way out
+        logging.getLogger("build_laion_pose").error("interrupted: finished shards are kept; rerun the same command to resume")
+        return 130
     print(f"LAION-Pose in {config.output}: {totals['input_rows']} input rows, counts {totals['counts']}")
     return 0 if totals["complete"] else 1

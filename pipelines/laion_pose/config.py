@@ -14,6 +14,8 @@ from pose_extraction.skeleton import SkeletonStyle
 
 PIL_MAX_IMAGE_PIXELS = 89_478_485
 """PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``), the default pixel cap."""
+MAX_IMAGE_BYTES = 32 * 1024**2
+"""Default byte cap of one downloaded image: far above a LAION photo (a 20-megapixel JPEG is 5-10 MB)."""
 
 ResizeMode = Literal["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"]
 
@@ -59,7 +61,7 @@ class InputConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class DownloadConfig:
-    """How images are fetched and stored (img2dataset's downloader and resizer)."""
+    """How images are fetched (:mod:`.fetcher`) and stored (img2dataset's resizer)."""
 
     image_size: int = 512
     """Target size for the resize (see ``resize_mode``)."""
@@ -76,7 +78,11 @@ class DownloadConfig:
     max_image_area: int = PIL_MAX_IMAGE_PIXELS
     """Images with more pixels are ``image_too_large`` (checked on the header, before decoding)."""
     timeout: float = 10.0
-    """Seconds before a fetch gives up."""
+    """Seconds a connect or a read may wait for data before the fetch gives up."""
+    image_deadline: float = 60.0
+    """Seconds one image may take in all (lookups, redirects, retries, body), however the server drips its bytes."""
+    max_image_bytes: int = MAX_IMAGE_BYTES
+    """Bytes one downloaded image may have; a larger body (declared or read) is ``download_failed``, never read whole."""
     retries: int = 1
     """Extra attempts per URL after a failed fetch."""
     thread_count: int = 32
@@ -85,6 +91,8 @@ class DownloadConfig:
     """Allow ``file://`` and hosts resolving to private, loopback, link-local or reserved addresses."""
     allowed_file_roots: tuple[str, ...] = ()
     """Local folders whose ``file://`` URLs are allowed even without ``allow_private_urls``."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Hosts (``name`` or ``name:port``) fetched even when they resolve to private addresses (an internal mirror)."""
     honour_robots_tag: bool = True
     """Skip images whose ``X-Robots-Tag`` says noai/noimageai/noindex/noimageindex (counted ``opted_out``)."""
     user_agent_token: str | None = None
@@ -99,11 +107,14 @@ class DownloadConfig:
             raise ValueError("encode_quality must be in [1, 100]")
         if self.min_image_size < 0 or self.max_image_area < 1:
             raise ValueError("min_image_size must be >= 0 and max_image_area >= 1")
-        if self.timeout <= 0 or self.dns_timeout <= 0:
-            raise ValueError("timeouts must be positive")
+        if self.timeout <= 0 or self.dns_timeout <= 0 or self.image_deadline <= 0:
+            raise ValueError("timeouts and the image deadline must be positive")
+        if self.max_image_bytes < 1:
+            raise ValueError("max_image_bytes must be at least 1")
         if self.retries < 0 or self.thread_count < 1:
             raise ValueError("retries must be >= 0 and thread_count >= 1")
         object.__setattr__(self, "allowed_file_roots", tuple(self.allowed_file_roots))
+        object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,6 +6,13 @@ the file. Rows are numbered in a fixed order (files sorted by path, rows in
 file order) and cut into shards of ``shard_size`` rows, so shard ``i`` holds
 the same rows, and its samples the same keys, on every run. A worker reads
 back only the row groups its shard overlaps.
+
+A bad value is a row's problem, never its shard's: text that is not valid
+UTF-8 (a binary caption column, or a string column holding other bytes) is
+decoded with U+FFFD replacements in captions and carried columns, and a URL
+that is not UTF-8 makes its row a ``download_failed`` row with that reason
+(:data:`ROW_PROBLEM`). Only a URL or caption column whose type cannot hold
+text (a list, a struct) is refused, at planning time.
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ from pipelines.shards import shard_stem
 
 CARRIED_PREFIX = "input_"
 """Prefix given to a carried column whose name clashes with an index column (``status`` -> ``input_status``)."""
+ROW_PROBLEM = "error"
+"""Column of :func:`read_shard`: why a row cannot be fetched (None when it can); an index column name, so no carried
+column has it."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,10 @@ def plan_input(config: InputConfig) -> InputPlan:
                 f"input column(s) {missing} not found in {file}; it has {schema.names}. "
                 f"Set the URL/caption columns (--url-column/--caption-column) or the carried columns (--carry-columns)."
             )
+    for name in (config.url_column, config.caption_column):
+        kind = footers[0][1].field(name).type
+        if pa.types.is_nested(kind) or pa.types.is_dictionary(kind):
+            raise ValueError(f"input column {name!r} has type {kind}; it must hold text (string or binary)")
     try:
         carried_schema = pa.unify_schemas([pa.schema([s.field(c) for c in carried]) for _, s in footers])
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
@@ -169,15 +183,47 @@ def _read_segment(segment: Segment, columns: list[str]) -> pa.Table:
     return table.slice(segment.start - first, segment.stop - segment.start)
 
 
+def _as_text(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, list[int]]:
+    """``column`` as UTF-8 strings, and the rows whose bytes were not UTF-8 (decoded with U+FFFD replacements)."""
+    kind = column.type
+    textual = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+    if not (textual or pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind)):
+        return column.cast(pa.string()), []
+    try:
+        if textual:  # parquet readers do not check that string columns hold UTF-8
+            column.validate(full=True)
+        return column.cast(pa.string()), []
+    except pa.ArrowInvalid:  # some value is not UTF-8
+        pass
+    raw = (column.cast(pa.large_binary()) if textual else column).to_pylist()
+    bad = []
+    for row, value in enumerate(raw):
+        try:
+            raw[row] = None if value is None else value.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(row)
+            raw[row] = value.decode("utf-8", errors="replace")
+    return pa.chunked_array([pa.array(raw, pa.string())]), bad
+
+
+def _repaired(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
+    """A carried column cast to its index type; string values that are not UTF-8 decoded with replacements."""
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return _as_text(column)[0].cast(kind)
+    return column.cast(kind)
+
+
 def read_shard(spec: ShardSpec, config: InputConfig, plan: InputPlan) -> pa.Table:
-    """The rows of ``spec``: ``url`` and ``caption`` (strings) and the carried columns under their index names."""
+    """The rows of ``spec``: ``url`` and ``caption`` (strings), :data:`ROW_PROBLEM` and the carried columns under their
+    index names."""
     columns = [config.url_column, config.caption_column, *plan.carried]
     parts = [_read_segment(segment, list(dict.fromkeys(columns))) for segment in spec.segments]
     table = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
-    out = {
-        "url": table.column(config.url_column).cast(pa.string()),
-        "caption": table.column(config.caption_column).cast(pa.string()),
-    }
+    urls, bad_urls = _as_text(table.column(config.url_column))
+    problems = [None] * table.num_rows
+    for row in bad_urls:
+        problems[row] = f"the URL is not valid UTF-8 ({config.url_column!r} column)"
+    out = {"url": urls, "caption": _as_text(table.column(config.caption_column))[0], ROW_PROBLEM: pa.array(problems, pa.string())}
     for name, field in zip(plan.carried, plan.carried_schema):
-        out[field.name] = table.column(name).cast(field.type)
+        out[field.name] = _repaired(table.column(name), field.type)
     return pa.table(out)

@@ -2,13 +2,15 @@
 
 Shape of a run (:func:`run_job`):
 
-1. plan the input on the driver (columns checked, shards cut) and check the
-   output folder (``config.json`` of an earlier run must match): errors here
-   come before Ray starts or any work is done;
+1. plan the input on the driver (columns checked, shards cut), check the
+   output folder (a writable folder, not locked by another run, and
+   ``config.json`` of an earlier run must match) and lock it
+   (:mod:`datasets.output_folder`; the pose actors share the lock): errors
+   here come before Ray starts or any work is done;
 2. skip the shards already finished, delete temporaries of a killed run;
 3. start or join Ray (:mod:`pipelines.ray_runtime`); create the actors
    (:mod:`.workers`: pose actors with one estimator each, on a GPU when there
-   is one; download actors running img2dataset) and wait until they load;
+   is one; download actors fetching and resizing) and wait until they load;
 4. stream shards: at most ``pose workers * (1 + prefetch_shards)`` shards in
    flight; each shard is downloaded by the least busy download actor, then
    handed to an idle pose actor, which runs the pose stage in batches and
@@ -26,6 +28,7 @@ from collections import Counter, deque
 from pathlib import Path
 
 from datasets.laion_pose import KIND, SCHEMA_VERSION, STATUSES
+from datasets.output_folder import OutputLock, prepare_output_folder
 from pipelines.laion_pose.config import JobConfig, ResourcesConfig
 from pipelines.laion_pose.inputs import InputPlan, plan_input
 from pipelines.laion_pose.workers import DownloadWorker, PoseWorker, plan_workers
@@ -49,11 +52,15 @@ QUIET_NATIVE_LOGS = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 def prepare_output(output: Path, config: JobConfig) -> None:
     """Create ``output`` and its ``config.json``, or check that an earlier run there used the same settings."""
-    output.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(output)
     path = output / CONFIG_NAME
     signature = config.output_signature()
     if path.exists():
-        previous = json.loads(path.read_text()).get("output_signature") or {}
+        try:
+            previous = json.loads(path.read_text()).get("output_signature") or {}
+        except (ValueError, AttributeError) as error:
+            raise ValueError(f"{path} is not a LAION-Pose config ({error}); use another --output") from None
+        previous = _with_defaults(previous, JobConfig(input=config.input, output=config.output).output_signature())
         if previous != signature:
             differing = sorted(k for k in set(signature) | set(previous) if previous.get(k) != signature.get(k))
             raise ValueError(
@@ -67,10 +74,28 @@ def prepare_output(output: Path, config: JobConfig) -> None:
     )
 
 
+def _with_defaults(previous: dict, defaults: dict) -> dict:
+    """``previous`` with the settings it does not record (added since it was written) at their defaults, so an
+    output built before a setting existed resumes when that setting is left at its default."""
+    filled = dict(previous)
+    for name, value in defaults.items():
+        if name not in filled:
+            filled[name] = value
+        elif isinstance(value, dict) and isinstance(filled[name], dict):
+            filled[name] = _with_defaults(filled[name], value)
+    return filled
+
+
 def run_job(config: JobConfig) -> dict:
     """Build (or finish building) LAION-Pose into ``config.output``; returns the totals of ``stats.json``."""
     plan = plan_input(config.input)
     output = Path(config.output)
+    prepare_output_folder(output)
+    with OutputLock(output, workers=True) as lock:
+        return _run_locked(plan, output, config, lock.run_id)
+
+
+def _run_locked(plan: InputPlan, output: Path, config: JobConfig, run_id: str) -> dict:
     prepare_output(output, config)
     remove_partial_files(output)
     done = finished_shards(output)
@@ -83,7 +108,7 @@ def run_job(config: JobConfig) -> dict:
     failures: dict[str, str] = {}
     if todo:
         with ray_session(config.ray) as session:
-            failures = run_shards(todo, plan, config, session, progress)
+            failures = run_shards(todo, plan, config, session, progress, run_id)
     finished = finished_shards(output)
     extra = {
         "kind": KIND,
@@ -98,8 +123,11 @@ def run_job(config: JobConfig) -> dict:
     return totals
 
 
-def run_shards(todo, plan: InputPlan, config: JobConfig, session: RaySession, progress: ProgressLogger) -> dict[str, str]:
-    """Process the shards ``todo`` on the Ray session; returns the failed ones (stem -> error)."""
+def run_shards(
+    todo, plan: InputPlan, config: JobConfig, session: RaySession, progress: ProgressLogger, run_id: str | None = None
+) -> dict[str, str]:
+    """Process the shards ``todo`` on the Ray session; returns the failed ones (stem -> error). The pose actors join
+    the output lock of run ``run_id`` (:meth:`datasets.output_folder.OutputLock.join`)."""
     import ray
 
     workers = plan_workers(config.resources, session.num_cpus, session.num_gpus, len(todo))
@@ -114,7 +142,8 @@ def run_shards(todo, plan: InputPlan, config: JobConfig, session: RaySession, pr
     )
     download_class = ray.remote(DownloadWorker).options(num_cpus=workers.download_cpus, max_restarts=retries)
     output = str(Path(config.output).resolve())
-    posers = [pose_class.remote(config.stage, output, index_schema(plan.carried_schema)) for _ in range(workers.pose_workers)]
+    schema = index_schema(plan.carried_schema)
+    posers = [pose_class.remote(config.stage, output, schema, run_id=run_id) for _ in range(workers.pose_workers)]
     downloaders = [
         download_class.remote(plan, config.input, config.download, retries=retries) for _ in range(workers.download_workers)
     ]

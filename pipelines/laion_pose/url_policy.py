@@ -10,14 +10,15 @@ exclusively to public (globally routable) addresses are fetched. Refused:
   IPv6 included);
 - any other scheme (``ftp``, ``data``, ...).
 
-``allow_private_urls`` lifts all of that (any scheme img2dataset's urllib
-fetcher supports). Malformed URLs and hosts that do not resolve are not
-refusals but failures (``download_failed``); neither is ever fetched.
+``allow_private_urls`` lifts all of that; ``allowed_hosts`` lifts it for
+named hosts only (``host`` or ``host:port``, such as an internal mirror).
+Malformed URLs and hosts that do not resolve are not refusals but failures
+(``download_failed``); neither is ever fetched.
 
-Known limit: the check happens before img2dataset fetches, which resolves the
-name again and follows HTTP redirects, so a hostile public server can still
-redirect or re-resolve to an internal address; run workers in a network that
-does not reach internal services when that matters.
+:meth:`UrlPolicy.admit` returns the addresses it checked, and the fetcher
+(:mod:`.fetcher`) connects to those addresses only and runs every redirect
+hop through :meth:`UrlPolicy.admit` again: a public name cannot re-resolve
+(DNS rebinding) or redirect to an internal address between check and connect.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -43,6 +44,16 @@ class UrlVerdict:
     status: str
     """``refused_url`` or ``download_failed``."""
     error: str
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A URL the policy lets through, with the addresses it checked (the only ones to connect to)."""
+
+    url: str
+    scheme: str
+    addresses: tuple[str, ...] = field(default=())
+    """Checked IP addresses of the host (``http``/``https``); empty for ``file`` URLs."""
 
 
 def resolve_relative(url: str | None, base: str | None) -> str | None:
@@ -70,56 +81,78 @@ def _address_problem(address: str) -> str | None:
 
 
 class UrlPolicy:
-    """Checks URLs before download; see the module docstring for the rules."""
+    """Checks URLs before each fetch and redirect hop; see the module docstring for the rules."""
 
     def __init__(
         self,
         *,
         allow_private: bool = False,
         allowed_file_roots: tuple[str, ...] = (),
+        allowed_hosts: tuple[str, ...] = (),
         dns_timeout: float = 5.0,
         resolver=socket.getaddrinfo,
+        threads: int = 8,
     ) -> None:
         self.allow_private = allow_private
         self.allowed_file_roots = tuple(Path(os.path.realpath(root)) for root in allowed_file_roots)
+        self.allowed_hosts = frozenset(host.lower() for host in allowed_hosts)
         self.dns_timeout = dns_timeout
         self.resolver = resolver
+        self._dns = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="dns")
 
-    def check_many(self, urls: list[str | None], *, threads: int = 32) -> list[UrlVerdict | None]:
-        """One verdict per URL (None: may be fetched). Hosts are resolved once each, in parallel."""
-        parsed = [self._static_check(url) for url in urls]
-        hosts = sorted({p for p in parsed if isinstance(p, str)})
-        problems = self._resolve_all(hosts, threads) if hosts else {}
-        return [problems.get(p) if isinstance(p, str) else p for p in parsed]
+    def close(self) -> None:
+        """Stop the resolver threads (a lookup still running is abandoned)."""
+        self._dns.shutdown(wait=False, cancel_futures=True)
 
     def check(self, url: str | None) -> UrlVerdict | None:
-        return self.check_many([url])[0]
+        """Why ``url`` may not be fetched, or None when it may."""
+        admitted = self.admit(url)
+        return admitted if isinstance(admitted, UrlVerdict) else None
 
-    def _static_check(self, url: str | None) -> UrlVerdict | str | None:
-        """A verdict, None (allowed), or the host name still to be resolved."""
+    def admit(self, url: str | None, timeout: float | None = None) -> UrlVerdict | Admission:
+        """A refusal or failure, or the :class:`Admission` of ``url`` with its checked addresses.
+
+        ``timeout`` caps the name resolution below ``dns_timeout`` (what is left of a deadline).
+        """
+        static = self._static_check(url)
+        if isinstance(static, UrlVerdict):
+            return static
+        scheme, host, port = static
+        if scheme == "file":
+            return Admission(url.strip(), scheme)
+        addresses = (host,) if _is_literal(host) else self._resolve(host, timeout)
+        if isinstance(addresses, UrlVerdict):
+            return addresses
+        if not (self.allow_private or host in self.allowed_hosts or f"{host}:{port}" in self.allowed_hosts):
+            for address in addresses:
+                problem = _address_problem(address)
+                if problem and address == host:
+                    return UrlVerdict(REFUSED, f"host {host} is a {problem} address")
+                if problem:
+                    return UrlVerdict(REFUSED, f"host {host} resolves to {problem} address {address}")
+        return Admission(url.strip(), scheme, addresses)
+
+    def _static_check(self, url: str | None) -> UrlVerdict | tuple[str, str, int]:
+        """A verdict, or ``(scheme, host, port)`` still to be resolved and checked (host empty for ``file``)."""
         if not url or not url.strip():
             return UrlVerdict(FAILED, "empty URL")
         try:
             parts = urlsplit(url.strip())
-            _ = parts.port  # raises on a malformed port
+            port = parts.port  # raises on a malformed port
         except ValueError as err:
             return UrlVerdict(FAILED, f"malformed URL: {err}")
         scheme = parts.scheme.lower()
         if not scheme:
             return UrlVerdict(FAILED, "relative URL with no base (set url_base)")
         if scheme == "file":
-            return self._file_check(parts)
-        if self.allow_private:
-            return None
+            return self._file_check(parts) or ("file", "", 0)
         if scheme not in WEB_SCHEMES:
+            if self.allow_private:
+                return UrlVerdict(FAILED, f"scheme {scheme!r} is not supported (only http, https and file)")
             return UrlVerdict(REFUSED, f"scheme {scheme!r} is not allowed (only http/https without --allow-private-urls)")
         if not parts.hostname:
             return UrlVerdict(FAILED, "URL has no host")
-        try:
-            problem = _address_problem(parts.hostname)
-        except ValueError:
-            return parts.hostname.lower()  # a name: resolve it
-        return UrlVerdict(REFUSED, f"host {parts.hostname} is a {problem} address") if problem else None
+        return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
 
     def _file_check(self, parts) -> UrlVerdict | None:
         if self.allow_private:
@@ -129,32 +162,22 @@ class UrlPolicy:
             return None
         return UrlVerdict(REFUSED, "file:// URLs are not allowed (use --allow-private-urls)")
 
-    def _resolve_all(self, hosts: list[str], threads: int) -> dict[str, UrlVerdict | None]:
-        pool = ThreadPoolExecutor(max_workers=max(1, min(threads, len(hosts))))
-        futures = {host: pool.submit(self.resolver, host, None) for host in hosts}
-        verdicts: dict[str, UrlVerdict | None] = {}
+    def _resolve(self, host: str, timeout: float | None) -> tuple[str, ...] | UrlVerdict:
+        """The addresses of ``host``, or the failure of its lookup."""
+        limit = self.dns_timeout if timeout is None else max(0.0, min(timeout, self.dns_timeout))
         try:
-            for host, future in futures.items():
-                try:
-                    infos = future.result(timeout=self.dns_timeout)
-                except FutureTimeout:
-                    verdicts[host] = UrlVerdict(FAILED, f"resolving {host} timed out")
-                    continue
-                except OSError as err:
-                    verdicts[host] = UrlVerdict(FAILED, f"cannot resolve {host}: {err}")
-                    continue
-                verdicts[host] = self._host_verdict(host, infos)
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-        return verdicts
+            infos = self._dns.submit(self.resolver, host, None).result(timeout=limit)
+        except FutureTimeout:
+            return UrlVerdict(FAILED, f"resolving {host} timed out")
+        except (OSError, UnicodeError) as err:
+            return UrlVerdict(FAILED, f"cannot resolve {host}: {err}")
+        addresses = tuple(dict.fromkeys(info[4][0] for info in infos))
+        return addresses or UrlVerdict(FAILED, f"{host} resolves to no address")
 
-    @staticmethod
-    def _host_verdict(host: str, infos) -> UrlVerdict | None:
-        addresses = sorted({info[4][0] for info in infos})
-        if not addresses:
-            return UrlVerdict(FAILED, f"{host} resolves to no address")
-        for address in addresses:
-            problem = _address_problem(address)
-            if problem:
-                return UrlVerdict(REFUSED, f"host {host} resolves to {problem} address {address}")
-        return None
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True

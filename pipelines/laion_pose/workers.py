@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from datasets.output_folder import OutputLock
 from pipelines.laion_pose.config import DownloadConfig, InputConfig, PoseStageConfig, ResourcesConfig
 from pipelines.laion_pose.download import DownloadedShard, download_shard
 from pipelines.laion_pose.inputs import InputPlan, ShardSpec
@@ -69,7 +70,7 @@ def annotate_columns(
         "pose_s": round(time.monotonic() - start, 3),
         "download_s": downloaded.stats.get("download_s", 0.0),
         "estimator": annotator.name,
-        "img2dataset": downloaded.stats.get("img2dataset", {}),
+        "download": downloaded.stats.get("download", {}),
     }
     return columns, extra
 
@@ -85,7 +86,7 @@ class DownloadWorker:
 
     def __init__(self, plan: InputPlan, input_config: InputConfig, config: DownloadConfig, *, retries: int) -> None:
         os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # else importing albumentations asks PyPI
-        import img2dataset.downloader  # noqa: F401 - the slow import, once per actor
+        import img2dataset.resizer  # noqa: F401  # the slow import (the whole package, torch included), once per actor
 
         self.plan, self.input_config, self.config, self.retries = plan, input_config, config, retries
 
@@ -97,7 +98,7 @@ class DownloadWorker:
         while True:
             try:
                 return download_shard(spec, self.plan, self.input_config, self.config)
-            except Exception as err:  # an unreadable input or img2dataset crash: retry, then fail the shard
+            except Exception as err:  # an unreadable input or a resizer crash: retry, then fail the shard
                 attempt += 1
                 if attempt > self.retries:
                     raise
@@ -113,7 +114,11 @@ class PoseWorker:
     for codecs nor for the disk (tar, parquet, fsyncs).
     """
 
-    def __init__(self, stage: PoseStageConfig, output: str, schema: pa.Schema, estimator: PoseEstimator | None = None) -> None:
+    def __init__(
+        self, stage: PoseStageConfig, output: str, schema: pa.Schema, estimator: PoseEstimator | None = None,
+        *, run_id: str | None = None,
+    ) -> None:  # fmt: skip
+        self._lock = OutputLock.join(output, run_id)  # held while this actor lives, even past a killed driver
         self.annotator = PoseAnnotator(stage, estimator)
         self.output = output
         self.schema = schema

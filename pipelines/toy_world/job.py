@@ -3,7 +3,9 @@
 A rerun of the same command skips finished shards (``NNNNN.stats.json`` present)
 and a complete evaluation set (``eval/spec.json`` present), and removes what a killed
 run left half-written. A rerun with settings that change the content is refused: the
-folder's ``config.json`` says what it holds.
+folder's ``config.json`` says what it holds. The output folder is checked and locked
+first (:mod:`datasets.output_folder`): a file, an unwritable folder or a folder another
+build is writing is refused before anything is drawn.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from datasets import clips, laion_pose
+from datasets.output_folder import OutputLock, prepare_output_folder
 from pipelines.shards import (
     ProgressLogger, aggregate_stats, finished_shards, remove_partial_files, shard_stem, write_json_atomic,
 )  # fmt: skip
@@ -38,7 +41,10 @@ def check_resume(output: Path, config: ToyWorldConfig) -> None:
 
     path = output / CONFIG_NAME
     if path.exists():
-        previous = json.loads(path.read_text())
+        try:
+            previous = dict(json.loads(path.read_text()))
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{path} is not a toy-world config ({error}): use a new folder") from None
         ours = json.loads(json.dumps(config.content_fields()))  # tuples become lists, as in the file
         changed = sorted(k for k in set(ours) | set(previous) if k not in RUNTIME_FIELDS and previous.get(k) != ours.get(k))
         if changed:
@@ -78,7 +84,12 @@ def run(config: ToyWorldConfig) -> dict:
     """Build (or finish building) the toy world of ``config``; returns a summary per part."""
     if not config.output:
         raise ValueError("an output folder is required")
-    output = Path(config.output)
+    output = prepare_output_folder(config.output)
+    with OutputLock(output):
+        return _build_world(output, config)
+
+
+def _build_world(output: Path, config: ToyWorldConfig) -> dict:
     check_resume(output, config)
     started = time.monotonic()
     summary = {}
