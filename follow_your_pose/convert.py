@@ -201,7 +201,12 @@ def _mapped_unet_state(unet_state: dict, expected: dict, base: str) -> dict:
 
 def _pose_encoder(adapter: dict, pth: Path | None, channels: tuple[int, ...], source: Path, warnings: list[str]):
     from follow_your_pose.models.control_encoder import ControlEncoder
-    from follow_your_pose.models.release import adapter_layout, pose_encoder_state, read_state_dict, strip_ddp_prefix
+    from follow_your_pose.models.release import (
+        adapter_layout,
+        pose_encoder_state,
+        read_state_dict,
+        strip_ddp_prefix,
+    )
 
     separate = strip_ddp_prefix(read_state_dict(pth)) if pth is not None else None
     if adapter and separate is not None:

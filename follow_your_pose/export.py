@@ -44,3 +44,43 @@ def read_base_reference(folder: Path) -> tuple[str, str | None]:
         raise ModelFolderError(f"{folder} has no {BASE_FILE}: not a model exported by training.stage1/stage2 or training.convert_official")
     values = json.loads(path.read_text())
     return values["pretrained"], values.get("revision")
+
+
+EXPECTED = (
+    "expected a model exported by training.stage1/stage2 or training.convert_official (base.json beside pose_encoder/ "
+    "and/or unet/), its training run folder (holding model/), or a FollowYourPosePipeline.save_pretrained folder"
+)
+
+
+def resolve_model_folder(path: str | Path) -> tuple[str, Path]:
+    """``("export" | "pipeline", folder)`` for what a user passes as ``--model``; anything else is a
+    :class:`ModelFolderError` saying what the folder is and what was expected."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ModelFolderError(f"--model {folder}: {'a file, not a folder' if folder.exists() else 'no such folder'}; {EXPECTED}")
+    if (folder / "model_index.json").is_file():
+        kind = _json(folder / "model_index.json").get("_class_name")
+        if kind == "FollowYourPosePipeline":
+            return "pipeline", folder
+        raise ModelFolderError(
+            f"--model {folder} is a {kind or 'diffusers'} folder, not a Follow-Your-Pose model (a plain Stable Diffusion base "
+            f"goes in --base or --model.pretrained); {EXPECTED}"
+        )
+    if (folder / BASE_FILE).is_file():
+        reference = _json(folder / BASE_FILE)
+        if not isinstance(reference.get("pretrained"), str) or not ((folder / "pose_encoder").is_dir() or (folder / "unet").is_dir()):
+            raise ModelFolderError(f"--model {folder} has a {BASE_FILE} that is not an export's (no \"pretrained\" base, or no pose_encoder/ or unet/ beside it); {EXPECTED}")
+        return "export", folder
+    if (folder / "model" / BASE_FILE).is_file():
+        return resolve_model_folder(folder / "model")
+    raise ModelFolderError(f"--model {folder} holds no model; {EXPECTED}")
+
+
+def _json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFolderError(f"{path} is not readable JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise ModelFolderError(f"{path} is not a JSON object")
+    return value

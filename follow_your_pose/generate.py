@@ -38,6 +38,7 @@ import numpy as np
 
 from datasets import video_io
 from datasets.video_io import read_video
+from follow_your_pose.export import resolve_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -231,8 +232,8 @@ def load_pipeline(config: GenerateConfig):
     from follow_your_pose.pipeline import FollowYourPosePipeline
 
     device, dtype = resolve_device(config.device, config.dtype)
-    folder = Path(config.model)
-    if (folder / "model_index.json").is_file():
+    kind, folder = resolve_model_folder(config.model)
+    if kind == "pipeline":
         pipeline = FollowYourPosePipeline.from_pretrained(folder, torch_dtype=dtype)
     else:
         pipeline = FollowYourPosePipeline.from_export(folder, base=config.base, torch_dtype=dtype)
@@ -250,6 +251,8 @@ def generate(config: GenerateConfig, pipeline=None) -> Path:
     from follow_your_pose.pipeline import render_keypoints
 
     config.check_required()
+    if pipeline is None:
+        resolve_model_folder(config.model)  # a wrong --model is refused before any pose is read
     pose = read_pose_input(config.pose, stride=config.pose_stride, limit=config.frames)
     frames = config.frames or len(pose)
     if len(pose) < frames:

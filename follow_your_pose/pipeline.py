@@ -31,19 +31,33 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DiffusionPipeline,
+    UNet2DConditionModel,
+)
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from PIL import Image
 
+from follow_your_pose.control_frames import prepare_frames, to_uint8
 from follow_your_pose.export import BASE_FILE, CONV_IN_FILE
 from follow_your_pose.long_video import padded_length, plan_windows, sample_windows
-from follow_your_pose.models.inflated_unet import InflatedUNet, InflationConfig, load_inflated
 from follow_your_pose.models.control_encoder import (
-    ControlEncoder, ControlEncoderOutput, control_unet_inputs, fold_frames, repeat_features, unfold_frames,
+    ControlEncoder,
+    ControlEncoderOutput,
+    control_unet_inputs,
+    fold_frames,
+    repeat_features,
+    unfold_frames,
     with_unconditional_zeros,
 )  # fmt: skip
-from follow_your_pose.control_frames import prepare_frames, to_uint8
+from follow_your_pose.models.inflated_unet import (
+    InflatedUNet,
+    InflationConfig,
+    load_inflated,
+)
 
 DEFAULT_WINDOW = 8
 

@@ -1,5 +1,14 @@
 """Follow-Your-Pose networks on stock diffusers parts: the pose encoder and the inflated UNet."""
 
+from follow_your_pose.models.control_encoder import (
+    ControlEncoder,
+    ControlEncoderOutput,
+    control_unet_inputs,
+    expand_conv_in,
+    fold_frames,
+    repeat_features,
+    unfold_frames,
+)
 from follow_your_pose.models.inflated_unet import (
     STAGE2_TRAINABLE,
     InflatedUNet,
@@ -8,15 +17,6 @@ from follow_your_pose.models.inflated_unet import (
     load_inflated,
     parameter_counts,
     save_inflated,
-)
-from follow_your_pose.models.control_encoder import (
-    ControlEncoder,
-    ControlEncoderOutput,
-    expand_conv_in,
-    fold_frames,
-    control_unet_inputs,
-    repeat_features,
-    unfold_frames,
 )
 
 __all__ = [

@@ -37,7 +37,9 @@ from dataclasses import dataclass
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin  # also looked up here by DiffusionPipeline.from_pretrained
+from diffusers.models.modeling_utils import (
+    ModelMixin,  # also looked up here by DiffusionPipeline.from_pretrained
+)
 from diffusers.utils import BaseOutput
 from torch import nn
 

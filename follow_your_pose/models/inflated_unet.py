@@ -35,9 +35,17 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from safetensors.torch import load_file, save_file
 
-from follow_your_pose.models.attention import CrossFrameAttnProcessor, FrameAttnProcessor, InflatedTransformerBlock
+from follow_your_pose.models.attention import (
+    CrossFrameAttnProcessor,
+    FrameAttnProcessor,
+    InflatedTransformerBlock,
+)
 from follow_your_pose.models.clip_norm import FrameCount, use_clip_norms
-from follow_your_pose.models.control_encoder import expand_conv_in, fold_frames, unfold_frames
+from follow_your_pose.models.control_encoder import (
+    expand_conv_in,
+    fold_frames,
+    unfold_frames,
+)
 
 STAGE2_TRAINABLE = ("attn1.to_q", "attn2.to_q", "temporal_attention", "temporal_conv")
 """Module paths trained in stage 2 (matched as whole dotted segments of parameter names); also what an inflated
