@@ -56,7 +56,7 @@ def measure(stage_number: int, checkpointing: bool, steps: int, root: Path, reso
     """Run in a child process: time ``steps`` optimiser steps after two warm-up steps, then the loader alone."""
     import torch
 
-    from training.config import preset
+    from training.presets import preset
     from training.loop import Trainer
     from training.stages import PoseImageStage, VideoStage
 

@@ -86,7 +86,7 @@ def damaged_images(world, tmp_path) -> tuple[Path, list[str]]:
 
 
 def test_damaged_image_shards_are_skipped_named_and_counted(damaged_images, caplog):
-    from training.config import preset
+    from training.presets import preset
     from training.data import PoseImageDataset
 
     data, bad = damaged_images
@@ -144,7 +144,7 @@ def test_too_much_damage_stops_the_run_with_one_line(world, tiny_base, tmp_path)
 def test_damaged_clips_are_skipped_in_stage2(world, tmp_path):
     from dataclasses import replace
 
-    from training.config import preset
+    from training.presets import preset
     from training.data import ClipFrameDataset
 
     data = copy_of(world / "clips", tmp_path)

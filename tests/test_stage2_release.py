@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from training.arguments import parse_config
-from training.config import preset
+from training.presets import preset
 from training.loop import Trainer
 from training.stages import VideoStage
 

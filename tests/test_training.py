@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from training import checkpoint as ckpt
 from training.arguments import parse_config
-from training.config import SD14, ConfigError, load_config, preset
+from training.config import SD14, ConfigError, load_config
+from training.presets import preset
 from training.loop import NonFiniteLossError, Trainer, train
 from training.records import read_metrics
 from training.stages import PoseImageStage, VideoStage

@@ -28,7 +28,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.config import preset
+from training.presets import preset
 from training.loop import Trainer
 from training.base_model import load_base
 from training.stages import PoseImageStage, VideoStage

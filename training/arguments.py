@@ -25,7 +25,8 @@ import types
 import typing
 from typing import Any, Callable
 
-from training.config import PRESETS, ConfigError, TrainConfig, preset
+from training.config import PRESETS, ConfigError, TrainConfig
+from training.presets import preset
 
 
 @functools.cache
