@@ -8,26 +8,18 @@ layouts it reads and what it writes are described there.
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from follow_your_pose.convert import ConvertConfig, ReleaseFormatError, convert
+from training.entry import run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.arguments import apply_overrides, build_parser
-
-    parser = build_parser(ConvertConfig(), prog="python -m training.convert_official", description=__doc__.split("\n\n")[0])
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        config = apply_overrides(ConvertConfig(), vars(parser.parse_args(argv)))
-        output = convert(config)
-    except (ReleaseFormatError, OSError) as error:
-        print(f"python -m training.convert_official: error: {error}", file=sys.stderr)
-        return 2
-    print(output)
-    return 0
+    """Parse ``argv`` (default: the process arguments), convert, print the output folder; bad input: one line, exit 2."""
+    return run_tool(
+        argv, defaults=ConvertConfig(), run=convert, prog="python -m training.convert_official",
+        description=__doc__.split("\n\n")[0], errors=(ReleaseFormatError, OSError),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -37,3 +37,25 @@ def run_stage(argv: list[str] | None, *, stage: int, stage_class, prog: str, des
     except NonFiniteLossError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         raise SystemExit(1) from error
+
+
+def run_tool(argv: list[str] | None, *, defaults, run, prog: str, description: str, errors: tuple[type[BaseException], ...]) -> int:
+    """A one-shot command (``training.generate``, ``training.convert_official``): flags from the ``defaults`` config's
+    fields, ``run(config)`` on the result, its printed output; ``errors`` (bad input) end with one line and exit 2."""
+    from training.arguments import apply_overrides, build_parser
+
+    parser = build_parser(defaults, prog=prog, description=description)
+    try:
+        config = apply_overrides(defaults, vars(parser.parse_args(argv)))
+        if hasattr(config, "check_required"):  # a missing or malformed required flag is a usage error
+            config.check_required()
+    except (TypeError, ValueError) as error:
+        parser.error(str(error))
+    _setup_logging()
+    try:
+        result = run(config)
+    except errors as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    print(result)
+    return 0

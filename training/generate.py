@@ -9,30 +9,18 @@ command reads and writes is described there.
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from follow_your_pose.generate import GenerateConfig, generate
+from training.entry import run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.arguments import apply_overrides, build_parser
-
-    parser = build_parser(GenerateConfig(), prog="python -m training.generate", description=__doc__.split("\n\n")[0])
-    try:
-        config = apply_overrides(GenerateConfig(), vars(parser.parse_args(argv)))
-        config.check_required()
-    except (TypeError, ValueError) as error:
-        parser.error(str(error))
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        out = generate(config)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(out)
-    return 0
+    """Parse ``argv`` (default: the process arguments), generate, print the video's path; bad input: one line, exit 2."""
+    return run_tool(
+        argv, defaults=GenerateConfig(), run=generate, prog="python -m training.generate",
+        description=__doc__.split("\n\n")[0], errors=(FileNotFoundError, ValueError),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
