@@ -511,7 +511,7 @@ def test_cached_latents_are_the_draws_of_encoding_again_without_the_encoder(tmp_
 
 
 def test_fused_adamw_on_cpu_makes_the_same_update():
-    from training.loop import make_optimizer
+    from training.optimizers import make_optimizer
 
     def step(fused: bool) -> tuple[torch.optim.Optimizer, torch.Tensor]:
         weight = torch.nn.Parameter(torch.linspace(-1, 1, 64))

@@ -29,6 +29,8 @@ from datasets.output_folder import OutputFolderError, OutputLock
 from training import checkpoint as ckpt
 from training.config import ConfigError, TrainConfig, save_config
 from training.damage import DamagedDataError, DamageTally, from_worker
+from training.optimizers import make_lr_scheduler, make_optimizer
+from training.protocol import Stage
 from training.records import METRICS, MetricsFile, flat_config
 
 logger = logging.getLogger(__name__)
@@ -87,32 +89,10 @@ def make_accelerator(config: TrainConfig):
     )
 
 
-def make_optimizer(config: TrainConfig, parameters: list[torch.nn.Parameter]):
-    """AdamW (fused where the device has the kernel and ``optim.fused`` is on), or bitsandbytes' 8-bit AdamW when
-    asked (a clear error when it is not installed)."""
-    optim = config.optim
-    kwargs = dict(lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay, eps=optim.eps)
-    if optim.use_8bit_adam:  # check_environment made sure it imports
-        import bitsandbytes as bnb
-
-        return bnb.optim.AdamW8bit(parameters, **kwargs)
-    devices = {p.device.type for p in parameters}
-    fused = optim.fused and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in parameters)
-    return torch.optim.AdamW(parameters, **kwargs, fused=fused or None)
-
-
-def make_lr_scheduler(config: TrainConfig, optimizer):
-    from diffusers.optimization import get_scheduler
-
-    return get_scheduler(
-        config.optim.scheduler, optimizer, num_warmup_steps=config.optim.warmup_steps, num_training_steps=config.max_steps
-    )
-
-
 class Trainer:
     """Runs one stage with one config; see the module docstring. Use :func:`train`."""
 
-    def __init__(self, config: TrainConfig, stage) -> None:
+    def __init__(self, config: TrainConfig, stage: Stage) -> None:
         self.config, self.stage = config, stage
         self.output = Path(config.output_dir)
         self.output.mkdir(parents=True, exist_ok=True)
@@ -397,6 +377,6 @@ def lock_output(accelerator, output: Path) -> OutputLock | None:
     return lock
 
 
-def train(config: TrainConfig, stage) -> TrainResult:
+def train(config: TrainConfig, stage: Stage) -> TrainResult:
     """Train ``stage`` with ``config``; see :class:`Trainer`."""
     return Trainer(config, stage).run()
