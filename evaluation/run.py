@@ -118,8 +118,12 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.out is None:
         parser.error("--out is required with --videos and --spec")
     from datasets.output_folder import prepare_output_folder
+    from evaluation.metrics.clip_backbone import CLIP_METRICS
+    from follow_your_pose.hub import check_reachable
 
     config = config_from_args(args)
+    if any(name in CLIP_METRICS for name in config.metrics):
+        check_reachable(config.clip_model, flag="--clip-model")
     prepare_output_folder(args.out, flag="--out")
     videos = args.videos
     if args.spec is not None:

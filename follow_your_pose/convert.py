@@ -29,6 +29,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from follow_your_pose.hub import check_reachable
 from follow_your_pose.models.release import ReleaseFormatError
 
 logger = logging.getLogger(__name__)
@@ -235,17 +236,18 @@ def _equal(a, b) -> bool:
 def convert(config: ConvertConfig) -> Path:
     """Convert (see the module docstring); return the output folder."""
     from follow_your_pose.export import write_base_reference
-    from follow_your_pose.models.inflated_unet import _is_stage2, save_inflated
     from follow_your_pose.models.release import read_state_dict, split_adapter
 
     config.check_required()
     output = Path(config.output)
     if output.exists() and not config.overwrite and any(output.iterdir()):
         raise ReleaseFormatError(f"--output {output} exists and is not empty (pass --overwrite true to replace it)")
-    source = locate(config.checkpoint)
-    base = config.base or (str(source.base) if source.base else "")
+    source = locate(check_reachable(config.checkpoint, flag="--checkpoint"))
+    base = check_reachable(config.base, flag="--base") or (str(source.base) if source.base else "")
     if not base:
         raise ReleaseFormatError("--base is required: the SD-1.4 model the checkpoint was trained on (hub id or folder)")
+    from follow_your_pose.models.inflated_unet import _is_stage2, save_inflated  # diffusers: only once the inputs are found
+
     unet_state, adapter = split_adapter(read_state_dict(source.weights))
     inflation = _inflation_for(unet_state)
     unet = _load_base_unet(base, config.revision, inflation)

@@ -38,7 +38,8 @@ import numpy as np
 
 from datasets import video_io
 from datasets.video_io import read_video
-from follow_your_pose.export import resolve_model_folder
+from follow_your_pose.export import read_base_reference, resolve_model_folder
+from follow_your_pose.hub import check_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -245,14 +246,16 @@ def load_pipeline(config: GenerateConfig):
 
 def generate(config: GenerateConfig, pipeline=None) -> Path:
     """Run one generation and write OUT.mp4 + sidecars; return OUT.mp4's path."""
+    config.check_required()
+    if pipeline is None:  # a wrong --model or an unreachable base is refused before any pose is read
+        kind, folder = resolve_model_folder(config.model)
+        if kind == "export":
+            check_reachable(config.base or read_base_reference(folder)[0], flag="--base" if config.base else f"the base of --model {folder}")
     import torch
 
     from datasets.generated import make_record, sidecar_paths, write_record
     from follow_your_pose.pipeline import render_keypoints
 
-    config.check_required()
-    if pipeline is None:
-        resolve_model_folder(config.model)  # a wrong --model is refused before any pose is read
     pose = read_pose_input(config.pose, stride=config.pose_stride, limit=config.frames)
     frames = config.frames or len(pose)
     if len(pose) < frames:

@@ -23,10 +23,20 @@ from training.config import ConfigError, TrainConfig
 TINY_BASE = "tiny-base"
 
 
+def check_hub(name: str, *, flag: str) -> str:
+    """``name``, or a ConfigError in seconds when it is a hub id and the hub cannot be reached (:mod:`follow_your_pose.hub`)."""
+    from follow_your_pose.hub import HubUnreachableError, check_reachable
+
+    try:
+        return check_reachable(name, flag=flag)
+    except HubUnreachableError as error:
+        raise ConfigError(str(error)) from None
+
+
 def resolve_base(config: TrainConfig, *, is_main: bool) -> str:
     """The base model path or hub id: ``model.pretrained``, or the tiny random model in OUTPUT/tiny-base (built once)."""
     if config.model.pretrained:
-        return config.model.pretrained
+        return check_hub(config.model.pretrained, flag="--model.pretrained")
     from follow_your_pose.tiny import TinySDConfig, save_tiny_sd, vae_factor
 
     folder = Path(config.output_dir) / TINY_BASE

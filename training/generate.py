@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: the process arguments), generate, print the video's path; bad input: one line, exit 2."""
     return run_tool(
         argv, defaults=GenerateConfig(), run=generate, prog="python -m training.generate",
-        description=__doc__.split("\n\n")[0], errors=(FileNotFoundError, ValueError),
+        description=__doc__.split("\n\n")[0], errors=(OSError, ValueError),
     )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from training.base_model import (
     base_reference,
+    check_hub,
     cast_frozen,
     check_resolution,
     load_base,
@@ -286,7 +287,7 @@ class VideoStage(DiffusionStage):
         require_shards(shard_paths, self.config.data.root, "clip")
         self.init = resolve_init(self.config.model.init)
         base, revision = read_base_reference(self.init)
-        self.pretrained = self.config.model.pretrained or base
+        self.pretrained = check_hub(self.config.model.pretrained or base, flag="--model.pretrained" if self.config.model.pretrained else f"the base of --init {self.init}")
         self.revision = self.config.model.revision if self.config.model.pretrained else revision
         check_resolution(self.config.data.resolution, self.pretrained, self.revision)
 

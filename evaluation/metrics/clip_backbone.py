@@ -17,6 +17,9 @@ import numpy as np
 from evaluation.config import resolve_dtype
 from pose_extraction.estimator import resolve_device
 
+CLIP_METRICS = ("clip", "frame_consistency")
+"""The metrics that load this backbone (``evaluation.run`` checks a hub id for them before any work)."""
+
 
 class ClipBackbone:
     """A loaded CLIP model and its processor."""
