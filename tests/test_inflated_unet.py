@@ -313,3 +313,24 @@ def resnets(unet):
     from diffusers.models.resnet import ResnetBlock2D
 
     return (m for m in unet.modules() if isinstance(m, ResnetBlock2D))
+
+
+def test_other_attention_processors_never_silently_replace_the_frame_ones(tiny_dir):
+    """xformers, attention slicing, a stock processor or diffusers' default would undo cross-frame and temporal
+    attention: the inflated UNet keeps its processors and refuses (or, for the default, restores its own)."""
+    unet = inflated(tiny_dir)
+    before = {name: type(p) for name, p in unet.attn_processors.items()}
+    assert CrossFrameAttnProcessor in before.values()
+    for attempt in (
+        lambda: unet.set_attn_processor(AttnProcessor2_0()),
+        lambda: unet.set_attention_slice(1),
+        lambda: unet.set_use_memory_efficient_attention_xformers(False),  # its stock processors, without xformers
+    ):
+        with pytest.raises(ValueError, match="cross-frame and temporal attention"):
+            attempt()
+        assert {name: type(p) for name, p in unet.attn_processors.items()} == before
+    unet.set_default_attn_processor()
+    assert {name: type(p) for name, p in unet.attn_processors.items()} == before
+    plain = UNet2DConditionModel.from_pretrained(tiny_dir, subfolder="unet")
+    plain.set_attention_slice(1)  # a 2-D UNet is left to diffusers
+    assert any("Sliced" in type(p).__name__ for p in plain.attn_processors.values())

@@ -169,6 +169,41 @@ class InflatedUNet(UNet2DConditionModel):
             processors[name] = CrossFrameAttnProcessor() if (cross_frame and is_self) else FrameAttnProcessor()
         self.set_attn_processor(processors)
 
+    def _keep_frame_processors(self, what: str, call):
+        """Run ``call()``; if it left attention processors that are not frame-aware (xformers, sliced, stock ones),
+        put the frame processors back and refuse: they would silently undo cross-frame and temporal attention."""
+        if self.config.get("inflation") is None:
+            return call()
+        previous = self.attn_processors
+        result = call()
+        foreign = sorted({type(p).__name__ for p in self.attn_processors.values() if not isinstance(p, FrameAttnProcessor)})
+        if foreign:
+            self.set_attn_processor(previous)
+            raise ValueError(
+                f"{what} would replace the inflated UNet's cross-frame and temporal attention with {', '.join(foreign)}; "
+                "its processors are kept (they run torch's scaled_dot_product_attention, which picks flash or "
+                "memory-efficient kernels by itself)"
+            )
+        return result
+
+    def set_attn_processor(self, processor) -> None:
+        """As diffusers', but an inflated UNet keeps frame-aware processors (subclasses of ``FrameAttnProcessor``)."""
+        return self._keep_frame_processors("set_attn_processor", lambda: super(InflatedUNet, self).set_attn_processor(processor))
+
+    def set_default_attn_processor(self) -> None:
+        """An inflated UNet's default processors are its frame processors (diffusers' would drop cross-frame attention)."""
+        if self.inflation is None:
+            return super().set_default_attn_processor()
+        self.set_frame_processors(cross_frame=self.inflation.cross_frame_attention)
+
+    def set_use_memory_efficient_attention_xformers(self, valid: bool, attention_op=None) -> None:
+        return self._keep_frame_processors(
+            "xformers attention", lambda: super(InflatedUNet, self).set_use_memory_efficient_attention_xformers(valid, attention_op)
+        )
+
+    def set_attention_slice(self, slice_size) -> None:
+        return self._keep_frame_processors("attention slicing", lambda: super(InflatedUNet, self).set_attention_slice(slice_size))
+
     @classmethod
     def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
         """Build from a config; a config written by an inflated model comes back inflated (weights load after)."""
