@@ -36,7 +36,7 @@ from datasets.pose_sequence import (
     write_keypoints,
 )
 from datasets.toy_world import SPEC_KIND, SPEC_NAME, SPEC_VERSION, read_spec
-from pipelines.shards import write_json_atomic
+from datasets.shards import write_json_atomic
 from pipelines.toy_world.config import GENERATOR, ToyWorldConfig
 from pipelines.toy_world.samples import STREAMS, ToySample, draw_sample, toy_extra
 from pipelines.toy_world.writers import KEYPOINT_THRESHOLD, encode_mp4, mask_boxes

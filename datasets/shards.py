@@ -1,4 +1,11 @@
-"""Atomic, resumable shard sets: the on-disk contract every builder in ``pipelines/`` shares.
+"""Atomic, resumable shard sets: the on-disk contract every writer of records shares.
+
+One implementation for every record kind. A record kind is its schema module
+in ``datasets/`` (:mod:`datasets.laion_pose`, :mod:`datasets.clips`, ...): it
+names the index columns (``INDEX_SCHEMA``) and the statuses (``STATUSES``) a
+shard of that kind holds; ``ShardWriter(..., kind=module)`` builds the index
+and the stats from them (:meth:`ShardWriter.commit_rows`). The builders in
+``pipelines/`` and the synthetic data of ``training/`` write through it.
 
 A shard set is a folder of shards named by a zero-padded stem (``00000``,
 ``00001``, ...). Shard ``NNNNN`` is up to three files:
@@ -21,9 +28,9 @@ job killed at any moment leaves either nothing, hidden temporaries (removed by
 :func:`remove_partial_files` on the next run), or renamed files of a shard
 without its ``.stats.json``, which readers ignore and the next run rewrites.
 
-API (stable; the LAION-Pose and HD-VILA builders both use it)::
+API (stable; the LAION-Pose, HD-VILA and toy-world builders and the synthetic data use it)::
 
-    from pipelines.shards import (ShardWriter, finished_shards, remove_partial_files,
+    from datasets.shards import (ShardWriter, finished_shards, remove_partial_files,
                                   shard_stem, make_shard_stats, aggregate_stats,
                                   write_json_atomic, ProgressLogger)
 
@@ -33,6 +40,9 @@ API (stable; the LAION-Pose and HD-VILA builders both use it)::
         writer.write({"__key__": "000070000", "jpg": b"...", "json": b"{...}"})
         stats = make_shard_stats(shard_stem(7), {"kept": 1, "no_person": 3}, statuses=STATUSES)
         writer.commit(index_table, stats)           # tar, parquet, then stats.json
+    with ShardWriter(out_dir, shard_stem(8), kind=datasets.clips) as writer:
+        ...
+        writer.commit_rows(index_rows, samples=2)   # index of kind.INDEX_SCHEMA, counts of kind.STATUSES
     totals = aggregate_stats(out_dir, statuses=STATUSES)  # writes out_dir/stats.json
     progress = ProgressLogger(total_shards, unit="images")
     progress.skip(len(done)); progress.restart_clock()   # once workers are up
@@ -54,9 +64,11 @@ import os
 import tarfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from types import ModuleType
+from typing import Iterable, Mapping, Sequence
 
 import pyarrow as pa
 
@@ -169,8 +181,9 @@ class ShardWriter:
     (an exception, a return) deletes the temporaries.
     """
 
-    def __init__(self, directory: str | Path, stem: str, *, write_tar: bool = True) -> None:
+    def __init__(self, directory: str | Path, stem: str, *, kind: ModuleType | None = None, write_tar: bool = True) -> None:
         self.directory = Path(directory)
+        self.kind = kind
         self.directory.mkdir(parents=True, exist_ok=True)
         self.stem = stem
         self.files = shard_files(self.directory, stem)
@@ -225,6 +238,21 @@ class ShardWriter:
         write_json_atomic(self.files.stats, dict(stats))
         return self.files
 
+    def commit_rows(self, rows: Sequence[Mapping], *, counts: Mapping[str, int] | None = None, **extra) -> dict:
+        """Commit ``rows`` as an index of this writer's record kind; returns the stats written.
+
+        The index has the kind's ``INDEX_SCHEMA``; the stats count every status
+        of the kind's ``STATUSES`` (``counts``, or the ``status`` column of
+        ``rows`` if not given) plus the numeric ``extra`` fields.
+        """
+        if self.kind is None:
+            raise RuntimeError("commit_rows needs a ShardWriter opened with kind=<schema module>")
+        if counts is None:
+            counts = Counter(row["status"] for row in rows)
+        stats = make_shard_stats(self.stem, counts, statuses=self.kind.STATUSES, **extra)
+        self.commit(pa.Table.from_pylist(list(rows), schema=self.kind.INDEX_SCHEMA), stats)
+        return stats
+
     def abort(self) -> None:
         """Drop everything written so far (idempotent)."""
         if self._closed:
@@ -269,8 +297,12 @@ def read_shard_stats(directory: str | Path) -> list[dict]:
     return [json.loads(shard_files(directory, stem).stats.read_text()) for stem in sorted(finished_shards(directory))]
 
 
-def aggregate_stats(directory: str | Path, *, statuses: Iterable[str] = (), extra: Mapping | None = None) -> dict:
+def aggregate_stats(
+    directory: str | Path, *, kind: ModuleType | None = None, statuses: Iterable[str] = (), extra: Mapping | None = None
+) -> dict:
     """Sum the stats of the finished shards of ``directory`` and write ``directory/stats.json`` atomically.
+
+    ``kind`` (a schema module) supplies ``statuses`` (its ``STATUSES``).
 
     The totals hold ``shards``, ``input_rows``, ``counts`` (every status of
     ``statuses``, zeros included) and the sum of every other numeric top-level
@@ -278,7 +310,7 @@ def aggregate_stats(directory: str | Path, *, statuses: Iterable[str] = (), extr
     up to its ``input_rows``.
     """
     per_shard = read_shard_stats(directory)
-    counts = {status: 0 for status in statuses}
+    counts = {status: 0 for status in (kind.STATUSES if kind is not None else statuses)}
     sums: dict[str, float] = {}
     input_rows = 0
     for stats in per_shard:
