@@ -22,8 +22,8 @@ A shard set is a folder of shards named by a zero-padded stem (``00000``,
   finished exactly when this file exists.
 
 Every file is first written under a hidden temporary name in the same folder
-(``.NNNNN.tar.tmp-<pid>-<random>``) and renamed into place with
-:func:`os.replace` (atomic on one filesystem), tar then parquet then stats. A
+(``.NNNNN.tar.tmp-<pid>-<random>``, :mod:`datasets.atomic`) and renamed into
+place with :func:`os.replace` (atomic on one filesystem), tar then parquet then stats. A
 job killed at any moment leaves either nothing, hidden temporaries (removed by
 :func:`remove_partial_files` on the next run), or renamed files of a shard
 without its ``.stats.json``, which readers ignore and the next run rewrites.
@@ -63,7 +63,6 @@ import logging
 import os
 import tarfile
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,11 +71,12 @@ from typing import Iterable, Mapping, Sequence
 
 import pyarrow as pa
 
+from datasets.atomic import TEMP_MARKER, atomic_path, temporary_path, write_json
+
 TAR_SUFFIX = ".tar"
 INDEX_SUFFIX = ".parquet"
 STATS_SUFFIX = ".stats.json"
 TOTALS_NAME = "stats.json"
-TEMP_MARKER = ".tmp-"
 STEM_DIGITS = 5
 
 TAR_OWNER = "bigdata"
@@ -129,10 +129,6 @@ def remove_partial_files(directory: str | Path) -> list[Path]:
     return removed
 
 
-def _temp_path(final: Path) -> Path:
-    return final.with_name(f".{final.name}{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
 def _sync_and_close(handle) -> None:
     handle.flush()
     os.fsync(handle.fileno())
@@ -140,36 +136,17 @@ def _sync_and_close(handle) -> None:
 
 
 def write_json_atomic(path: str | Path, obj) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    temp = _temp_path(path)
-    try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=2, sort_keys=True, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path
+    """Write ``obj`` as indented JSON (sorted keys, a final newline) to ``path`` atomically, flushed to disk."""
+    return write_json(path, obj, indent=2, sort_keys=True, newline=True, fsync=True)
 
 
 def write_parquet_atomic(path: str | Path, table: pa.Table) -> Path:
-    """Write ``table`` to ``path`` through a temporary file and a rename."""
+    """Write ``table`` to ``path`` atomically, flushed to disk."""
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    temp = _temp_path(path)
-    try:
-        with open(temp, "wb") as handle:
-            pq.write_table(table, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path
+    with atomic_path(path, fsync=True) as temp:
+        pq.write_table(table, temp)
+    return Path(path)
 
 
 class ShardWriter:
@@ -194,7 +171,7 @@ class ShardWriter:
         self._tar = None
         self._closed = False
         if write_tar:
-            self._tar_temp = _temp_path(self.files.tar)
+            self._tar_temp = temporary_path(self.files.tar)
             self._handle = open(self._tar_temp, "wb")
             self._tar = tarfile.open(fileobj=self._handle, mode="w|")
 
