@@ -12,7 +12,6 @@ records it, last: a resumed run finds the file and does not train again.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
