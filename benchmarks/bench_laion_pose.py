@@ -77,7 +77,7 @@ from pipelines.laion_pose.inputs import plan_input
 from pipelines.laion_pose.job import prepare_output, run_shards
 from pipelines.laion_pose.pose_stage import PoseAnnotator, decode_rgb
 from pipelines.ray_runtime import RayConfig, ray_session
-from pipelines.shards import ProgressLogger
+from datasets.shards import ProgressLogger
 from pose_extraction.backends import PoseConfig
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.atomic import write_json
 from datasets.keypoints import as_keypoints
 
 SCHEMA_VERSION = 1
@@ -74,10 +75,7 @@ def make_record(
 
 def write_record(video_path: str | Path, record: dict) -> Path:
     _, record_path = sidecar_paths(video_path)
-    tmp = record_path.with_name(record_path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False))
-    tmp.replace(record_path)
-    return record_path
+    return write_json(record_path, record, indent=1)
 
 
 def read_record(video_path: str | Path) -> dict:

@@ -29,12 +29,12 @@ Folder layout:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from datasets.atomic import atomic_path, write_json
 from datasets.keypoints import as_keypoints
 
 KIND = "pose_sequence"
@@ -69,15 +69,6 @@ class PoseSequence:
         self.source_frames.append(frame.source_frame)
 
 
-def _atomic(path: Path, write) -> None:
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(temp)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
 def write_keypoints(out: Path, sequence: PoseSequence, formats: str) -> None:
     """Write ``keypoints.json`` and/or ``keypoints.parquet`` (see the module docstring), each atomically."""
     frames = {
@@ -89,7 +80,7 @@ def write_keypoints(out: Path, sequence: PoseSequence, formats: str) -> None:
         "track_ids": sequence.track_ids,
     }
     if formats in ("json", "both"):
-        _atomic(out / JSON_NAME, lambda p: p.write_text(json.dumps({**sequence.header, **frames}, ensure_ascii=False)))
+        write_json(out / JSON_NAME, {**sequence.header, **frames})
     if formats in ("parquet", "both"):
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -115,7 +106,8 @@ def write_keypoints(out: Path, sequence: PoseSequence, formats: str) -> None:
             },
             schema=schema,
         )
-        _atomic(out / PARQUET_NAME, lambda p: pq.write_table(table, p))
+        with atomic_path(out / PARQUET_NAME) as temp:
+            pq.write_table(table, temp)
 
 
 def read_pose_sequence(directory: str | Path) -> PoseSequence:

@@ -27,6 +27,8 @@ from typing import Iterator
 
 import numpy as np
 
+from datasets.atomic import atomic_path, temporary_path
+
 Source = str | Path | bytes
 
 
@@ -39,15 +41,10 @@ def frame_rate(fps: float | Fraction) -> Fraction:
     return fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
 
 
-def temporary_path(path: Path) -> Path:
-    """The hidden name ``path`` is written under until it is complete (per process, so writers never collide)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.partial")
-
-
 class VideoWriter:
     """Streams RGB uint8 ``(H, W, 3)`` frames into an H.264 mp4 (yuv420p, constant frame rate).
 
-    ``target`` is a path (written atomically) or None (the mp4 bytes, returned by
+    ``target`` is a path (written atomically: under :func:`datasets.atomic.temporary_path`, renamed when finished) or None (the mp4 bytes, returned by
     :meth:`finish`). Width and height come from ``size`` or the first frame and
     must be even. ``crf`` and ``preset`` are x264's; ``options`` adds x264
     options (``{"g": "60"}``); ``faststart`` moves the index to the front so
@@ -182,14 +179,10 @@ def write_gif(frames: np.ndarray, path: str | Path, fps: float, *, optimize: boo
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temporary_path(path)
     images = [Image.fromarray(np.ascontiguousarray(frame)) for frame in frames]
     duration = max(min_frame_ms, round(1000 / max(fps, 1e-3)))
-    try:
+    with atomic_path(path) as temp:
         images[0].save(temp, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0, optimize=optimize)
-        temp.replace(path)
-    finally:
-        temp.unlink(missing_ok=True)
     return path
 
 

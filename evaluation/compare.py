@@ -13,6 +13,7 @@ import html
 from pathlib import Path
 from typing import Sequence
 
+from datasets.atomic import write_text
 from evaluation.evaluator import find_figure, read_results
 from evaluation.report import fmt, html_page, label
 
@@ -83,9 +84,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path = ".", pape
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / COMPARE_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(_html(table, paper_rows, cols, best, warnings, runs), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, _html(table, paper_rows, cols, best, warnings, runs))
     return markdown
 
 

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from datasets import atomic
 from datasets.generated import read_record, sidecar_paths
 from evaluation.config import EvalConfig
 from evaluation.metrics import MetricContext, build_metrics
@@ -202,10 +203,7 @@ def confidence_intervals(metric, states: Sequence[dict], config: EvalConfig) -> 
 
 def write_json(path: Path, data, indent: int | None = 1) -> Path:
     """Write JSON through a temporary name, so a stopped run never leaves a truncated file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=indent, ensure_ascii=False))
-    tmp.replace(path)
-    return path
+    return atomic.write_json(path, data, indent=indent)
 
 
 def find_figure(results: dict, figure: str) -> tuple[float | None, list[float] | None]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.atomic import atomic_path, write_text
 from evaluation.report_assets import CSS, JS
 from evaluation.video_io import VideoError, read_video, thumbnail_frames, write_gif, write_png
 
@@ -62,10 +63,7 @@ def write_report(results: dict, out_dir: str | Path, preview_side: int = 256, pr
     ])
     page = html_page(f"Evaluation · {', '.join(results['model_ids'])}", _header(results), body)
     path = out_dir / REPORT_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, page)
 
 
 def export_media(video: dict, media: Path, side: int, frames: int) -> dict:
@@ -78,8 +76,8 @@ def export_media(video: dict, media: Path, side: int, frames: int) -> dict:
         target, poster, gif = media / f"{stem}.mp4", media / f"{stem}.poster.png", media / f"{stem}.gif"
         try:
             if not (target.exists() and gif.exists() and poster.exists()):
-                shutil.copyfile(source, target.with_name(target.name + ".tmp"))
-                target.with_name(target.name + ".tmp").replace(target)
+                with atomic_path(target) as temp:
+                    shutil.copyfile(source, temp)
                 small = thumbnail_frames(read_video(source), side, frames)
                 write_png(poster, small[0])
                 write_gif(gif, small, fps=float(video.get("fps") or 8) * len(small) / max(1, video.get("frames") or len(small)))

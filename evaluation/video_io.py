@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets import video_io
+from datasets.atomic import atomic_path
 from datasets.video_io import VideoError, count_frames, iter_frames
 
 __all__ = ["VideoError", "count_frames", "iter_frames", "read_video", "thumbnail_frames", "write_gif", "write_png", "write_video"]
@@ -57,8 +58,6 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     """A PNG of one RGB uint8 image, written through a temporary name."""
     from PIL import Image
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as temp:
+        Image.fromarray(np.ascontiguousarray(image)).save(temp, format="PNG")
+    return Path(path)

@@ -28,7 +28,7 @@ from pipelines.laion_pose.pose_stage import PoseAnnotator, decode_rgb, objects
 from pipelines.laion_pose.url_policy import UrlPolicy, resolve_relative
 from pipelines.laion_pose.workers import WorkerPlan, annotate_shard, plan_workers
 from pipelines.laion_pose.writer import index_schema
-from pipelines.shards import (
+from datasets.shards import (
     ProgressLogger,
     ShardWriter,
     aggregate_stats,
@@ -97,7 +97,7 @@ def test_writing_a_shard_does_not_import_webdataset_or_torch(tmp_path):
 
     code = (
         "import sys, pyarrow as pa\n"
-        "from pipelines.shards import ShardWriter, make_shard_stats\n"
+        "from datasets.shards import ShardWriter, make_shard_stats\n"
         f"with ShardWriter({str(tmp_path)!r}, '00000') as w:\n"
         "    w.write({'__key__': 'a', 'txt': b'x'})\n"
         "    w.commit(pa.table({'key': ['a']}), make_shard_stats('00000', {'kept': 1}))\n"

@@ -12,7 +12,6 @@ records it, last: a resumed run finds the file and does not train again.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -21,6 +20,8 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from datasets.atomic import write_json
 
 log = logging.getLogger(__name__)
 RECORD = "autoencoder.json"
@@ -85,8 +86,6 @@ def train_into_base(vae, base: str | Path, images, count: int, *, steps: int, lr
     tail = losses[-min(20, len(losses)) :]
     record = {"steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed, "first_loss": losses[0],
               "final_loss": sum(tail) / len(tail), "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
-    temp = base / f".{RECORD}.tmp"
-    temp.write_text(json.dumps(record, indent=1))
-    temp.replace(base / RECORD)
+    write_json(base / RECORD, record, indent=1, ensure_ascii=True)
     log.info("autoencoder trained: loss %.4f -> %.4f in %.0f s", record["first_loss"], record["final_loss"], record["seconds"])
     return record

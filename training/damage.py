@@ -6,7 +6,7 @@ or absurd keypoints. The readers of both stages (:mod:`training.data`) apply
 one policy:
 
 - at start, each tar is indexed as far as it can be read
-  (:func:`training.data.index_tar`); a shard that cannot be read, or is cut
+  (:func:`datasets.tar_index.index_tar`); a shard that cannot be read, or is cut
   short, keeps its readable samples and is named in a warning; the samples it
   lost (the builder's count in its ``.stats.json`` minus those indexed) count
   as damaged;
@@ -24,6 +24,8 @@ from __future__ import annotations
 import logging
 import math
 import sys
+
+from datasets.tar_index import describe_error as describe  # noqa: F401 (a one-line reason for a report)
 
 DAMAGED_KEY = "damaged"
 """Batch field: one string per sample, the reports of the damaged samples it replaced ("" for none)."""
@@ -55,12 +57,6 @@ def damage_errors() -> tuple[type[BaseException], ...]:
     if decord is not None:
         errors += (decord._ffi.base.DECORDError,)
     return errors
-
-
-def describe(error: BaseException) -> str:
-    """A one-line reason for a report."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
 
 
 class DamageTally:

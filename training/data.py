@@ -24,9 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tarfile
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -38,6 +35,7 @@ from datasets import clips
 from datasets.keypoints import COCO17_FLIP_PAIRS, as_keypoints
 from datasets.laion_pose import decode_sample
 from datasets.laion_pose import shard_paths as laion_shard_paths
+from datasets.tar_index import TarSampleReader
 from pose_extraction.skeleton import render_skeleton
 from training.config import ClipDataConfig, ConfigError, ImageDataConfig
 from training.damage import DAMAGED_KEY, MAX_REPLACEMENTS, DamagedDataError, damage_errors, describe
@@ -56,112 +54,13 @@ def require_shards(shard_paths, root, kind: str) -> list[Path]:
     return shards
 
 
-@dataclass(frozen=True)
-class TarMember:
-    """Where one sample of a tar lives: ``{suffix: (offset, size)}`` of its members' data."""
-
-    shard: int
-    key: str
-    members: dict[str, tuple[int, int]]
-
-
-def index_tar(path: Path, shard: int) -> tuple[list[TarMember], str | None]:
-    """Index the samples of a WebDataset tar (key = name up to the first dot of the file name), in tar order, as far
-    as it can be read; returns them and what is wrong with the tar (None for a sound one)."""
-    samples: dict[str, dict[str, tuple[int, int]]] = {}
-    problem = None
-    try:
-        size = os.path.getsize(path)
-        with tarfile.open(path, "r:") as archive:
-            for info in archive:
-                if not info.isfile():
-                    continue
-                folder, _, name = info.name.rpartition("/")
-                stem, dot, suffix = name.partition(".")
-                key = f"{folder}/{stem}" if folder else stem
-                if info.offset_data + info.size > size:  # the sample this member belongs to is incomplete
-                    problem = f"cut short at byte {size} inside member {info.name}"
-                    samples.pop(key, None)
-                    break
-                if dot:
-                    samples.setdefault(key, {})[suffix] = (info.offset_data, info.size)
-    except (tarfile.TarError, OSError, EOFError) as error:
-        problem = f"not a readable tar after {len(samples)} samples ({describe(error)})"
-    return [TarMember(shard, key, members) for key, members in samples.items()], problem
-
-
-def _builder_count(tar: Path) -> int | None:
-    """Samples the builder wrote into ``tar`` (its ``.stats.json``'s kept count), None when unknown."""
-    try:
-        return int(json.loads(tar.with_name(tar.name.removesuffix(".tar") + ".stats.json").read_text())["counts"]["kept"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-class TarSampleReader:
-    """Random access to the samples of a list of tars; file descriptors are opened lazily.
-
-    Damaged tars keep their readable samples (:func:`index_tar`); :attr:`lost_samples` counts the others and
-    :attr:`problems` names each damaged shard.
-    """
-
-    def __init__(self, shards: list[Path], required: tuple[str, ...]) -> None:
-        self.shards = [Path(s) for s in shards]
-        samples: list[TarMember] = []
-        self.problems: list[str] = []
-        self.lost_samples = self.expected_samples = 0
-        for index, path in enumerate(self.shards):
-            members, problem = index_tar(path, index) if path.is_file() else ([], "missing")
-            complete = [m for m in members if all(ext in m.members for ext in required)]
-            expected = _builder_count(path)
-            expected = len(complete) if expected is None else expected
-            self.expected_samples += expected
-            if problem or len(complete) < expected:
-                self.lost_samples += max(expected - len(complete), 0)
-                self.problems.append(f"{path.name}: {problem or 'samples missing'}")
-                log.warning("shard %s is damaged (%s): %d of %d samples readable, the rest skipped",
-                            path, problem or "samples missing", len(complete), expected)  # fmt: skip
-            samples += complete
-        self.samples = samples
-        self._descriptors: dict[int, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_descriptors": {}}
-
-    def __del__(self) -> None:
-        for descriptor in getattr(self, "_descriptors", {}).values():
-            try:
-                os.close(descriptor)
-            except OSError:
-                pass
-
-    def where(self, index: int) -> str:
-        """``shard 00003.tar, sample 000030002`` for messages."""
-        member = self.samples[index]
-        return f"shard {self.shards[member.shard].name}, sample {member.key}"
-
-    def require_samples(self, root) -> None:
-        """Raise when nothing is readable: :class:`DamagedDataError` naming damaged shards, else ConfigError."""
-        if self.samples:
-            return
-        if self.problems:
-            raise DamagedDataError(f"data: no readable sample in {root}: {len(self.problems)} damaged shard(s) ({'; '.join(self.problems[:3])})")
-        raise ConfigError(f"the shards in {root} hold no samples")
-
-    def read(self, index: int) -> dict:
-        """The raw sample ``{"__key__": key, suffix: bytes, ...}``."""
-        member = self.samples[index]
-        descriptor = self._descriptors.get(member.shard)
-        if descriptor is None:
-            descriptor = self._descriptors[member.shard] = os.open(self.shards[member.shard], os.O_RDONLY)
-        sample: dict = {"__key__": member.key}
-        for suffix, (offset, size) in member.members.items():
-            # pread: no shared file offset, so forked DataLoader workers may share the descriptor.
-            sample[suffix] = os.pread(descriptor, size, offset)
-        return sample
+def require_samples(reader: TarSampleReader, root) -> None:
+    """Raise when nothing is readable: :class:`DamagedDataError` naming damaged shards, else ConfigError."""
+    if reader.samples:
+        return
+    if reader.problems:
+        raise DamagedDataError(f"data: no readable sample in {root}: {len(reader.problems)} damaged shard(s) ({'; '.join(reader.problems[:3])})")
+    raise ConfigError(f"the shards in {root} hold no samples")
 
 
 class GuardedSamples:
@@ -267,7 +166,7 @@ class PoseImageDataset(GuardedSamples, torch.utils.data.Dataset):
     def __init__(self, root: str | Path, config: ImageDataConfig, *, seed: int) -> None:
         shards = require_shards(laion_shard_paths, root, "LAION-Pose")
         self.reader = TarSampleReader(shards, required=("jpg", "json"))
-        self.reader.require_samples(root)
+        require_samples(self.reader, root)
         self.config = config
         self.seed = seed
 
@@ -364,7 +263,7 @@ class ClipFrameDataset(GuardedSamples, torch.utils.data.Dataset):
             self.reader.lost_samples += sum(1 for m in self.reader.samples if m.shard in unreadable)
             self.reader.problems += [f"{shards[n].with_suffix('.parquet').name}: unreadable" for n in sorted(unreadable)]
             self.reader.samples = [m for m in self.reader.samples if m.shard not in unreadable]
-        self.reader.require_samples(root)
+        require_samples(self.reader, root)
         self.too_short = sum(1 for m in self.reader.samples if (kept.get(m.key) or 0) < self.span)
         self.reader.samples = [m for m in self.reader.samples if (kept.get(m.key) or 0) >= self.span]
         if not self.reader.samples:

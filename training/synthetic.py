@@ -4,7 +4,8 @@ Figures are drawn from random COCO-17 poses (limbs as thick strokes, a head
 disk, on a coloured background) and written in the real record formats: a
 LAION-Pose folder (:mod:`datasets.laion_pose`: tar + parquet index +
 stats) whose keypoints are exactly the pose the figure was drawn from, and a
-clip folder (:mod:`datasets.clips`) of figures moving over time. Because the
+clip folder (:mod:`datasets.clips`) of figures moving over time, both written
+atomically through :class:`datasets.shards.ShardWriter`. Because the
 pose is known exactly, a model trained on them can be checked for following
 the pose.
 """
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 
 from datasets.keypoints import empty_keypoints
+from datasets.shards import ShardWriter
 from datasets.video_io import encode_mp4
 from pose_extraction.skeleton import COCO17_LINKS, render_skeleton
 
@@ -96,10 +98,6 @@ def write_laion_pose(
 ) -> Path:
     """A LAION-Pose folder of ``count`` synthetic figures (``size`` squares) in shards of ``per_shard``;
     ``background`` is one RGB colour for all, or None for a random colour per image."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    import webdataset as wds
-
     from datasets import laion_pose as schema
 
     folder = Path(folder)
@@ -109,7 +107,7 @@ def write_laion_pose(
     for shard in range(-(-count // per_shard)):
         stem = schema.shard_name(shard)
         rows = []
-        with wds.TarWriter(str(folder / f"{stem}.tar")) as writer:
+        with ShardWriter(folder, stem, kind=schema) as writer:
             for index in range(shard * per_shard, min(count, (shard + 1) * per_shard)):
                 key = f"{index:09d}"
                 keypoints = random_pose(rng, size)
@@ -127,9 +125,7 @@ def write_laion_pose(
                 rows.append({"key": key, "status": schema.KEPT, "error": None, "url": None, "caption": caption,
                              "width": size, "height": size, "person_count": 1, "visible_keypoints": 17,
                              "shard": f"{stem}.tar", "sha256": None})
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema.INDEX_SCHEMA), folder / f"{stem}.parquet")
-        stats = {"shard": stem, "input_rows": len(rows), "counts": {schema.KEPT: len(rows)}}
-        (folder / f"{stem}.stats.json").write_text(json.dumps(stats))
+            writer.commit_rows(rows)
     return folder
 
 
@@ -153,10 +149,6 @@ def write_clips(
 ) -> Path:
     """A clip folder (:mod:`datasets.clips` layout) of ``count`` synthetic clips of moving figures;
     ``background`` is one RGB colour for all, or None for a random colour per clip."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    import webdataset as wds
-
     from datasets import clips as schema
 
     folder = Path(folder)
@@ -166,7 +158,7 @@ def write_clips(
     for shard in range(-(-count // per_shard)):
         stem = schema.shard_name(shard)
         rows = []
-        with wds.TarWriter(str(folder / f"{stem}.tar")) as writer:
+        with ShardWriter(folder, stem, kind=schema) as writer:
             for index in range(shard * per_shard, min(count, (shard + 1) * per_shard)):
                 video_id, caption = f"synthetic{index:06d}", "a person moving"
                 key = schema.clip_key(video_id, 0)
@@ -184,7 +176,5 @@ def write_clips(
                              "clip_index": 0, "caption": caption, "span_start": 0.0, "span_end": frames / fps,
                              "cut_start": 0.0, "cut_end": frames / fps, "fps": float(fps), "frames": frames,
                              "width": size, "height": size, "shard": f"{stem}.tar", "flags": []})
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema.INDEX_SCHEMA), folder / f"{stem}.parquet")
-        stats = {"shard": stem, "input_rows": len(rows), "counts": {schema.KEPT: len(rows)}}
-        (folder / f"{stem}.stats.json").write_text(json.dumps(stats))
+            writer.commit_rows(rows)
     return folder

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from datasets.atomic import atomic_path
 from datasets.keypoints import empty_keypoints
 
 
@@ -34,17 +35,15 @@ def save_gif(frames: np.ndarray, path: Path, fps: float = 8.0) -> Path:
     """Write ``(T, H, W, 3)`` uint8 frames as a looping gif (atomic write)."""
     images = [Image.fromarray(frame) for frame in frames]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
-    tmp.replace(path)
+    with atomic_path(path) as temp:
+        images[0].save(temp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
     return path
 
 
 def _atomic_save(image: Image.Image, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as temp:
+        image.save(temp, format="PNG")
     return path
 
 

@@ -29,7 +29,7 @@ from pipelines.hdvila.planning import ClipPlanner, ShardPlan
 from pipelines.hdvila.shard import build_shard
 from pipelines.hdvila.stages import ClipCutter
 from pipelines.ray_runtime import ray_session
-from pipelines.shards import (
+from datasets.shards import (
     ProgressLogger,
     aggregate_stats,
     finished_shards,

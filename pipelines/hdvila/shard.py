@@ -1,6 +1,6 @@
 """Building one clip shard from its plan: cut video by video, stream samples into the tar, then commit index and stats.
 
-Uses :class:`pipelines.shards.ShardWriter`, so a shard is either finished
+Uses :class:`datasets.shards.ShardWriter`, so a shard is either finished
 (``NNNNN.stats.json`` present, written last) or leaves nothing that looks
 complete. Samples are written as soon as a video is cut, so a shard never
 holds more than one video's clips in memory.
@@ -14,12 +14,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pyarrow as pa
-
-from datasets.clips import ANNOTATION_EXT, CAPTION_EXT, FLAGS, INDEX_SCHEMA, KEPT, STATUSES, VIDEO_EXT
+from datasets import clips
+from datasets.clips import ANNOTATION_EXT, CAPTION_EXT, FLAGS, KEPT, VIDEO_EXT
+from datasets.shards import ShardWriter, shard_stem
 from pipelines.hdvila.planning import ShardPlan
 from pipelines.hdvila.stages import ClipCutter, batch_to_rows, rows_to_batch
-from pipelines.shards import ShardWriter, make_shard_stats, shard_stem
 
 
 def _index_row(row: dict, tar_name: str) -> dict:
@@ -66,7 +65,7 @@ def build_shard(plan: ShardPlan, output: str | Path, cutter: ClipCutter) -> dict
     counts: Counter[str] = Counter()
     flags: Counter[str] = Counter()
     seconds, stored = 0.0, 0
-    with ShardWriter(output, stem) as writer:
+    with ShardWriter(output, stem, kind=clips) as writer:
         for row in _results(plan, cutter):
             if row["status"] == KEPT:
                 writer.write(
@@ -83,15 +82,12 @@ def build_shard(plan: ShardPlan, output: str | Path, cutter: ClipCutter) -> dict
             counts[row["status"]] += 1
             index_rows.append(_index_row(row, tar_name))
             row.pop("mp4", None)
-        stats = make_shard_stats(
-            stem,
-            counts,
-            statuses=STATUSES,
+        return writer.commit_rows(
+            index_rows,
+            counts=counts,
             input_clips=len(index_rows),
             kept_seconds=round(seconds, 3),
             mp4_bytes=stored,
             elapsed_s=round(time.monotonic() - started, 3),
             **{f"flagged_{name}": flags.get(name, 0) for name in FLAGS},
         )
-        writer.commit(pa.Table.from_pylist(index_rows, schema=INDEX_SCHEMA), stats)
-    return stats

@@ -12,7 +12,7 @@ Stages, one module each (none of them imports Ray; :mod:`.job` wires them):
   (:mod:`.resizer` guards its decoder);
 - :mod:`.pose_stage`: :class:`.pose_stage.PoseAnnotator`, the callable pose
   stage (estimator, keep rule, annotation, skeleton image);
-- :mod:`.writer`: one LAION-Pose shard through :mod:`pipelines.shards`;
+- :mod:`.writer`: one LAION-Pose shard through :mod:`datasets.shards`;
 - :mod:`.workers`: the bodies of the download and pose actors, and how many
   of each the cluster holds;
 - :mod:`.job`: the Ray job; :mod:`.cli`: the command line.

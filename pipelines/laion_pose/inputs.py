@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from datasets.laion_pose import INDEX_COLUMNS
 from pipelines.laion_pose.config import InputConfig
-from pipelines.shards import shard_stem
+from datasets.shards import shard_stem
 
 CARRIED_PREFIX = "input_"
 """Prefix given to a carried column whose name clashes with an index column (``status`` -> ``input_status``)."""

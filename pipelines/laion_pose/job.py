@@ -34,7 +34,7 @@ from pipelines.laion_pose.inputs import InputPlan, plan_input
 from pipelines.laion_pose.workers import DownloadWorker, PoseWorker, plan_workers
 from pipelines.laion_pose.writer import index_schema
 from pipelines.ray_runtime import RaySession, ray_session
-from pipelines.shards import (
+from datasets.shards import (
     ProgressLogger,
     aggregate_stats,
     finished_shards,

@@ -3,7 +3,7 @@
 The tar holds the kept samples (``jpg``, ``txt``, ``json``, ``pose.png``); the
 parquet index holds every input row of the shard (kept or not) with
 :data:`datasets.laion_pose.INDEX_SCHEMA` then the carried columns; the stats
-count the rows per status. :class:`pipelines.shards.ShardWriter` makes the
+count the rows per status. :class:`datasets.shards.ShardWriter` makes the
 three appear together or not at all.
 """
 
@@ -24,7 +24,7 @@ from datasets.laion_pose import (
     SKELETON_EXT,
     STATUSES,
 )
-from pipelines.shards import TAR_SUFFIX, ShardWriter, make_shard_stats
+from datasets.shards import TAR_SUFFIX, ShardWriter, make_shard_stats
 
 _INT_COLUMNS = ("width", "height", "person_count", "visible_keypoints")
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.atomic import write_bytes
 from datasets.generated import make_record, sidecar_paths, write_record
 from datasets.keypoints import COCO17_NAMES
 from datasets.pose_sequence import (
@@ -36,19 +37,13 @@ from datasets.pose_sequence import (
     write_keypoints,
 )
 from datasets.toy_world import SPEC_KIND, SPEC_NAME, SPEC_VERSION, read_spec
-from pipelines.shards import write_json_atomic
+from datasets.shards import write_json_atomic
 from pipelines.toy_world.config import GENERATOR, ToyWorldConfig
 from pipelines.toy_world.samples import STREAMS, ToySample, draw_sample, toy_extra
 from pipelines.toy_world.writers import KEYPOINT_THRESHOLD, encode_mp4, mask_boxes
 from pose_extraction.skeleton import render_sequence
 
 log = logging.getLogger(__name__)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".{path.name}.partial")
-    temp.write_bytes(data)
-    temp.replace(path)
 
 
 def pose_sequence(config: ToyWorldConfig, sample: ToySample) -> PoseSequence:
@@ -75,19 +70,19 @@ def write_entry(config: ToyWorldConfig, sample: ToySample, root: Path) -> dict:
     pose_dir = root / "poses" / sample.key
     pose_dir.mkdir(parents=True, exist_ok=True)
     skeleton_mp4 = encode_mp4(render_sequence(list(sample.keypoints), config.size, config.size), config)
-    _write_bytes(pose_dir / VIDEO_NAME, skeleton_mp4)
+    write_bytes(pose_dir / VIDEO_NAME, skeleton_mp4)
     write_keypoints(pose_dir, pose_sequence(config, sample), "both")
     video = root / "oracle" / f"{sample.key}.mp4"
     video.parent.mkdir(parents=True, exist_ok=True)
     pose_video, _ = sidecar_paths(video)
-    _write_bytes(pose_video, skeleton_mp4)
+    write_bytes(pose_video, skeleton_mp4)
     record = make_record(
         prompt=sample.caption, keypoints_per_frame=list(sample.keypoints), width=config.size, height=config.size,
         frames=len(sample.frames), fps=config.fps, model=f"{GENERATOR}_oracle", settings={"toy": toy_extra(config, sample)},
         source=str(Path("poses") / sample.key), key=sample.key,
     )  # fmt: skip
     write_record(video, record)
-    _write_bytes(video, encode_mp4(sample.frames, config))  # last: a video with its record is what evaluation scans
+    write_bytes(video, encode_mp4(sample.frames, config))  # last: a video with its record is what evaluation scans
     palette = config.palette
     return {
         "key": sample.key, "set": sample.kind, "prompt": sample.caption, "figure": sample.figure,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from datasets import clips, laion_pose
 from datasets.output_folder import OutputLock, prepare_output_folder
-from pipelines.shards import (
+from datasets.shards import (
     ProgressLogger, aggregate_stats, finished_shards, remove_partial_files, shard_stem, write_json_atomic,
 )  # fmt: skip
 from pipelines.toy_world.config import GENERATOR, RUNTIME_FIELDS, ToyWorldConfig

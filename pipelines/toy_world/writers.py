@@ -2,7 +2,7 @@
 
 Records come from the schema modules (:func:`datasets.laion_pose.make_annotation`,
 :func:`datasets.clips.make_annotation`, their index schemas and statuses) and every
-shard goes through :class:`pipelines.shards.ShardWriter`, so ``training.stage1`` and
+shard goes through :class:`datasets.shards.ShardWriter`, so ``training.stage1`` and
 ``training.stage2`` read these folders exactly as they read real ones, and a killed
 run leaves no shard that looks complete. Every toy row is ``kept``: the generator
 makes figures that fit the frame by construction, so there is nothing to reject.
@@ -19,13 +19,12 @@ import time
 from fractions import Fraction
 
 import numpy as np
-import pyarrow as pa
 from PIL import Image
 
 from datasets import clips, laion_pose, video_io
+from datasets.shards import ShardWriter, shard_stem
 from pipelines.hdvila.config import CutConfig
 from pipelines.hdvila.encoding import writer_options
-from pipelines.shards import ShardWriter, make_shard_stats, shard_stem
 from pipelines.toy_world.config import GENERATOR, ToyWorldConfig
 from pipelines.toy_world.samples import ToySample, draw_sample, toy_extra
 from pose_extraction.skeleton import render_skeleton
@@ -89,7 +88,7 @@ def build_image_shard(config: ToyWorldConfig, shard: int, directory) -> dict:
     started, stem = time.monotonic(), shard_stem(shard)
     first, stop = shard * config.images_per_shard, min((shard + 1) * config.images_per_shard, config.images)
     rows, stored = [], 0
-    with ShardWriter(directory, stem) as writer:
+    with ShardWriter(directory, stem, kind=laion_pose) as writer:
         for index in range(first, stop):
             sample = draw_sample(config, "image", index)
             members = image_members(config, sample)
@@ -100,12 +99,7 @@ def build_image_shard(config: ToyWorldConfig, shard: int, directory) -> dict:
                 "width": config.size, "height": config.size, "person_count": 1, "visible_keypoints": 17,
                 "shard": f"{stem}.tar", "sha256": hashlib.sha256(members[laion_pose.IMAGE_EXT]).hexdigest(),
             })  # fmt: skip
-        stats = make_shard_stats(
-            stem, {laion_pose.KEPT: len(rows)}, statuses=laion_pose.STATUSES, jpg_bytes=stored,
-            elapsed_s=round(time.monotonic() - started, 3),
-        )  # fmt: skip
-        writer.commit(pa.Table.from_pylist(rows, schema=laion_pose.INDEX_SCHEMA), stats)
-    return stats
+        return writer.commit_rows(rows, jpg_bytes=stored, elapsed_s=round(time.monotonic() - started, 3))
 
 
 def span_text(seconds: float) -> str:
@@ -152,19 +146,17 @@ def build_clip_shard(config: ToyWorldConfig, shard: int, directory) -> dict:
     started, stem = time.monotonic(), shard_stem(shard)
     first, stop = shard * config.clips_per_shard, min((shard + 1) * config.clips_per_shard, config.clips)
     rows, stored, seconds = [], 0, 0.0
-    with ShardWriter(directory, stem) as writer:
+    with ShardWriter(directory, stem, kind=clips) as writer:
         for index in range(first, stop):
             members, annotation = clip_members(config, draw_sample(config, "clip", index))
             writer.write(members)
             stored += len(members[clips.VIDEO_EXT])
             seconds += annotation["cut"][1]
             rows.append(_clip_row(annotation, members[clips.VIDEO_EXT], f"{stem}.tar"))
-        stats = make_shard_stats(
-            stem, {clips.KEPT: len(rows)}, statuses=clips.STATUSES, input_clips=len(rows), kept_seconds=round(seconds, 3),
-            mp4_bytes=stored, elapsed_s=round(time.monotonic() - started, 3),
+        return writer.commit_rows(
+            rows, input_clips=len(rows), kept_seconds=round(seconds, 3), mp4_bytes=stored,
+            elapsed_s=round(time.monotonic() - started, 3),
         )  # fmt: skip
-        writer.commit(pa.Table.from_pylist(rows, schema=clips.INDEX_SCHEMA), stats)
-    return stats
 
 
 BUILDERS = {"images": build_image_shard, "clips": build_clip_shard}

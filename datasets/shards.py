@@ -1,4 +1,11 @@
-"""Atomic, resumable shard sets: the on-disk contract every builder in ``pipelines/`` shares.
+"""Atomic, resumable shard sets: the on-disk contract every writer of records shares.
+
+One implementation for every record kind. A record kind is its schema module
+in ``datasets/`` (:mod:`datasets.laion_pose`, :mod:`datasets.clips`, ...): it
+names the index columns (``INDEX_SCHEMA``) and the statuses (``STATUSES``) a
+shard of that kind holds; ``ShardWriter(..., kind=module)`` builds the index
+and the stats from them (:meth:`ShardWriter.commit_rows`). The builders in
+``pipelines/`` and the synthetic data of ``training/`` write through it.
 
 A shard set is a folder of shards named by a zero-padded stem (``00000``,
 ``00001``, ...). Shard ``NNNNN`` is up to three files:
@@ -15,15 +22,15 @@ A shard set is a folder of shards named by a zero-padded stem (``00000``,
   finished exactly when this file exists.
 
 Every file is first written under a hidden temporary name in the same folder
-(``.NNNNN.tar.tmp-<pid>-<random>``) and renamed into place with
-:func:`os.replace` (atomic on one filesystem), tar then parquet then stats. A
+(``.NNNNN.tar.tmp-<pid>-<random>``, :mod:`datasets.atomic`) and renamed into
+place with :func:`os.replace` (atomic on one filesystem), tar then parquet then stats. A
 job killed at any moment leaves either nothing, hidden temporaries (removed by
 :func:`remove_partial_files` on the next run), or renamed files of a shard
 without its ``.stats.json``, which readers ignore and the next run rewrites.
 
-API (stable; the LAION-Pose and HD-VILA builders both use it)::
+API (stable; the LAION-Pose, HD-VILA and toy-world builders and the synthetic data use it)::
 
-    from pipelines.shards import (ShardWriter, finished_shards, remove_partial_files,
+    from datasets.shards import (ShardWriter, finished_shards, remove_partial_files,
                                   shard_stem, make_shard_stats, aggregate_stats,
                                   write_json_atomic, ProgressLogger)
 
@@ -33,6 +40,9 @@ API (stable; the LAION-Pose and HD-VILA builders both use it)::
         writer.write({"__key__": "000070000", "jpg": b"...", "json": b"{...}"})
         stats = make_shard_stats(shard_stem(7), {"kept": 1, "no_person": 3}, statuses=STATUSES)
         writer.commit(index_table, stats)           # tar, parquet, then stats.json
+    with ShardWriter(out_dir, shard_stem(8), kind=datasets.clips) as writer:
+        ...
+        writer.commit_rows(index_rows, samples=2)   # index of kind.INDEX_SCHEMA, counts of kind.STATUSES
     totals = aggregate_stats(out_dir, statuses=STATUSES)  # writes out_dir/stats.json
     progress = ProgressLogger(total_shards, unit="images")
     progress.skip(len(done)); progress.restart_clock()   # once workers are up
@@ -53,18 +63,20 @@ import logging
 import os
 import tarfile
 import time
-import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from types import ModuleType
+from typing import Iterable, Mapping, Sequence
 
 import pyarrow as pa
+
+from datasets.atomic import TEMP_MARKER, atomic_path, temporary_path, write_json
 
 TAR_SUFFIX = ".tar"
 INDEX_SUFFIX = ".parquet"
 STATS_SUFFIX = ".stats.json"
 TOTALS_NAME = "stats.json"
-TEMP_MARKER = ".tmp-"
 STEM_DIGITS = 5
 
 TAR_OWNER = "bigdata"
@@ -117,10 +129,6 @@ def remove_partial_files(directory: str | Path) -> list[Path]:
     return removed
 
 
-def _temp_path(final: Path) -> Path:
-    return final.with_name(f".{final.name}{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
 def _sync_and_close(handle) -> None:
     handle.flush()
     os.fsync(handle.fileno())
@@ -128,36 +136,17 @@ def _sync_and_close(handle) -> None:
 
 
 def write_json_atomic(path: str | Path, obj) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    temp = _temp_path(path)
-    try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=2, sort_keys=True, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path
+    """Write ``obj`` as indented JSON (sorted keys, a final newline) to ``path`` atomically, flushed to disk."""
+    return write_json(path, obj, indent=2, sort_keys=True, newline=True, fsync=True)
 
 
 def write_parquet_atomic(path: str | Path, table: pa.Table) -> Path:
-    """Write ``table`` to ``path`` through a temporary file and a rename."""
+    """Write ``table`` to ``path`` atomically, flushed to disk."""
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    temp = _temp_path(path)
-    try:
-        with open(temp, "wb") as handle:
-            pq.write_table(table, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path
+    with atomic_path(path, fsync=True) as temp:
+        pq.write_table(table, temp)
+    return Path(path)
 
 
 class ShardWriter:
@@ -169,8 +158,9 @@ class ShardWriter:
     (an exception, a return) deletes the temporaries.
     """
 
-    def __init__(self, directory: str | Path, stem: str, *, write_tar: bool = True) -> None:
+    def __init__(self, directory: str | Path, stem: str, *, kind: ModuleType | None = None, write_tar: bool = True) -> None:
         self.directory = Path(directory)
+        self.kind = kind
         self.directory.mkdir(parents=True, exist_ok=True)
         self.stem = stem
         self.files = shard_files(self.directory, stem)
@@ -181,7 +171,7 @@ class ShardWriter:
         self._tar = None
         self._closed = False
         if write_tar:
-            self._tar_temp = _temp_path(self.files.tar)
+            self._tar_temp = temporary_path(self.files.tar)
             self._handle = open(self._tar_temp, "wb")
             self._tar = tarfile.open(fileobj=self._handle, mode="w|")
 
@@ -224,6 +214,21 @@ class ShardWriter:
         write_parquet_atomic(self.files.index, index)
         write_json_atomic(self.files.stats, dict(stats))
         return self.files
+
+    def commit_rows(self, rows: Sequence[Mapping], *, counts: Mapping[str, int] | None = None, **extra) -> dict:
+        """Commit ``rows`` as an index of this writer's record kind; returns the stats written.
+
+        The index has the kind's ``INDEX_SCHEMA``; the stats count every status
+        of the kind's ``STATUSES`` (``counts``, or the ``status`` column of
+        ``rows`` if not given) plus the numeric ``extra`` fields.
+        """
+        if self.kind is None:
+            raise RuntimeError("commit_rows needs a ShardWriter opened with kind=<schema module>")
+        if counts is None:
+            counts = Counter(row["status"] for row in rows)
+        stats = make_shard_stats(self.stem, counts, statuses=self.kind.STATUSES, **extra)
+        self.commit(pa.Table.from_pylist(list(rows), schema=self.kind.INDEX_SCHEMA), stats)
+        return stats
 
     def abort(self) -> None:
         """Drop everything written so far (idempotent)."""
@@ -269,8 +274,12 @@ def read_shard_stats(directory: str | Path) -> list[dict]:
     return [json.loads(shard_files(directory, stem).stats.read_text()) for stem in sorted(finished_shards(directory))]
 
 
-def aggregate_stats(directory: str | Path, *, statuses: Iterable[str] = (), extra: Mapping | None = None) -> dict:
+def aggregate_stats(
+    directory: str | Path, *, kind: ModuleType | None = None, statuses: Iterable[str] = (), extra: Mapping | None = None
+) -> dict:
     """Sum the stats of the finished shards of ``directory`` and write ``directory/stats.json`` atomically.
+
+    ``kind`` (a schema module) supplies ``statuses`` (its ``STATUSES``).
 
     The totals hold ``shards``, ``input_rows``, ``counts`` (every status of
     ``statuses``, zeros included) and the sum of every other numeric top-level
@@ -278,7 +287,7 @@ def aggregate_stats(directory: str | Path, *, statuses: Iterable[str] = (), extr
     up to its ``input_rows``.
     """
     per_shard = read_shard_stats(directory)
-    counts = {status: 0 for status in statuses}
+    counts = {status: 0 for status in (kind.STATUSES if kind is not None else statuses)}
     sums: dict[str, float] = {}
     input_rows = 0
     for stats in per_shard:
