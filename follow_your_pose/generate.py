@@ -37,6 +37,7 @@ from typing import Literal
 import numpy as np
 
 from datasets import video_io
+from datasets.atomic import atomic_path
 from datasets.video_io import read_video
 from follow_your_pose.export import read_base_reference, resolve_model_folder
 from follow_your_pose.hub import check_reachable
@@ -210,9 +211,8 @@ def write_latents(latents, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    save_file({"latents": latents.detach().float().cpu().contiguous()}, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({"latents": latents.detach().float().cpu().contiguous()}, str(tmp))
     return path
 
 

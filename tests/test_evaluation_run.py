@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from datasets.atomic import TEMP_MARKER
 from evaluation.run import main
 from tests.test_metrics import person, save_tiny_clip, write_generated_video
 from tests.test_pose_mmpose import FAST, checkpoints  # noqa: F401  (fixture: random MMPose models saved as checkpoints)
@@ -87,7 +88,7 @@ def test_a_stopped_run_resumes_from_cached_states_and_changed_files_are_rescored
     first = read_results(out)
     assert first["timings"]["pixels/flicker"] > 0 and first["timings"]["pixels/flow"] > 0
     states = sorted((out / "states").rglob("*.json"))
-    assert len(states) == 6 and not list(out.rglob("*.tmp"))
+    assert len(states) == 6 and not [p for p in out.rglob("*") if TEMP_MARKER in p.name]
     assert main(args) == 0
     second = read_results(out)
     assert "pixels/flicker" not in second["timings"]  # nothing recomputed

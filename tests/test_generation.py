@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from datasets.atomic import TEMP_MARKER
 from datasets.generated import read_record, sidecar_paths
 from follow_your_pose.long_video import plan_windows
 from follow_your_pose.models import ControlEncoder, save_inflated
@@ -200,7 +201,7 @@ def test_cli_writes_the_video_and_the_sidecars_evaluation_reads(export_dir, tmp_
     assert main([*common, "--pose", str(pose_video), "--out", str(again), "--toy", json.dumps(toy)]) == 0
     assert read_record(again)["keypoints"] is None and read_record(again)["frames"] == 5
     assert read_record(again)["settings"]["toy"] == toy
-    assert not list((tmp_path / "gen").glob(".*partial"))
+    assert not [p for p in (tmp_path / "gen").iterdir() if TEMP_MARKER in p.name or p.name.endswith(".partial")]
     # bad input: a clear message and a non-zero exit, nothing written
     assert main([*common, "--pose", str(poses), "--frames", "9", "--out", str(tmp_path / "gen" / "x.mp4")]) == 2
     assert not (tmp_path / "gen" / "x.mp4").exists()

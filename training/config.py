@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from datasets.atomic import write_json
+
 PRESETS = ("paper", "tiny", "toy")
 SD14 = "CompVis/stable-diffusion-v1-4"
 
@@ -367,9 +369,7 @@ def from_dict(cls, values: dict):
 def save_config(config, path: str | Path) -> Path:
     """Write the resolved config as JSON (atomically: temp file, then rename)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"kind": type(config).__name__, **to_dict(config)}, indent=2))
-    tmp.replace(path)
+    write_json(path, {"kind": type(config).__name__, **to_dict(config)}, indent=2)
     return path
 
 

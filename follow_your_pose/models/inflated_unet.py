@@ -35,6 +35,7 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from safetensors.torch import load_file, save_file
 
+from datasets.atomic import atomic_path, write_json
 from follow_your_pose.models.attention import (
     CrossFrameAttnProcessor,
     FrameAttnProcessor,
@@ -306,13 +307,10 @@ def save_inflated(unet: InflatedUNet, directory: str | Path, *, base: str, subfo
         raise ValueError("the UNet is not inflated")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (WEIGHTS_NAME + ".tmp")
-    save_file(delta_state_dict(unet), str(tmp), metadata={"format": "pt"})
-    tmp.replace(directory / WEIGHTS_NAME)
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(delta_state_dict(unet), str(tmp), metadata={"format": "pt"})
     meta = {"base": str(base), "subfolder": subfolder, "revision": revision, "inflation": asdict(inflation)}
-    tmp = directory / (INFLATION_NAME + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(directory / INFLATION_NAME)
+    write_json(directory / INFLATION_NAME, meta, indent=1)
     return directory
 
 
