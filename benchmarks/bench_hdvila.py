@@ -74,7 +74,8 @@ def time_reading(clips: Path, size: int, epochs: int) -> tuple[float, float]:
     import decord
     import webdataset as wds
 
-    from datasets.clips import ClipDataset, ClipDatasetConfig, shard_paths
+    from datasets.clip_reader import ClipDataset, ClipDatasetConfig
+    from datasets.clips import shard_paths
 
     files = clips.parent / "decord-files"
     files.mkdir()

@@ -9,7 +9,7 @@ import pytest
 
 import torch
 
-from datasets.clips import ClipDataset, ClipDatasetConfig
+from datasets.clip_reader import ClipDataset, ClipDatasetConfig
 from pipelines.hdvila.config import CutConfig, SourceConfig
 from pipelines.hdvila.metadata import VideoIndex, iter_videos  # noqa: E402
 from pipelines.hdvila.planning import ClipPlanner  # noqa: E402

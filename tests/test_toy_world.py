@@ -13,7 +13,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from datasets import clips, laion_pose
+from datasets import clip_reader, clips, laion_pose
 from evaluation.toy_metrics import video_pose_iou
 from pipelines.build_toy_world import main
 from pipelines.toy_world import poses
@@ -148,9 +148,9 @@ def _away_from_edges(mask: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("decoder", ["pyav", "decord"])
 def test_clip_shards_read_back_with_the_clip_reader(world, decoder):
     config, out = world
-    reader_config = clips.ClipDatasetConfig(root=str(out / "clips"), num_frames=8, frame_stride=4, resolution=config.size,
+    reader_config = clip_reader.ClipDatasetConfig(root=str(out / "clips"), num_frames=8, frame_stride=4, resolution=config.size,
                                             start="first", decoder=decoder)  # fmt: skip
-    items = list(clips.ClipDataset(reader_config))
+    items = list(clip_reader.ClipDataset(reader_config))
     assert len(items) == config.clips
     for i, item in enumerate(items):
         drawn = draw_sample(config, "clip", i)

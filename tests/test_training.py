@@ -195,7 +195,7 @@ def test_loader_workers_give_the_same_batches_as_the_main_process(pose_data, cli
 
 
 def test_clip_dataset_reads_strided_frames_and_skips_short_clips(clip_data):
-    from datasets.clips import ClipDataset, ClipDatasetConfig
+    from datasets.clip_reader import ClipDataset, ClipDatasetConfig
     from training.data import ClipFrameDataset
 
     config = replace(preset(2, "tiny").data, num_frames=8, frame_stride=1)  # spans all 8 frames of every clip

@@ -247,7 +247,7 @@ def _kept_frames(shards: list[Path]) -> tuple[dict[str, int], set[int]]:
 class ClipFrameDataset(GuardedSamples, torch.utils.data.Dataset):
     """Stage-2 samples of a clip folder (:mod:`datasets.clips`), indexed by ``(epoch, index)``.
 
-    Random access over the same tars :class:`datasets.clips.ClipDataset` streams, decoded with that
+    Random access over the same tars :class:`datasets.clip_reader.ClipDataset` streams, decoded with that
     module's :func:`~datasets.clips.decode_frames` and :class:`~datasets.clips.CropGeometry`; the
     start frame and caption dropout come from the ``(seed, epoch, index)`` generator, so order,
     workers and resumes do not change what a sample is. Clips shorter than a sample spans are left
