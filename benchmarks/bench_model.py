@@ -167,7 +167,7 @@ def measure_generation(base: str, config: BenchConfig) -> list[dict]:
     for index, frames in enumerate((min(config.gen_frames), *config.gen_frames)):  # the first run warms up
         start = time.perf_counter()
         pipe("a person dancing", poses[:frames], num_inference_steps=config.steps, guidance_scale=7.5,
-             window_size=config.window, generator=torch.Generator().manual_seed(0))  # fmt: skip
+             window_size=config.window, generator=torch.Generator().manual_seed(0), output_type="np")  # fmt: skip
         if index:
             results.append({"frames": frames, "seconds_per_frame": (time.perf_counter() - start) / frames})
     return results

@@ -276,7 +276,7 @@ def generate(config: GenerateConfig, pipeline=None) -> Path:
         generator=generator, output_type="np",
     )  # fmt: skip
     fps = config.fps or pose.fps or DEFAULT_FPS
-    video = (result.frames * 255).round().astype(np.uint8)
+    video = (result.frames[0] * 255).round().astype(np.uint8)
     out = Path(config.out)
     pose_path, _ = sidecar_paths(out)
     write_video(result.pose_frames, pose_path, fps)

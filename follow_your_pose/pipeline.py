@@ -64,10 +64,12 @@ DEFAULT_WINDOW = 8
 
 @dataclass
 class FollowYourPoseOutput(BaseOutput):
-    """``frames``: ``(T, H, W, 3)`` floats in [0, 1] (``np``), T PIL images (``pil``), ``(T, 3, H, W)``
-    (``pt``) or latents ``(1, 4, T, h, w)`` (``latent``). ``pose_frames``: the ``(T, H, W, 3)`` uint8
-    skeletons the frames were conditioned on (None without pose). ``latents``: the final latents before
-    decoding, ``(1, 4, T, h, w)``."""
+    """What the pipeline returns, batch first as diffusers' video pipelines do (``B`` = prompts x videos per prompt).
+
+    ``frames``: ``B`` lists of ``T`` PIL images (``pil``), a ``(B, T, H, W, 3)`` float array in [0, 1] (``np``), a
+    ``(B, T, 3, H, W)`` tensor (``pt``), or the latents ``(B, 4, T, h, w)`` (``latent``). ``pose_frames``: the
+    ``(T, H, W, 3)`` uint8 skeletons every video was conditioned on (None without pose). ``latents``: the final
+    latents before decoding, ``(B, 4, T, h, w)``."""
 
     frames: np.ndarray | list | torch.Tensor
     pose_frames: np.ndarray | None = None
@@ -134,25 +136,31 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             pose_encoder=pose_encoder,
         )
 
-    def encode_prompt(self, prompt: str, negative_prompt: str, guidance: bool) -> torch.Tensor:
-        """Text embeddings ``(1 or 2, L, D)``: ``[negative, prompt]`` under guidance."""
-        texts = [negative_prompt, prompt] if guidance else [prompt]
+    def encode_prompt(self, prompt: str | list[str], negative_prompt: str | list[str] | None, guidance: bool, videos_per_prompt: int = 1) -> torch.Tensor:
+        """Text embeddings ``(B, L, D)``, or ``(2B, L, D)`` as ``[negatives, prompts]`` under guidance, each prompt
+        repeated ``videos_per_prompt`` times (B = prompts x videos per prompt)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negatives = negative_prompt if isinstance(negative_prompt, list) else [negative_prompt or ""] * len(prompts)
+        if len(negatives) != len(prompts):
+            raise ValueError(f"{len(negatives)} negative prompts for {len(prompts)} prompts")
+        texts = (negatives + prompts) if guidance else prompts
         ids = self.tokenizer(
             texts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
         ).input_ids
-        return self.text_encoder(ids.to(self._execution_device))[0].to(self.unet.dtype)
+        embeddings = self.text_encoder(ids.to(self._execution_device))[0].to(self.unet.dtype)
+        return embeddings.repeat_interleave(videos_per_prompt, dim=0)
 
-    def encode_pose(self, pose: torch.Tensor | None, scale: float, copies: int, guided: bool = False) -> ControlEncoderOutput | None:
-        """Pose features of ``(T, 3, H, W)`` skeleton floats in [0, 1] for ``copies`` batch halves (2: unconditional then
-        conditional branch); ``guided``: zeros in the unconditional half, so classifier-free guidance pushes towards the
-        pose as well as the text."""
+    def encode_pose(self, pose: torch.Tensor | None, scale: float, batch: int, guidance: bool, guided: bool = False) -> ControlEncoderOutput | None:
+        """Pose features of ``(T, 3, H, W)`` skeleton floats in [0, 1] for ``batch`` videos, and for both branches
+        under ``guidance`` (unconditional half first); ``guided``: zeros in the unconditional half, so classifier-free
+        guidance pushes towards the pose as well as the text."""
         if self.pose_encoder is None or pose is None:
             return None
         clip = pose.to(self._execution_device, self.pose_encoder.dtype).permute(1, 0, 2, 3)[None]  # (1, 3, T, H, W)
         features = self.pose_encoder(clip, conditioning_scale=scale)
-        if guided and copies == 2:
-            return with_unconditional_zeros(features)
-        return repeat_features(features, copies)
+        if guidance and guided:
+            return with_unconditional_zeros(repeat_features(features, batch))
+        return repeat_features(features, 2 * batch if guidance else batch)
 
     def predict_noise(self, sample: torch.Tensor, t, text: torch.Tensor, kwargs: dict) -> torch.Tensor:
         """The UNet's prediction for ``(B, C, F, h, w)`` latents. An :class:`InflatedUNet` takes the clip; a plain 2-D
@@ -168,15 +176,20 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return {k: v for k, v in (("eta", eta), ("generator", generator)) if k in parameters}
 
     def decode_latents(self, latents: torch.Tensor, chunk: int) -> torch.Tensor:
-        """``(1, 4, T, h, w)`` latents to ``(T, 3, H, W)`` floats in [0, 1], ``chunk`` frames at a time."""
-        flat = latents[0].permute(1, 0, 2, 3) / self.vae.config.scaling_factor
-        images = [self.vae.decode(part.to(self.vae.dtype)).sample.float() for part in flat.split(chunk)]
-        return (torch.cat(images) / 2 + 0.5).clamp(0, 1)
+        """``(B, 4, T, h, w)`` latents to ``(B, T, 3, H, W)`` floats in [0, 1], ``chunk`` frames at a time."""
+        videos = []
+        for video in latents:
+            flat = video.permute(1, 0, 2, 3) / self.vae.config.scaling_factor
+            images = [self.vae.decode(part.to(self.vae.dtype)).sample.float() for part in flat.split(chunk)]
+            videos.append((torch.cat(images) / 2 + 0.5).clamp(0, 1))
+        return torch.stack(videos)
+
+    _callback_tensor_inputs = ["latents"]
 
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str,
+        prompt: str | list[str],
         pose=None,
         *,
         pose_keypoints: list | None = None,
@@ -186,7 +199,8 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         width: int | None = None,
         num_inference_steps: int = 50,
         guidance_scale: float = 12.5,
-        negative_prompt: str = "",
+        negative_prompt: str | list[str] | None = None,
+        num_videos_per_prompt: int = 1,
         eta: float = 0.0,
         conditioning_scale: float = 1.0,
         pose_guidance: bool = False,
@@ -195,24 +209,35 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         window_overlap: int | None = None,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
-        output_type: str = "np",
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
         decode_chunk_size: int = 8,
-    ) -> FollowYourPoseOutput:
-        """Generate ``num_frames`` frames for ``prompt`` following ``pose``.
+    ):
+        """Generate ``num_frames`` frames for each prompt following ``pose``, with diffusers' conventions.
 
-        ``pose``: skeleton frames (``(T, H, W, 3)`` uint8 array, list of PIL images, a ``(T, 3, H, W)`` or
-        ``(1, 3, T, H, W)`` tensor in [0, 1], never re-quantised), brought to the output size by
+        ``prompt``: one or a list (``negative_prompt`` alike), ``num_videos_per_prompt`` videos each, all following
+        the same pose. ``pose``: skeleton frames (``(T, H, W, 3)`` uint8 array, list of PIL images, a
+        ``(T, 3, H, W)`` or ``(1, 3, T, H, W)`` tensor in [0, 1], never re-quantised), brought to the output size by
         ``pose_preprocessing`` (:mod:`follow_your_pose.control_frames`: ``default`` or the ``release``'s); or
         ``pose_keypoints`` (one COCO-17 ``(P, 17, 3)`` array per frame, pixels of ``keypoint_size = (width,
         height)`` frames), drawn by :mod:`pose_extraction.skeleton`. ``num_frames`` defaults to the pose length;
         clips up to ``window_size`` frames are denoised in one pass, longer ones window by window reusing the last
         ``window_overlap`` (default half) frames' noise as prior. ``pose_guidance``: the pose goes to the
-        conditional branch only (see the module docstring). ``latents``: initial latents ``(1, C, num_frames, h,
-        w)`` as diffusers pipelines take them (drawn from ``generator``, on the CPU when it is None, otherwise:
-        ``torch.randn`` of that shape, the release's draw, so a CPU generator seeded N gives the release's video).
+        conditional branch only (see the module docstring). ``latents``: initial latents ``(B, C, num_frames, h,
+        w)``; without them they are drawn from ``generator`` (on the CPU when it is None) as ``torch.randn`` of that
+        shape, the release's draw, so a CPU generator seeded N gives the release's video. ``output_type``: ``pil``
+        (default), ``np``, ``pt`` or ``latent`` (:class:`FollowYourPoseOutput`); ``return_dict=False`` returns
+        ``(frames,)``. ``callback_on_step_end(pipeline, step, timestep, tensors)`` is called after every denoising
+        step of every window (``step`` counts them all) with the ``callback_on_step_end_tensor_inputs`` it asks for
+        (``latents``); the ``latents`` it returns replace the current ones.
         """
         if output_type not in ("np", "pil", "pt", "latent"):
             raise ValueError(f"output_type must be np, pil, pt or latent, got {output_type!r}")
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown or num_videos_per_prompt < 1:
+            raise ValueError(f"callback tensor inputs must be among {self._callback_tensor_inputs} (got {sorted(unknown)}), num_videos_per_prompt >= 1")
         height, width = self._check_size(height, width)
         skeletons = self._skeletons(pose, pose_keypoints, keypoint_size, height, width, pose_preprocessing)
         available = None if skeletons is None else len(skeletons)
@@ -226,28 +251,36 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             extra = padded_length(windows) - num_frames  # the last window runs past the end: hold the last pose
             padded_pose = torch.cat([skeletons, skeletons[-1:].expand(extra, -1, -1, -1)])
         guidance = guidance_scale > 1.0
-        text = self.encode_prompt(prompt, negative_prompt, guidance)
+        text = self.encode_prompt(prompt, negative_prompt, guidance, num_videos_per_prompt)
+        batch = text.shape[0] // (2 if guidance else 1)
         self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
         step_kwargs = self._step_kwargs(generator, eta)
         features: dict[int, ControlEncoderOutput | None] = {}
+        done = [0]
 
         def step(latents: torch.Tensor, t, window) -> torch.Tensor:
             if window.index not in features:  # encode each window's pose once
                 features.clear()
                 pose = None if padded_pose is None else padded_pose[window.start : window.stop]
-                features[window.index] = self.encode_pose(pose, conditioning_scale, 2 if guidance else 1, pose_guidance)
+                features[window.index] = self.encode_pose(pose, conditioning_scale, batch, guidance, pose_guidance)
             model_input = self.scheduler.scale_model_input(torch.cat([latents] * 2) if guidance else latents, t)
             sample, kwargs = control_unet_inputs(model_input, features[window.index])
             noise = self.predict_noise(sample, t, text, kwargs)
             if guidance:
                 uncond, cond = noise.chunk(2)
                 noise = uncond + guidance_scale * (cond - uncond)
-            return self.scheduler.step(noise, t, latents, **step_kwargs).prev_sample
+            latents = self.scheduler.step(noise, t, latents, **step_kwargs).prev_sample
+            if callback_on_step_end is not None:
+                asked = {name: {"latents": latents}[name] for name in callback_on_step_end_tensor_inputs}
+                latents = (callback_on_step_end(self, done[0], t, asked) or {}).get("latents", latents)
+            done[0] += 1
+            return latents
 
-        make_noise = self._noise_maker(height, width, generator, latents, num_frames)
+        make_noise = self._noise_maker(batch, height, width, generator, latents, num_frames)
         with self.progress_bar(total=len(windows) * len(self.scheduler.timesteps)) as bar:
             latents = sample_windows(windows, self.scheduler.timesteps, make_noise, step, lambda w, i: bar.update())
-        return self._output(latents[:, :, :num_frames], skeletons, output_type, decode_chunk_size)
+        output = self._output(latents[:, :, :num_frames], skeletons, output_type, decode_chunk_size)
+        return output if return_dict else (output.frames,)
 
     def _check_size(self, height: int | None, width: int | None) -> tuple[int, int]:
         native = self.unet.config.sample_size * self.vae_scale_factor
@@ -257,16 +290,16 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             raise ValueError(f"height and width must be multiples of {multiple}, got {height}x{width}")
         return height, width
 
-    def _noise_maker(self, height: int, width: int, generator, latents: torch.Tensor | None, num_frames: int):
-        """``n -> (1, C, n, h, w)``: the next ``n`` frames of initial latents, taken in order from ``latents`` (when
+    def _noise_maker(self, batch: int, height: int, width: int, generator, latents: torch.Tensor | None, num_frames: int):
+        """``n -> (B, C, n, h, w)``: the next ``n`` frames of initial latents, taken in order from ``latents`` (when
         given) and drawn from ``generator`` (on its device) past their end (the padding of a last long-video window)."""
         channels = self.unet.config.out_channels
         size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
         device = generator.device if generator is not None else torch.device("cpu")
         given = None
         if latents is not None:
-            if latents.ndim != 5 or tuple(latents.shape[:2]) != (1, channels) or tuple(latents.shape[3:]) != size or latents.shape[2] < num_frames:
-                raise ValueError(f"latents must be (1, {channels}, >= {num_frames}, {size[0]}, {size[1]}), got {tuple(latents.shape)}")
+            if latents.ndim != 5 or tuple(latents.shape[:2]) != (batch, channels) or tuple(latents.shape[3:]) != size or latents.shape[2] < num_frames:
+                raise ValueError(f"latents must be ({batch}, {channels}, >= {num_frames}, {size[0]}, {size[1]}), got {tuple(latents.shape)}")
             given = [latents]
 
         def make_noise(count: int) -> torch.Tensor:
@@ -275,7 +308,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 parts.append(given[0][:, :, :count])
                 given[0] = given[0][:, :, count:]
             if (missing := count - sum(p.shape[2] for p in parts)) > 0:
-                parts.append(torch.randn((1, channels, missing, *size), generator=generator, device=device))
+                parts.append(torch.randn((batch, channels, missing, *size), generator=generator, device=device))
             noise = torch.cat([p.to(self._execution_device, self.unet.dtype) for p in parts], dim=2)
             return noise * self.scheduler.init_noise_sigma
 
@@ -285,13 +318,13 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         skeletons = None if pose is None else to_uint8(pose)
         if output_type == "latent":
             return FollowYourPoseOutput(frames=latents, pose_frames=skeletons, latents=latents)
-        frames = self.decode_latents(latents, chunk)
+        frames = self.decode_latents(latents, chunk)  # (B, T, 3, H, W)
         self.maybe_free_model_hooks()
         if output_type == "pt":
             return FollowYourPoseOutput(frames=frames, pose_frames=skeletons, latents=latents)
-        array = frames.permute(0, 2, 3, 1).cpu().numpy()
+        array = frames.permute(0, 1, 3, 4, 2).cpu().numpy()
         if output_type == "pil":
-            array = [Image.fromarray((a * 255).round().astype(np.uint8)) for a in array]
+            array = [[Image.fromarray((a * 255).round().astype(np.uint8)) for a in video] for video in array]
         return FollowYourPoseOutput(frames=array, pose_frames=skeletons, latents=latents)
 
     def _skeletons(self, pose, pose_keypoints, keypoint_size, height: int, width: int, preprocessing: str) -> torch.Tensor | None:

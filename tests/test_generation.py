@@ -76,6 +76,7 @@ def skeletons(frames: int) -> np.ndarray:
 def run(pipe, pose, **kwargs):
     kwargs.setdefault("num_inference_steps", 1)
     kwargs.setdefault("guidance_scale", 3.0)
+    kwargs.setdefault("output_type", "np")
     seed = kwargs.pop("seed", 0)
     return pipe("a dancer on a beach", pose, generator=torch.Generator().manual_seed(seed), window_size=WINDOW, **kwargs)
 
@@ -110,7 +111,7 @@ def test_long_video_runs_window_by_window_reusing_the_prior_noise(pipe):
 def test_pose_guidance_scale_and_round_trip(pipe, tmp_path):
     pose = skeletons(WINDOW)
     out = run(pipe, pose, negative_prompt="blurry")
-    assert out.frames.shape == (WINDOW, 64, 64, 3) and 0 <= out.frames.min() and out.frames.max() <= 1
+    assert out.frames.shape == (1, WINDOW, 64, 64, 3) and 0 <= out.frames.min() and out.frames.max() <= 1
     np.testing.assert_array_equal(out.pose_frames, pose)
     dropped = run(pipe, pose, negative_prompt="blurry", conditioning_scale=0.0)
     no_pose = run(pipe, None, negative_prompt="blurry", num_frames=WINDOW)
@@ -221,3 +222,49 @@ def test_tokenizer_gives_open_clip_ids():
         theirs = reference([text])[0].tolist()
         length = theirs.index(49407) + 1
         assert ours[:length] == theirs[:length]
+
+
+def test_diffusers_conventions_prompts_batch_outputs_and_return_dict(pipe):
+    """A list of prompts with several videos each is the batch of one call per prompt; output types and return_dict
+    are diffusers'; given ``latents`` the videos are the same with no generator at all."""
+    pose = skeletons(WINDOW)
+    prompts = ["a dancer on a beach", "a robot in the snow"]
+    latents = torch.randn((4, 4, WINDOW, 8, 8), generator=torch.Generator().manual_seed(7))
+    settings = dict(num_inference_steps=1, guidance_scale=3.0, window_size=WINDOW, negative_prompt="blurry")
+    batch = pipe(prompts, pose, num_videos_per_prompt=2, latents=latents, output_type="np", **settings)
+    assert batch.frames.shape == (4, WINDOW, 64, 64, 3) and batch.latents.shape == (4, 4, WINDOW, 8, 8)
+    for index in range(4):
+        one = pipe(prompts[index // 2], pose, latents=latents[index : index + 1], output_type="np", **settings)
+        np.testing.assert_allclose(batch.frames[index], one.frames[0], atol=1e-4)
+    assert np.abs(batch.frames[0] - batch.frames[2]).max() > 1e-3  # other prompt, same noise
+    pil = pipe(prompts[0], pose, latents=latents[:1], **settings)  # pil by default, as in diffusers
+    assert len(pil.frames) == 1 and len(pil.frames[0]) == WINDOW and pil.frames[0][0].size == (64, 64)
+    np.testing.assert_array_equal(np.asarray(pil.frames[0][3]), (batch.frames[0][3] * 255).round().astype(np.uint8))
+    pt = pipe(prompts[0], pose, latents=latents[:1], output_type="pt", **settings)
+    assert tuple(pt.frames.shape) == (1, WINDOW, 3, 64, 64)
+    (frames,) = pipe(prompts[0], pose, latents=latents[:1], output_type="np", return_dict=False, **settings)
+    np.testing.assert_array_equal(frames, pt.frames.permute(0, 1, 3, 4, 2).numpy())
+
+
+def test_callback_on_step_end_sees_every_step_and_can_change_the_latents(pipe):
+    frames, steps = 2 * WINDOW, 2
+    seen = []
+
+    def record(pipeline, step, timestep, tensors):
+        seen.append((step, int(timestep), tuple(tensors["latents"].shape)))
+        return {}
+
+    kwargs = dict(num_inference_steps=steps, guidance_scale=3.0, window_size=WINDOW, output_type="latent")
+    plain = pipe("a dancer", skeletons(frames), generator=torch.Generator().manual_seed(0), callback_on_step_end=record, **kwargs)
+    windows = len(plan_windows(frames, WINDOW))
+    assert [s for s, _, _ in seen] == list(range(windows * steps)) and all(shape[2] == WINDOW for _, _, shape in seen)
+    untouched = pipe("a dancer", skeletons(frames), generator=torch.Generator().manual_seed(0), **kwargs)
+    torch.testing.assert_close(plain.frames, untouched.frames, rtol=0, atol=0)  # a callback returning nothing changes nothing
+
+    def zero_last(pipeline, step, timestep, tensors):
+        return {"latents": torch.zeros_like(tensors["latents"])} if step == windows * steps - 1 else {}
+
+    zeroed = pipe("a dancer", skeletons(frames), generator=torch.Generator().manual_seed(0), callback_on_step_end=zero_last, **kwargs)
+    assert zeroed.frames[:, :, -(WINDOW // 2):].abs().max() == 0  # the last window's new frames are what it set
+    with pytest.raises(ValueError, match="callback tensor inputs"):
+        pipe("a dancer", skeletons(WINDOW), callback_on_step_end=record, callback_on_step_end_tensor_inputs=["noise"], **kwargs)

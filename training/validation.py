@@ -80,7 +80,7 @@ def sample(
             guidance_scale=guidance_scale, window_size=max(frames, 2), output_type="np",
             generator=torch.Generator(device=stage.device).manual_seed(seed + index),
         )  # fmt: skip
-        videos.append((out.frames * 255).round().astype(np.uint8))
+        videos.append((out.frames[0] * 255).round().astype(np.uint8))
     videos = np.stack(videos)  # (N, F, H, W, 3)
     return videos[:, 0] if poses is None or poses.ndim == 4 else videos
 
