@@ -13,6 +13,7 @@ import pytest
 
 from datasets.keypoint_formats import from_dwpose, read_keypoint_source
 from datasets.keypoints import COCO17_NAMES
+from tests.test_generation import WINDOW, export_dir, walking_keypoints  # noqa: F401 (export_dir: the tiny model fixture)
 
 BODY_25 = (
     "Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "MidHip", "RHip", "RKnee",
@@ -193,3 +194,50 @@ def test_mixed_unknown_and_broken_json_are_refused_saying_what_they_hold(tmp_pat
     write_json(folder / "1.json", [frame])
     with pytest.raises(ValueError, match=r"1.json is a list of 1 .*not an OpenPose frame.*1 of the 2"):
         read_keypoint_source(folder)
+
+
+def test_generate_reads_an_openpose_folder_as_keypoints(export_dir, tmp_path):
+    """``training.generate --pose FOLDER`` of OpenPose frames: drawn by our renderer, the keypoints kept in the record."""
+    from datasets.clips import CropGeometry
+    from datasets.generated import read_record
+    from training.generate import main
+
+    frames = walking_keypoints(6, 128)
+    folder = tmp_path / "openpose_json"
+    folder.mkdir()
+    for t, keypoints in enumerate(frames):
+        people = [{"pose_keypoints_2d": to_openpose(person, OPENPOSE_18)} for person in keypoints]
+        write_json(folder / f"dance_{t:012d}_keypoints.json", {"version": 1.3, "people": people})
+    out = tmp_path / "gen" / "dance.mp4"
+    argv = ["--model", str(export_dir), "--prompt", "a robot dancing", "--steps", "1", "--window", str(WINDOW)]
+    assert main([*argv, "--pose", str(folder), "--frames", "5", "--out", str(out)]) == 0
+    record = read_record(out)
+    assert record["frames"] == 5 and record["pose_source"] == str(folder) and len(record["keypoints"]) == 5
+    # the documented frame size of files without a canvas, then the same resize + centre crop as a pose sequence's
+    points = np.concatenate(frames)[..., :2].reshape(-1, 2)
+    width, height = (int(np.ceil(v)) for v in points.max(axis=0) + points.min(axis=0))
+    geometry = CropGeometry(width, height, 64, 64)
+    for got, want in zip(record["keypoints"], frames):
+        mapped = want.copy()
+        mapped[..., :2] = want[..., :2] * geometry.scale - np.asarray(geometry.offset)
+        np.testing.assert_allclose(np.asarray(got), mapped, atol=1e-3)
+
+
+def test_read_pose_input_prefers_openpose_frames_and_keeps_image_folders_with_other_json(tmp_path):
+    from PIL import Image
+
+    from follow_your_pose.generate import read_pose_input
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for t in range(4):
+        Image.new("RGB", (32, 32)).save(folder / f"{t:03d}.png")
+    write_json(folder / "notes.json", {"made_by": "someone"})  # not keypoints: the skeleton images are read
+    images = read_pose_input(folder)
+    assert images.frames is not None and images.keypoints is None and len(images) == 4
+    (folder / "notes.json").unlink()
+    for t in range(4):  # OpenPose's --write_json beside its --write_images: the keypoints are read
+        write_json(folder / f"{t:03d}_keypoints.json", {"people": [{"pose_keypoints_2d": to_openpose(pose(t)[0], BODY_25)}]})
+    keypoints = read_pose_input(folder, stride=2, limit=1)
+    assert keypoints.frames is None and len(keypoints) == 1 and keypoints.fps is None
+    np.testing.assert_allclose(keypoints.keypoints[0], pose(0), atol=1e-4)
