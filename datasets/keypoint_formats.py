@@ -77,7 +77,10 @@ Canvas = tuple[int, int] | None
 
 def openpose_person(values, where: str = "") -> np.ndarray:
     """One OpenPose ``pose_keypoints_2d`` list (BODY_25 or COCO-18, by length) as a ``(17, 3)`` array, in its units."""
-    flat = np.asarray(values if values is not None else [], dtype=np.float64).reshape(-1)
+    try:
+        flat = np.asarray(values if values is not None else [], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}pose_keypoints_2d must be a flat list of numbers, got {values!r:.80}") from None
     if flat.size == 0:
         return empty_keypoints(1)[0]
     points = len(flat) // 3
@@ -96,6 +99,8 @@ def _people_frame(record: dict, where: str) -> tuple[np.ndarray, Canvas]:
     people = record.get("people")
     if not isinstance(people, list):
         raise ValueError(f"{where}has no 'people' list (keys: {sorted(record)})")
+    if not all(isinstance(person, dict) for person in people):
+        raise ValueError(f"{where}'people' must be a list of objects with 'pose_keypoints_2d'")
     persons = [openpose_person(person.get("pose_keypoints_2d"), where) for person in people]
     keypoints = np.stack(persons) if persons else empty_keypoints()
     return keypoints, _canvas(record, where)

@@ -185,6 +185,9 @@ def test_mixed_unknown_and_broken_json_are_refused_saying_what_they_hold(tmp_pat
     write_json(tmp_path / "other.json", {"annotations": [], "images": []})
     with pytest.raises(ValueError, match=r"an object with keys \['annotations', 'images'\]: not a keypoint file"):
         read_keypoint_source(tmp_path / "other.json")
+    write_json(tmp_path / "words.json", [{"people": [{"pose_keypoints_2d": ["x", "y", "c"]}]}])
+    with pytest.raises(ValueError, match="frame 0: pose_keypoints_2d must be a flat list of numbers"):
+        read_keypoint_source(tmp_path / "words.json")
     (tmp_path / "broken.json").write_text("{ not json")
     with pytest.raises(ValueError, match="broken.json is not JSON"):
         read_keypoint_source(tmp_path / "broken.json")
