@@ -155,7 +155,15 @@ class PoseInput:
 
 
 def read_pose_input(path: str | Path, *, stride: int = 1, limit: int | None = None) -> PoseInput:
-    """Read ``--pose`` (see the module docstring)."""
+    """Read ``--pose`` (see the module docstring).
+
+    Keypoint files people already have are read too (:mod:`datasets.keypoint_formats` says which points map
+    where): a folder of OpenPose JSON frames (BODY_25 or COCO-18, one file per frame, sorted by name), or one
+    JSON file of DWPose/controlnet_aux dicts or a ComfyUI POSE_KEYPOINT list. They become COCO-17 keypoints with
+    their frame size, drawn and recorded as a pose sequence's are; a folder holding both .json files and images
+    is read as OpenPose frames when its .json files are, else as skeleton images.
+    """
+    from datasets.keypoint_formats import is_keypoint_source, read_keypoint_source
     from datasets.pose_sequence import JSON_NAME, PARQUET_NAME, read_pose_sequence
 
     path = Path(path)
@@ -168,6 +176,14 @@ def read_pose_input(path: str | Path, *, stride: int = 1, limit: int | None = No
         keypoints = sequence.keypoints[::stride][:limit]
         size = (int(sequence.header["width"]), int(sequence.header["height"]))
         return PoseInput(keypoints=keypoints, size=size, fps=sequence.fps / stride, source=str(path))
+    if is_keypoint_source(path):
+        try:
+            keypoints, size, rate = read_keypoint_source(path)
+            fps = None if rate is None else rate / stride
+            return PoseInput(keypoints=keypoints[::stride][:limit], size=size, fps=fps, source=str(path))
+        except ValueError:
+            if path.is_file() or not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir()):
+                raise
     if path.is_dir():
         from PIL import Image
 
