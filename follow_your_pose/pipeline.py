@@ -175,6 +175,20 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         parameters = set(inspect.signature(self.scheduler.step).parameters)
         return {k: v for k, v in (("eta", eta), ("generator", generator)) if k in parameters}
 
+    def enable_vae_slicing(self) -> None:
+        """Decode one frame at a time (frames already decode ``decode_chunk_size`` at a time): less memory, same frames."""
+        self.vae.enable_slicing()
+
+    def disable_vae_slicing(self) -> None:
+        self.vae.disable_slicing()
+
+    def enable_vae_tiling(self) -> None:
+        """Decode large frames tile by tile (diffusers' ``AutoencoderKL`` tiling): far less memory at high resolution."""
+        self.vae.enable_tiling()
+
+    def disable_vae_tiling(self) -> None:
+        self.vae.disable_tiling()
+
     def decode_latents(self, latents: torch.Tensor, chunk: int) -> torch.Tensor:
         """``(B, 4, T, h, w)`` latents to ``(B, T, 3, H, W)`` floats in [0, 1], ``chunk`` frames at a time."""
         videos = []

@@ -268,3 +268,25 @@ def test_callback_on_step_end_sees_every_step_and_can_change_the_latents(pipe):
     assert zeroed.frames[:, :, -(WINDOW // 2):].abs().max() == 0  # the last window's new frames are what it set
     with pytest.raises(ValueError, match="callback tensor inputs"):
         pipe("a dancer", skeletons(WINDOW), callback_on_step_end=record, callback_on_step_end_tensor_inputs=["noise"], **kwargs)
+
+
+def test_memory_options_keep_the_frames(export_dir):
+    """VAE slicing and tiling decode the same frames; model CPU offload (here onto the CPU itself) runs the same video."""
+    pipeline = FollowYourPosePipeline.from_export(export_dir)
+    pipeline.set_progress_bar_config(disable=True)
+    latents = torch.randn((1, 4, WINDOW, 8, 8), generator=torch.Generator().manual_seed(3))
+    settings = dict(num_inference_steps=1, guidance_scale=3.0, window_size=WINDOW, latents=latents, output_type="np")
+    plain = pipeline("a dancer", skeletons(WINDOW), **settings).frames
+    pipeline.enable_vae_slicing()
+    np.testing.assert_allclose(pipeline("a dancer", skeletons(WINDOW), **settings).frames, plain, atol=1e-5)
+    pipeline.enable_vae_tiling()
+    vae = pipeline.vae
+    vae.tile_sample_min_size, vae.tile_latent_min_size = 32, 4  # tiles smaller than these 64-px frames
+    tiled = pipeline("a dancer", skeletons(WINDOW), **settings).frames
+    # decoded tile by tile: it ran through the pipeline and changed the decode (at seams that, with this tiny random
+    # VAE's 4-latent tiles, cover most of the frame), into valid frames
+    assert tiled.shape == plain.shape and np.abs(tiled - plain).mean() > 1e-3 and 0 <= tiled.min() and tiled.max() <= 1
+    pipeline.disable_vae_tiling()
+    pipeline.disable_vae_slicing()
+    pipeline.enable_model_cpu_offload(device="cpu")
+    np.testing.assert_allclose(pipeline("a dancer", skeletons(WINDOW), **settings).frames, plain, atol=1e-5)
