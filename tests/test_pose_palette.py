@@ -59,7 +59,7 @@ def test_our_skeletons_and_rainbow_skeletons_raw_and_encoded(size, tmp_path):
     rainbow = np.stack([draw_rainbow(person[0], size, size) for person in people])
     for frames in (ours, through_mp4(ours, tmp_path / "ours.mp4")):
         figures = measure_frames(frames)
-        assert figures.kind == "ours" and figures.palette_share >= 0.9, figures
+        assert figures.kind == "ours" and figures.palette_share >= 0.85, figures
     for frames in (rainbow, through_mp4(rainbow, tmp_path / "rainbow.mp4")):
         figures = measure_frames(frames)
         assert figures.kind == "rainbow" and figures.palette_share <= 0.55 and figures.hue_sectors >= 9, figures
@@ -71,6 +71,10 @@ def test_photos_are_photos(people_photos, scenery_photo, tmp_path):
     for name, photo in {**people_photos, "coffee": scenery_photo}.items():
         figures = measure_frames(photo)
         assert figures.kind == "photo" and figures.dark_share < 0.45, (name, figures)
+        stage = np.zeros_like(photo)  # the person on a black stage: mostly black, but not in our vivid colours
+        stage[: photo.shape[0] // 2, : photo.shape[1] // 2] = cv2.resize(photo, (photo.shape[1] // 2, photo.shape[0] // 2))
+        figures = measure_frames(stage)
+        assert figures.kind == "photo" and figures.dark_share > 0.6, (name, figures)
     # a panning photo through H.264 is still a photo; so is our skeleton drawn over a photo
     astronaut = people_photos["astronaut"][:256, :256]
     frames = np.stack([np.roll(astronaut, 8 * i, axis=1) for i in range(4)])
