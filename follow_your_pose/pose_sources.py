@@ -92,7 +92,8 @@ def _extract_photos(source: str, frames: np.ndarray, out: Path, pose_config, fps
         "keypoint_threshold": DEFAULT_STYLE.threshold, "estimator": getattr(estimator, "name", type(estimator).__name__),
         "smoothing": {"method": "none"}, "source": {"path": source, "fps": None, "width": width, "height": height},
         "every": 1, "start": 0.0, "video": VIDEO_NAME,
-        "transform": {"scale_x": geometry.resized[0] / width, "scale_y": geometry.resized[1] / height, "offset_x": geometry.offset[0], "offset_y": geometry.offset[1]},
+        "transform": {"scale_x": geometry.resized[0] / width, "scale_y": geometry.resized[1] / height,
+                      "offset_x": geometry.offset[0], "offset_y": geometry.offset[1]},
     }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     skeletons = render_sequence(sequence.keypoints, geometry.height, geometry.width)
