@@ -13,6 +13,8 @@ Two preprocessings, chosen by name (``pose_preprocessing`` of the pipeline, ``--
   ``int(round((h - S) / 2))`` (Python rounds half to even), then ``/ 255``. Square outputs only, as in the
   release. Use it to reproduce the release's videos; the default is what our own models were trained with.
 
+Keypoint inputs are placed in the output frame first by :func:`fit_keypoints` (``pose_fit`` of ``training.generate``).
+
 Either way the result is a float tensor ``(T, 3, H, W)`` in [0, 1]; nothing re-quantises it before the pose
 encoder (the uint8 skeleton video written beside a generated video is a copy for people and metrics).
 """
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 PREPROCESSINGS = ("default", "release")
+FITS = ("contain", "cover", "none")
 
 
 def _stack(pose) -> np.ndarray:
@@ -123,3 +126,36 @@ def cover_resize_crop(frames: torch.Tensor, height: int, width: int) -> torch.Te
     resized = F.interpolate(frames, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
     top, left = (new_h - height) // 2, (new_w - width) // 2
     return resized[..., top : top + height, left : left + width]
+
+
+def fit_keypoints(keypoints_per_frame, source_size: tuple[int, int], height: int, width: int, fit: str = "contain",
+                  margin: float = 0.05, threshold: float = 0.3) -> list[np.ndarray]:
+    """COCO-17 keypoints of ``source_size = (width, height)`` frames placed in a ``height x width`` output frame.
+
+    ``none``: through the source frame's resize-to-cover and centre crop (:class:`datasets.clips.CropGeometry`, what
+    :func:`follow_your_pose.pipeline.render_keypoints` does); points the crop cuts off stay outside. ``contain``: one
+    scale and shift for the whole sequence, taking the box of every visible keypoint (score above ``threshold``) of
+    every frame to the largest box of its aspect that fits the frame less ``margin`` of each side, centred: every
+    visible keypoint lands in the frame and the motion (steps, jumps, travel) is kept. ``cover``: the same box scaled
+    to cover that area instead (the person as large as possible; points falling outside get score 0). A sequence with
+    no visible keypoint is mapped as ``none``. Scores are kept (bar ``cover``'s cut points).
+    """
+    from datasets.clips import CropGeometry
+    from datasets.keypoints import as_keypoints
+    from pose_extraction.estimator import confine_to_image
+    from pose_extraction.skeleton import scale_keypoints
+
+    if fit not in FITS:
+        raise ValueError(f"pose fit must be one of {', '.join(FITS)}, got {fit!r}")
+    people = [as_keypoints(k) for k in keypoints_per_frame]
+    visible = np.concatenate([k[k[..., 2] > threshold][:, :2] for k in people] or [np.zeros((0, 2), np.float32)])
+    if fit == "none" or not len(visible):
+        geometry = CropGeometry(int(source_size[0]), int(source_size[1]), width, height)
+        return [scale_keypoints(k, geometry.scale, geometry.scale, *geometry.offset) for k in people]
+    low, high = visible.min(axis=0).astype(np.float64), visible.max(axis=0).astype(np.float64)
+    extent = np.maximum(high - low, 1.0)
+    room = np.array([width - 1, height - 1], np.float64) * (1 - 2 * margin)
+    scale = (min if fit == "contain" else max)(room[0] / extent[0], room[1] / extent[1])
+    offset = (low + high) / 2 * scale - np.array([width - 1, height - 1]) / 2
+    placed = [scale_keypoints(k, scale, scale, offset[0], offset[1]) for k in people]
+    return [confine_to_image(k, height, width) for k in placed] if fit == "cover" else placed

@@ -9,9 +9,14 @@
 
 ``--pose``: a skeleton video (mp4, mov, webm, avi, mkv, gif), a folder of skeleton images (sorted by
 name), or a pose sequence written by ``python -m pose_extraction.video`` (its folder, or its
-``keypoints.json``/``keypoints.parquet``): the keypoints are mapped to the output size and drawn by
-:mod:`pose_extraction.skeleton`, and kept in the record as ground truth for pose metrics.
-``--pose-stride k`` keeps every k-th pose frame (the release read every 5th). Skeleton frames are brought to
+``keypoints.json``/``keypoints.parquet``): the keypoints are placed in the output frame by ``--pose-fit``
+(``contain`` by default, :func:`follow_your_pose.control_frames.fit_keypoints`), drawn by
+:mod:`pose_extraction.skeleton`, and kept in the record as ground truth for pose metrics. Frames are checked to be
+our skeletons (:mod:`pose_extraction.palette`): a video or a folder of photos of people gets its poses extracted
+(``--pose-backend``, MediaPipe by default, ``--pose-options`` JSON) into ``OUT.poses/`` (``keypoints.json`` and
+``pose.mp4``, itself a ``--pose`` input) and is generated from them; OpenPose/ControlNet rainbow skeletons are refused
+unless ``--pose-force true``. ``--pose-fps R`` resamples the pose sequence to R frames a second (the frame on screen at
+each time), then ``--pose-stride k`` keeps every k-th pose frame (the release read every 5th). Skeleton frames are brought to
 the output size by ``--pose-preprocessing`` (:mod:`follow_your_pose.control_frames`): ``default``, the geometry our
 training data use, or ``release``, the released inference's own (square outputs only). To reproduce a video
 of the released weights (converted by ``training.convert_official``), pass ``--pose-preprocessing release
@@ -89,7 +94,25 @@ class GenerateConfig:
     overlap: int | None = None
     """Frames each window reuses from the previous one (default: window // 2, as in the paper; 0: independent windows)."""
     pose_stride: int = 1
-    """Keep every k-th pose frame."""
+    """Keep every k-th pose frame (after pose_fps's resampling, when given)."""
+    pose_fps: float | None = None
+    """Resample the pose sequence to this rate first (a 30 fps phone video to the model's 8 fps): the frame on screen at
+    i / pose_fps, the clip builder's rule (datasets.clips.displayed_frames); None keeps every source frame."""
+    pose_fit: Literal["contain", "cover", "none"] = "contain"
+    """Where keypoint inputs (pose sequences, poses extracted from a video) go in the output frame: contain scales and
+    centres the box of all visible keypoints of the whole sequence into the frame less pose_margin, keeping its aspect;
+    cover scales that box to fill the frame (cut points hidden); none maps the source frame through a resize-to-cover and
+    centre crop. The default is contain: users' videos are often portrait phone videos whose centre square cuts off the
+    head and feet (none), and one box for the whole sequence keeps the motion. Skeleton frames are not refitted."""
+    pose_margin: float = 0.05
+    """The margin pose_fit leaves on each side, as a fraction of the frame's width and height."""
+    pose_backend: str = "mediapipe"
+    """Pose estimator (pose_extraction.backends) run when --pose is a video or photos of people, not skeletons."""
+    pose_options: dict | None = None
+    """That backend's options, a JSON object (e.g. {"max_persons": 2}); see its config in pose_extraction."""
+    pose_force: bool = False
+    """Use the --pose frames as they are, without checking they are our skeletons (pose_extraction.palette): lets
+    OpenPose-rainbow skeletons through (refused otherwise) and never extracts poses."""
     pose_preprocessing: Literal["default", "release"] = "default"
     """How skeleton frames reach the output size: default (our training data's cv2 geometry) or release (the released
     inference's float resize and centre crop, square only: use it to reproduce the release's videos)."""
@@ -128,9 +151,20 @@ class GenerateConfig:
             raise ValueError("fps must be positive")
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError("eta must be in [0, 1]")
+        if self.pose_fps is not None and not 0 < self.pose_fps <= 240:
+            raise ValueError("pose_fps must be in (0, 240]")
+        if not 0 <= self.pose_margin < 0.5:
+            raise ValueError("pose_margin must be in [0, 0.5)")
+        self.pose_estimator_config()  # an unknown backend or option is refused before anything runs
         for side in (self.height, self.width):
             if side is not None and side < 8:
                 raise ValueError("height and width must be at least 8")
+
+    def pose_estimator_config(self):
+        """The :class:`pose_extraction.backends.PoseConfig` of pose_backend and pose_options."""
+        from pose_extraction.backends import PoseConfig
+
+        return PoseConfig.of(self.pose_backend, **(self.pose_options or {}))
 
     def check_required(self) -> None:
         missing = [name for name in ("model", "prompt", "pose", "out") if not getattr(self, name)]
@@ -198,6 +232,44 @@ def read_pose_input(path: str | Path, *, stride: int = 1, limit: int | None = No
         frames, rate = read_video(path, stride, limit)
         return PoseInput(frames=frames, fps=None if rate is None else rate / stride, source=str(path))
     raise ValueError(f"cannot read a pose sequence from {path}: expected a video, an image folder or keypoints")
+
+
+def prepare_pose(config: GenerateConfig) -> PoseInput:
+    """Read ``--pose``, check its frames are our skeletons (:mod:`pose_extraction.palette`; unless ``pose_force``):
+    a video or photos of people get their poses extracted, rainbow skeletons are refused; then resample to pose_fps."""
+    from follow_your_pose.pose_sources import resampled
+
+    resample = config.pose_fps is not None
+    stride, limit = (1, None) if resample else (config.pose_stride, config.frames)
+    pose = read_pose_input(config.pose, stride=stride, limit=limit)
+    if pose.frames is not None and not config.pose_force:
+        from pose_extraction.palette import measure_frames
+
+        colours = measure_frames(pose.frames)
+        if colours.kind == "rainbow":
+            raise ValueError(
+                f"{config.pose} holds OpenPose/ControlNet-style rainbow skeletons ({colours.describe()}), not the "
+                "MMPose-palette skeletons the model knows: pass the video of the person itself (its poses are extracted) "
+                "or its keypoints (a pose_extraction.video folder), or --pose-force true to use them as they are"
+            )
+        if colours.kind == "photo":
+            return extracted_pose(config, pose, colours.describe())
+    return resampled(pose, config.pose_fps, config.pose_stride, config.frames) if resample else pose
+
+
+def extracted_pose(config: GenerateConfig, pose: PoseInput, colours: str) -> PoseInput:
+    """The poses of the video or photos of people ``pose`` holds, written as the pose-sequence folder OUT.poses/."""
+    from follow_your_pose.pose_sources import extract_poses
+
+    folder = Path(config.out).with_suffix(".poses")
+    logger.info("%s is not a skeleton video (%s): extracting poses with %s into %s", config.pose, colours, config.pose_backend, folder)
+    video = Path(config.pose).is_file()
+    sequence = extract_poses(
+        config.pose, None if video else pose.frames, folder, pose_config=config.pose_estimator_config(),
+        fps=config.pose_fps, stride=config.pose_stride, limit=config.frames, folder_fps=config.fps or DEFAULT_FPS,
+    )  # fmt: skip
+    size = (int(sequence.header["width"]), int(sequence.header["height"]))
+    return PoseInput(keypoints=sequence.keypoints, size=size, fps=sequence.fps, source=config.pose)
 
 
 def write_video(frames: np.ndarray, path: str | Path, fps: float) -> Path:
@@ -270,9 +342,10 @@ def generate(config: GenerateConfig, pipeline=None) -> Path:
     import torch
 
     from datasets.generated import make_record, sidecar_paths, write_record
-    from follow_your_pose.pipeline import render_keypoints
+    from follow_your_pose.control_frames import fit_keypoints
+    from pose_extraction.skeleton import render_sequence
 
-    pose = read_pose_input(config.pose, stride=config.pose_stride, limit=config.frames)
+    pose = prepare_pose(config)
     frames = config.frames or len(pose)
     if len(pose) < frames:
         raise ValueError(f"{config.pose} has {len(pose)} pose frames (after stride {config.pose_stride}), {frames} asked for")
@@ -282,7 +355,8 @@ def generate(config: GenerateConfig, pipeline=None) -> Path:
     keypoints = None
     skeletons = pose.frames
     if pose.keypoints is not None:
-        skeletons, keypoints = render_keypoints(pose.keypoints, pose.size, height, width)
+        keypoints = fit_keypoints(pose.keypoints, pose.size, height, width, config.pose_fit, config.pose_margin)
+        skeletons = render_sequence(keypoints, height, width)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     result = pipeline(
         config.prompt, skeletons, num_frames=frames, height=height, width=width,

@@ -185,7 +185,7 @@ def test_cli_writes_the_video_and_the_sidecars_evaluation_reads(export_dir, tmp_
     write_pose_sequence(poses, walking_keypoints(5, 128), size=128, fps=10.0)
     out = tmp_path / "gen" / "dance.mp4"
     common = ["--model", str(export_dir), "--prompt", "a robot dancing", "--steps", "1", "--window", str(WINDOW)]
-    assert main([*common, "--pose", str(poses), "--frames", "5", "--out", str(out), "--gif", "true"]) == 0
+    assert main([*common, "--pose", str(poses), "--frames", "5", "--out", str(out), "--gif", "true", "--pose-fit", "none"]) == 0
     pose_video, record_path = sidecar_paths(out)
     assert out.exists() and pose_video.exists() and record_path.exists() and out.with_suffix(".gif").exists()
     with av.open(str(out)) as container:
