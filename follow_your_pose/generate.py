@@ -134,6 +134,13 @@ class GenerateConfig:
     """Torch device; auto picks cuda when available, else cpu."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     """Weights dtype; auto is float16 on cuda, float32 elsewhere."""
+    offload: Literal["none", "model", "sequential"] = "none"
+    """Keep the models on the CPU and move each to the device only while it runs: model (whole models, diffusers'
+    enable_model_cpu_offload) or sequential (layer by layer: least device memory, slowest). Saves GPU memory only."""
+    vae_slicing: bool = False
+    """Decode one frame at a time (less memory, the same frames)."""
+    vae_tiling: bool = False
+    """Decode large frames tile by tile (far less memory at high resolution; tiles blend at their seams)."""
     key: str | None = None
     """Sample key carried into the record (default: the output file stem)."""
     toy: dict | None = None
@@ -329,7 +336,17 @@ def load_pipeline(config: GenerateConfig):
     if config.lora:
         pipeline.load_lora_weights(config.lora, adapter_name="style")
         pipeline.set_adapters(["style"], adapter_weights=[config.lora_scale])
-    return pipeline.to(device)
+    if config.vae_slicing:
+        pipeline.enable_vae_slicing()
+    if config.vae_tiling:
+        pipeline.enable_vae_tiling()
+    if config.offload == "model":
+        pipeline.enable_model_cpu_offload(device=device)
+    elif config.offload == "sequential":
+        pipeline.enable_sequential_cpu_offload(device=device)
+    else:
+        pipeline.to(device)
+    return pipeline
 
 
 def generate(config: GenerateConfig, pipeline=None) -> Path:

@@ -290,3 +290,21 @@ def test_memory_options_keep_the_frames(export_dir):
     pipeline.disable_vae_slicing()
     pipeline.enable_model_cpu_offload(device="cpu")
     np.testing.assert_allclose(pipeline("a dancer", skeletons(WINDOW), **settings).frames, plain, atol=1e-5)
+
+
+def test_memory_flags_of_the_command_line(export_dir, tmp_path):
+    """``--offload model --vae-slicing true`` runs the command and writes the same video as without them."""
+    from PIL import Image
+
+    from training.generate import main
+
+    poses = tmp_path / "poses"
+    poses.mkdir()
+    for index, frame in enumerate(skeletons(WINDOW)):
+        Image.fromarray(frame).save(poses / f"{index:03d}.png")
+    common = ["--model", str(export_dir), "--prompt", "a dancer", "--pose", str(poses), "--steps", "1", "--save-frames", "true"]
+    assert main([*common, "--out", str(tmp_path / "a.mp4")]) == 0
+    assert main([*common, "--out", str(tmp_path / "b.mp4"), "--offload", "model", "--vae-slicing", "true", "--device", "cpu"]) == 0
+    for name in sorted(p.name for p in (tmp_path / "a.frames").iterdir()):
+        a, b = (np.asarray(Image.open(tmp_path / f"{v}.frames" / name)).astype(int) for v in "ab")
+        assert np.abs(a - b).max() <= 1

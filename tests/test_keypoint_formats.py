@@ -213,10 +213,11 @@ def test_generate_reads_an_openpose_folder_as_keypoints(export_dir, tmp_path):
         write_json(folder / f"dance_{t:012d}_keypoints.json", {"version": 1.3, "people": people})
     out = tmp_path / "gen" / "dance.mp4"
     argv = ["--model", str(export_dir), "--prompt", "a robot dancing", "--steps", "1", "--window", str(WINDOW)]
-    assert main([*argv, "--pose", str(folder), "--frames", "5", "--out", str(out)]) == 0
+    assert main([*argv, "--pose", str(folder), "--frames", "5", "--out", str(out), "--pose-fit", "none"]) == 0
     record = read_record(out)
     assert record["frames"] == 5 and record["pose_source"] == str(folder) and len(record["keypoints"]) == 5
-    # the documented frame size of files without a canvas, then the same resize + centre crop as a pose sequence's
+    # the documented frame size of files without a canvas, then (--pose-fit none) the resize + centre crop a pose
+    # sequence gets
     points = np.concatenate(frames)[..., :2].reshape(-1, 2)
     width, height = (int(np.ceil(v)) for v in points.max(axis=0) + points.min(axis=0))
     geometry = CropGeometry(width, height, 64, 64)

@@ -181,6 +181,7 @@ def test_generate_command_reproduces_the_release_video(converted, pipeline_io, t
         "--pose", str(BUNDLE / "pose" / "skeleton.mkv"), "--pose-stride", "5", "--pose-preprocessing", "release",
         "--frames", "4", "--window", "4", "--height", "64", "--width", "64", "--steps", "3", "--guidance-scale", "12.5",
         "--seed", "33", "--out", str(out), "--save-frames", "--save-latents",
+        "--pose-force", "true",  # the bundle's skeleton is drawn in rainbow colours: generate from it as the release did
     ])  # fmt: skip
     assert status == 0 and out.is_file()
     latents = load_file(str(tmp_path / "robot.latents.safetensors"))["latents"]
