@@ -10,12 +10,18 @@ videos and photos of people, resample to a frame rate.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from datasets.video_io import read_video
+
 logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".gif", ".m4v")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def resample_indices(count: int, source_fps: float, fps: float) -> np.ndarray:
@@ -99,3 +105,63 @@ def _extract_photos(source: str, frames: np.ndarray, out: Path, pose_config, fps
     skeletons = render_sequence(sequence.keypoints, geometry.height, geometry.width)
     write_video(skeletons, out / VIDEO_NAME, fps, crf=12, preset="medium")
     write_keypoints(out, sequence, "json")
+
+
+@dataclass
+class PoseInput:
+    """A pose sequence as read from disk: skeleton frames, or keypoints with their frame size."""
+
+    frames: np.ndarray | None = None
+    keypoints: list[np.ndarray] | None = None
+    size: tuple[int, int] | None = None
+    fps: float | None = None
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.frames) if self.frames is not None else len(self.keypoints)
+
+
+def read_pose_input(path: str | Path, *, stride: int = 1, limit: int | None = None) -> PoseInput:
+    """Read ``--pose`` (see the module docstring).
+
+    Keypoint files people already have are read too (:mod:`datasets.keypoint_formats` says which points map
+    where): a folder of OpenPose JSON frames (BODY_25 or COCO-18, one file per frame, sorted by name), or one
+    JSON file of DWPose/controlnet_aux dicts or a ComfyUI POSE_KEYPOINT list. They become COCO-17 keypoints with
+    their frame size, drawn and recorded as a pose sequence's are; a folder holding both .json files and images
+    is read as OpenPose frames when its .json files are, else as skeleton images.
+    """
+    from datasets.keypoint_formats import is_keypoint_source, read_keypoint_source
+    from datasets.pose_sequence import JSON_NAME, PARQUET_NAME, read_pose_sequence
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"pose input {path} does not exist")
+    if path.is_file() and path.name in (JSON_NAME, PARQUET_NAME):
+        path = path.parent
+    if path.is_dir() and ((path / JSON_NAME).exists() or (path / PARQUET_NAME).exists()):
+        sequence = read_pose_sequence(path)
+        keypoints = sequence.keypoints[::stride][:limit]
+        size = (int(sequence.header["width"]), int(sequence.header["height"]))
+        return PoseInput(keypoints=keypoints, size=size, fps=sequence.fps / stride, source=str(path))
+    if is_keypoint_source(path):
+        try:
+            keypoints, size, rate = read_keypoint_source(path)
+            fps = None if rate is None else rate / stride
+            return PoseInput(keypoints=keypoints[::stride][:limit], size=size, fps=fps, source=str(path))
+        except ValueError:
+            if path.is_file() or not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir()):
+                raise
+    if path.is_dir():
+        from PIL import Image
+
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)[::stride][:limit]
+        if not files:
+            raise ValueError(f"{path} holds no skeleton images ({', '.join(IMAGE_EXTENSIONS)}) nor keypoints")
+        frames = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+        if len({f.shape for f in frames}) != 1:
+            raise ValueError(f"the skeleton images in {path} differ in size")
+        return PoseInput(frames=np.stack(frames), source=str(path))
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        frames, rate = read_video(path, stride, limit)
+        return PoseInput(frames=frames, fps=None if rate is None else rate / stride, source=str(path))
+    raise ValueError(f"cannot read a pose sequence from {path}: expected a video, an image folder or keypoints")

@@ -230,7 +230,7 @@ def test_generate_reads_an_openpose_folder_as_keypoints(export_dir, tmp_path):
 def test_read_pose_input_prefers_openpose_frames_and_keeps_image_folders_with_other_json(tmp_path):
     from PIL import Image
 
-    from follow_your_pose.generate import read_pose_input
+    from follow_your_pose.pose_sources import read_pose_input
 
     folder = tmp_path / "mixed"
     folder.mkdir()

@@ -115,7 +115,7 @@ def test_diagnostic_outputs_match_our_per_frame_variants(pipeline, unet_io, name
 
 
 def test_release_pose_preprocessing_is_bit_exact(pipeline_io):
-    from follow_your_pose.generate import read_pose_input
+    from follow_your_pose.pose_sources import read_pose_input
     from follow_your_pose.control_frames import prepare_frames
 
     pose = read_pose_input(BUNDLE / "pose" / "skeleton.mkv", stride=5, limit=4)
@@ -196,7 +196,7 @@ def test_generate_command_reproduces_the_release_video(converted, pipeline_io, t
 def test_long_videos_normalise_each_window_as_one_clip(pipeline):
     """Clip-wide GroupNorm sees the frames denoised together: a long video's first window is exactly the video of
     its first frames generated alone (later windows never reach back into its statistics)."""
-    from follow_your_pose.generate import read_pose_input
+    from follow_your_pose.pose_sources import read_pose_input
 
     frames = read_pose_input(BUNDLE / "pose" / "skeleton.mkv", stride=2, limit=10).frames
     settings = dict(height=64, width=64, num_inference_steps=2, guidance_scale=7.5, window_size=4, output_type="latent")

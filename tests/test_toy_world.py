@@ -175,7 +175,7 @@ def test_held_out_set_is_readable_by_generation_and_evaluation(world):
     from evaluation.sample import load_sample, scan_videos
     from evaluation.toy_metrics import shuffled_control
     from datasets.pose_sequence import read_pose_sequence
-    from follow_your_pose.generate import read_pose_input
+    from follow_your_pose.pose_sources import read_pose_input
 
     config, out = world
     spec = read_spec(out / "eval")
