@@ -1,0 +1,110 @@
+"""Peak memory and time of generation with each memory option, against plain generation measured in the same run.
+
+    python -m benchmarks.bench_generation_memory [--frames 16] [--size 256] [--rounds 3] [--device auto]
+
+Every setup is the same tiny random SD-shaped pipeline (``FollowYourPosePipeline``, 4 DDIM steps, classifier-free
+guidance, a pose) in its own process (:mod:`benchmarks.timing`): its peak memory is its own, resident-set growth
+over the runs on CPU, ``max_memory_allocated`` on GPU. Setups: ``plain``, ``vae_slicing`` (one frame decoded at a
+time), ``vae_tiling`` (with tiles of half the frame, so they engage at this size), ``bfloat16`` weights, and
+``model_offload`` (diffusers' model CPU offload). On a CPU the offload has nothing to offload to: its figure only
+shows what it costs; the GPU memory it saves needs a GPU to measure.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SETUPS = ("plain", "vae_slicing", "vae_tiling", "bfloat16", "model_offload")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """What the benchmark measures."""
+
+    frames: int = 16
+    """Frames per video (one window)."""
+    size: int = 256
+    """Frame side in pixels (a multiple of 64)."""
+    steps: int = 4
+    """DDIM steps."""
+    rounds: int = 3
+    """Interleaved rounds per setup, after one warm-up each."""
+    unet_channels: tuple[int, ...] = (32, 64, 64, 64)
+    """UNet block widths of the random SD-1.x-shaped model."""
+    device: str = "auto"
+    """Torch device; auto picks cuda when available."""
+
+
+def generation_run(setup: str, base: str, config: BenchConfig):
+    """Build the pipeline of ``setup`` (in a worker process) and return one generation to time."""
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from follow_your_pose.models import ControlEncoder, InflatedUNet
+    from follow_your_pose.pipeline import FollowYourPosePipeline
+    from pose_extraction.skeleton import render_sequence
+
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else ("cpu" if config.device == "auto" else config.device))
+    dtype = torch.bfloat16 if setup == "bfloat16" else torch.float32
+    torch.manual_seed(0)
+    pipe = FollowYourPosePipeline(
+        vae=AutoencoderKL.from_pretrained(base, subfolder="vae", torch_dtype=dtype),
+        text_encoder=CLIPTextModel.from_pretrained(base, subfolder="text_encoder", torch_dtype=dtype),
+        tokenizer=CLIPTokenizer.from_pretrained(base, subfolder="tokenizer"),
+        unet=InflatedUNet.from_pretrained(base, subfolder="unet", torch_dtype=dtype).inflate(),
+        scheduler=DDIMScheduler.from_pretrained(base, subfolder="scheduler"),
+        pose_encoder=ControlEncoder(channels=config.unet_channels).to(dtype),
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    if setup == "vae_slicing":
+        pipe.enable_vae_slicing()
+    if setup == "vae_tiling":
+        pipe.enable_vae_tiling()
+        pipe.vae.tile_sample_min_size, pipe.vae.tile_latent_min_size = config.size // 2, config.size // 16
+    if setup == "model_offload":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    figure = np.array([[[config.size * (0.3 + 0.4 * (i % 2)), config.size * (0.1 + 0.05 * i), 0.9] for i in range(17)]], np.float32)
+    poses = render_sequence([figure + np.float32([[[(t % 5) * 2, 0, 0]]]) for t in range(config.frames)], config.size, config.size)
+
+    def run() -> None:
+        pipe("a person dancing", poses, num_inference_steps=config.steps, guidance_scale=7.5, window_size=config.frames,
+             generator=torch.Generator().manual_seed(0), output_type="np")  # fmt: skip
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.timing import Worker, interleave, machine_header, pair_ratio
+    from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
+    from training.arguments import apply_overrides, build_parser
+
+    parser = build_parser(BenchConfig(), prog="python -m benchmarks.bench_generation_memory", description=__doc__.split("\n\n")[0])
+    config = apply_overrides(BenchConfig(), vars(parser.parse_args(argv)))
+    print("config:", asdict(config))
+    print(machine_header())
+    with tempfile.TemporaryDirectory() as folder:
+        base = str(save_tiny_sd(Path(folder) / "base", TinySDConfig(unet_channels=config.unet_channels, sample_size=config.size)))
+        workers = {setup: Worker(generation_run, (setup, base, config)) for setup in SETUPS}
+        try:
+            results = interleave(workers, pairs=config.rounds)
+        finally:
+            for worker in workers.values():
+                worker.close()
+    plain = results["plain"]
+    print(f"\n{config.frames} frames of {config.size}x{config.size}, {config.steps} DDIM steps with guidance")
+    print(f"{'setup':>14} {'s/video median (min-max)':>26} {'peak MiB':>9} {'time / plain':>13} {'memory / plain':>15}")
+    for setup, timings in results.items():
+        print(f"{setup:>14} {str(timings.wall_spread):>26} {timings.peak_mib:>9.1f} {pair_ratio(timings, plain).median:>13.2f} "
+              f"{timings.peak_mib / max(plain.peak_mib, 1e-6):>15.2f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
