@@ -317,7 +317,7 @@ def generate(config: GenerateConfig, pipeline=None) -> Path:
         config.prompt, skeletons, num_frames=frames, height=height, width=width,
         num_inference_steps=config.steps, guidance_scale=config.guidance_scale, negative_prompt=config.negative_prompt,
         eta=config.eta, conditioning_scale=config.conditioning_scale, pose_guidance=config.pose_guidance,
-        pose_preprocessing=config.pose_preprocessing, window_size=config.window, window_overlap=config.overlap,
+        pose_preprocessing=config.pose_preprocessing, pose_check=False, window_size=config.window, window_overlap=config.overlap,
         generator=generator, output_type="np",
     )  # fmt: skip
     fps = config.fps or pose.fps or DEFAULT_FPS

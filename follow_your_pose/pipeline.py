@@ -76,6 +76,21 @@ class FollowYourPoseOutput(BaseOutput):
     latents: torch.Tensor | None = None
 
 
+def check_skeletons(frames: torch.Tensor) -> None:
+    """Refuse ``(T, 3, H, W)`` pose frames that are not our skeletons (:func:`pose_extraction.palette.measure_frames`)."""
+    from pose_extraction.palette import measure_frames
+
+    kind = measure_frames(to_uint8(frames)).kind
+    if kind != "ours":
+        seen = "a photo or video (not skeletons)" if kind == "photo" else "skeletons in another palette (the OpenPose/ControlNet rainbow)"
+        raise ValueError(
+            f"the pose frames look like {seen}, not the COCO-17 skeletons on black this model follows: for a video or "
+            "photos of a person pass them to training.generate --pose (it extracts the poses; in Python "
+            "follow_your_pose.pose_sources.extract_poses), for other skeletons pass their keypoints; pose_check=False "
+            "uses the frames as they are"
+        )
+
+
 def render_keypoints(keypoints_per_frame, source_size: tuple[int, int], height: int, width: int):
     """Map COCO-17 keypoints of ``source_size = (width, height)`` frames through the same resize +
     center crop to ``(height, width)`` and draw them: ``(skeleton frames, mapped keypoints)``."""
@@ -219,6 +234,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         conditioning_scale: float = 1.0,
         pose_guidance: bool = False,
         pose_preprocessing: str = "default",
+        pose_check: bool = True,
         window_size: int = DEFAULT_WINDOW,
         window_overlap: int | None = None,
         generator: torch.Generator | None = None,
@@ -239,7 +255,9 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         height)`` frames), drawn by :mod:`pose_extraction.skeleton`. ``num_frames`` defaults to the pose length;
         clips up to ``window_size`` frames are denoised in one pass, longer ones window by window reusing the last
         ``window_overlap`` (default half) frames' noise as prior. ``pose_guidance``: the pose goes to the
-        conditional branch only (see the module docstring). ``latents``: initial latents ``(B, C, num_frames, h,
+        conditional branch only (see the module docstring). ``pose_check``: refuse pose frames that are not our
+        skeletons (:mod:`pose_extraction.palette`: a photo or video of a person, another palette's skeletons), which
+        the model would take as pixels; False uses any frames as they are. ``latents``: initial latents ``(B, C, num_frames, h,
         w)``; without them they are drawn from ``generator`` (on the CPU when it is None) as ``torch.randn`` of that
         shape, the release's draw, so a CPU generator seeded N gives the release's video. ``output_type``: ``pil``
         (default), ``np``, ``pt`` or ``latent`` (:class:`FollowYourPoseOutput`); ``return_dict=False`` returns
@@ -254,6 +272,8 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             raise ValueError(f"callback tensor inputs must be among {self._callback_tensor_inputs} (got {sorted(unknown)}), num_videos_per_prompt >= 1")
         height, width = self._check_size(height, width)
         skeletons = self._skeletons(pose, pose_keypoints, keypoint_size, height, width, pose_preprocessing)
+        if pose_check and pose is not None and skeletons is not None:
+            check_skeletons(skeletons)
         available = None if skeletons is None else len(skeletons)
         num_frames = num_frames or available or (latents.shape[2] if latents is not None else window_size)
         if available is not None and num_frames > available:

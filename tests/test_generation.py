@@ -308,3 +308,15 @@ def test_memory_flags_of_the_command_line(export_dir, tmp_path):
     for name in sorted(p.name for p in (tmp_path / "a.frames").iterdir()):
         a, b = (np.asarray(Image.open(tmp_path / f"{v}.frames" / name)).astype(int) for v in "ab")
         assert np.abs(a - b).max() <= 1
+
+
+def test_the_python_api_refuses_photos_as_pose_frames(pipe, people_photos):
+    """A photo passed as ``pose`` would condition the model on its pixels: refused, unless pose_check=False."""
+    import cv2
+
+    photo = cv2.resize(people_photos["astronaut"], (64, 64), interpolation=cv2.INTER_AREA)
+    frames = np.repeat(photo[None], WINDOW, axis=0)
+    with pytest.raises(ValueError, match="look like a photo or video"):
+        run(pipe, frames)
+    assert run(pipe, frames, pose_check=False, output_type="latent").frames.shape == (1, 4, WINDOW, 8, 8)
+    assert run(pipe, skeletons(WINDOW), output_type="latent").frames.shape == (1, 4, WINDOW, 8, 8)  # ours pass
