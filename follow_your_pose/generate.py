@@ -294,6 +294,8 @@ def generate(config: GenerateConfig, pipeline=None) -> Path:
         kind, folder = resolve_model_folder(config.model)
         if kind == "export":
             check_reachable(config.base or read_base_reference(folder)[0], flag="--base" if config.base else f"the base of --model {folder}")
+        if config.lora:
+            check_reachable(config.lora, flag="--lora")
     import torch
 
     from datasets.generated import make_record, sidecar_paths, write_record

@@ -54,6 +54,23 @@ def test_generation_with_a_model_whose_base_is_a_hub_id(tmp_path):
     assert_fails_fast(result, seconds)
 
 
+def test_generation_with_a_lora_hub_id(tmp_path):
+    from follow_your_pose.tiny import save_tiny_sd
+
+    base = save_tiny_sd(tmp_path / "sd")
+    model = tmp_path / "model"
+    (model / "pose_encoder").mkdir(parents=True)
+    (model / "base.json").write_text(json.dumps({"pretrained": str(base), "revision": None}))
+    (tmp_path / "poses").mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "poses" / "000.png")
+    result, seconds = run_online(
+        "training.generate", "--model", str(model), "--prompt", "a person", "--pose", str(tmp_path / "poses"),
+        "--lora", "someone/style-lora", "--out", str(tmp_path / "out.mp4"),
+    )  # fmt: skip
+    assert_fails_fast(result, seconds)
+    assert "--lora someone/style-lora" in result.stderr
+
+
 def test_converting_from_hub_ids(tmp_path):
     result, seconds = run_online("training.convert_official", "--checkpoint", "YueMafighting/FollowYourPose_v1", "--output", str(tmp_path / "m"))
     assert_fails_fast(result, seconds)
