@@ -40,27 +40,12 @@ class BenchConfig:
 
 def generation_run(setup: str, base: str, config: BenchConfig):
     """Build the pipeline of ``setup`` (in a worker process) and return one generation to time."""
-    import numpy as np
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler
-    from transformers import CLIPTextModel, CLIPTokenizer
 
-    from follow_your_pose.models import ControlEncoder, InflatedUNet
-    from follow_your_pose.pipeline import FollowYourPosePipeline
-    from pose_extraction.skeleton import render_sequence
+    from benchmarks.tiny_pipeline import build_pipeline, swaying_poses
 
     device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else ("cpu" if config.device == "auto" else config.device))
-    dtype = torch.bfloat16 if setup == "bfloat16" else torch.float32
-    torch.manual_seed(0)
-    pipe = FollowYourPosePipeline(
-        vae=AutoencoderKL.from_pretrained(base, subfolder="vae", torch_dtype=dtype),
-        text_encoder=CLIPTextModel.from_pretrained(base, subfolder="text_encoder", torch_dtype=dtype),
-        tokenizer=CLIPTokenizer.from_pretrained(base, subfolder="tokenizer"),
-        unet=InflatedUNet.from_pretrained(base, subfolder="unet", torch_dtype=dtype).inflate(),
-        scheduler=DDIMScheduler.from_pretrained(base, subfolder="scheduler"),
-        pose_encoder=ControlEncoder(channels=config.unet_channels).to(dtype),
-    )  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
+    pipe = build_pipeline(base, config.unet_channels, torch.bfloat16 if setup == "bfloat16" else torch.float32)
     if setup == "vae_slicing":
         pipe.enable_vae_slicing()
     if setup == "vae_tiling":
@@ -70,8 +55,7 @@ def generation_run(setup: str, base: str, config: BenchConfig):
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
-    figure = np.array([[[config.size * (0.3 + 0.4 * (i % 2)), config.size * (0.1 + 0.05 * i), 0.9] for i in range(17)]], np.float32)
-    poses = render_sequence([figure + np.float32([[[(t % 5) * 2, 0, 0]]]) for t in range(config.frames)], config.size, config.size)
+    poses = swaying_poses(config.frames, config.size)
 
     def run() -> None:
         pipe("a person dancing", poses, num_inference_steps=config.steps, guidance_scale=7.5, window_size=config.frames,

@@ -140,29 +140,12 @@ def compare_training(base: str, config: BenchConfig) -> None:
 
 
 def measure_generation(base: str, config: BenchConfig) -> list[dict]:
-    import numpy as np
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler
-    from transformers import CLIPTextModel, CLIPTokenizer
 
-    from pose_extraction.skeleton import render_sequence
-    from follow_your_pose.models import InflatedUNet, ControlEncoder
-    from follow_your_pose.pipeline import FollowYourPosePipeline
+    from benchmarks.tiny_pipeline import build_pipeline, swaying_poses
 
-    device = _device(config.device)
-    pipe = FollowYourPosePipeline(
-        vae=AutoencoderKL.from_pretrained(base, subfolder="vae"),
-        text_encoder=CLIPTextModel.from_pretrained(base, subfolder="text_encoder"),
-        tokenizer=CLIPTokenizer.from_pretrained(base, subfolder="tokenizer"),
-        unet=InflatedUNet.from_pretrained(base, subfolder="unet").inflate(),
-        scheduler=DDIMScheduler.from_pretrained(base, subfolder="scheduler"),
-        pose_encoder=ControlEncoder(channels=config.unet_channels),
-    ).to(device)
-    pipe.set_progress_bar_config(disable=True)
-    size = config.gen_latent_size * 8
-    longest = max(config.gen_frames)
-    figure = np.array([[[size * (0.3 + 0.4 * (i % 2)), size * (0.1 + 0.05 * i), 0.9] for i in range(17)]], np.float32)
-    poses = render_sequence([figure + np.float32([[[(t % 5) * 2, 0, 0]]]) for t in range(longest)], size, size)
+    pipe = build_pipeline(base, config.unet_channels).to(_device(config.device))
+    poses = swaying_poses(max(config.gen_frames), config.gen_latent_size * 8)
     results = []
     for index, frames in enumerate((min(config.gen_frames), *config.gen_frames)):  # the first run warms up
         start = time.perf_counter()
