@@ -67,10 +67,11 @@ def generation_run(setup: str, base: str, config: BenchConfig):
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.timing import Worker, interleave, machine_header, pair_ratio
     from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
-    from training.arguments import apply_overrides, build_parser
+    from datasets import cli
 
-    parser = build_parser(BenchConfig(), prog="python -m benchmarks.bench_generation_memory", description=__doc__.split("\n\n")[0])
-    config = apply_overrides(BenchConfig(), vars(parser.parse_args(argv)))
+    config = cli.parse(
+        BenchConfig, argv, defaults=BenchConfig(), description=__doc__.split("\n\n")[0], prog="python -m benchmarks.bench_generation_memory",
+    )
     print("config:", asdict(config))
     print(machine_header())
     with tempfile.TemporaryDirectory() as folder:

@@ -158,12 +158,13 @@ def measure_generation(base: str, config: BenchConfig) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.timing import machine_header
-    from training.arguments import apply_overrides, build_parser
+    from datasets import cli
     from follow_your_pose.long_video import plan_windows
     from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
 
-    parser = build_parser(BenchConfig(), prog="python -m benchmarks.bench_model", description=__doc__.split("\n\n")[0])
-    config = apply_overrides(BenchConfig(), vars(parser.parse_args(argv)))
+    config = cli.parse(
+        BenchConfig, argv, defaults=BenchConfig(), description=__doc__.split("\n\n")[0], prog="python -m benchmarks.bench_model",
+    )
     print("config:", asdict(config))
     print(machine_header())
     with tempfile.TemporaryDirectory() as folder:

@@ -6,7 +6,7 @@ Writes ``clips/NNNNN.tar`` (``mp4`` + ``txt`` + ``json`` per clip),
 ``clips/NNNNN.parquet`` (one row per input clip, kept or not, with its status and
 reason), ``clips/stats.json`` (input clips and a count per status) and
 ``clips/config.json``. Rerun the same command to resume. ``--help`` lists every
-flag; the record format is documented in :mod:`datasets.clips`. On a cluster:
+flag (``--profile train512|train512-8fps|fast-copy`` sets named defaults; ``--config FILE.yaml`` any option); the record format is documented in :mod:`datasets.clips`. On a cluster:
 ``ray job submit --working-dir . -- python pipelines/build_hdvila_clips.py ...``.
 """
 
@@ -16,13 +16,21 @@ import logging
 import sys
 
 
+RENAMED = {"--ray-address": "ray.address", "--ray-num-cpus": "ray.num_cpus", "--ray-temp-dir": "ray.temp_dir", "-v": "verbose"}
+"""Flags of earlier versions, still accepted."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.hdvila.cli import parse_config
+    from datasets import cli
+    from pipelines.hdvila.config import PROFILES, HdvilaConfig
     from pipelines.hdvila.job import ShardFailures, run
 
-    config, namespace = parse_config(argv)
+    config = cli.parse(
+        HdvilaConfig, argv, prog="build_hdvila_clips.py", description=__doc__, presets=PROFILES, preset_flag="--profile",
+        default_preset="default", renamed=RENAMED,
+    )
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.DEBUG if namespace.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        logging.basicConfig(level=logging.DEBUG if config.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         totals = run(config)
     except ShardFailures as error:

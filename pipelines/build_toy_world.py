@@ -7,7 +7,7 @@ Writes ``toy/images/`` (LAION-Pose shards: ``python -m training.stage1 --data to
 ``toy/clips/`` (clip shards: ``python -m training.stage2 --data toy/clips``), ``toy/eval/``
 (held-out pose sequences, oracle videos and ``spec.json``; see
 :mod:`pipelines.toy_world.heldout`) and ``toy/config.json``. Rerun the same command to
-resume. ``--help`` lists every flag.
+resume. ``--help`` lists every flag; ``--config FILE.yaml`` sets any of them from a file.
 """
 
 from __future__ import annotations
@@ -17,12 +17,19 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.toy_world.cli import parse_config
+    from datasets import cli
+    from pipelines.toy_world.config import PRESETS, ToyWorldConfig
     from pipelines.toy_world.job import run
 
-    config, namespace = parse_config(argv)
+    config = cli.parse(
+        ToyWorldConfig, argv, prog="python -m pipelines.build_toy_world", description=__doc__, presets=PRESETS,
+        default_preset="default", renamed={"-v": "verbose"},
+    )
+    if not config.output:
+        print("python -m pipelines.build_toy_world: error: --output DIR is required", file=sys.stderr)
+        return 2
     if not logging.getLogger().handlers:
-        level = logging.DEBUG if namespace.verbose else logging.INFO
+        level = logging.DEBUG if config.verbose else logging.INFO
         logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
     try:
         summary = run(config)

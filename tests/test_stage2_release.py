@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.arguments import parse_config
+from training.entry import parse_config
 from training.presets import preset
 from training.loop import Trainer
 from training.stages import VideoStage

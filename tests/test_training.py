@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from training import checkpoint as ckpt
-from training.arguments import parse_config
+from training.entry import parse_config
 from training.config import ConfigError, load_config
 from training.presets import preset
 from training.loop import NonFiniteLossError, Trainer, train

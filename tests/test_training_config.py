@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from training.arguments import parse_config
+from training.entry import parse_config
 from training.config import SD14, ConfigError
 from training.presets import preset
 from training.stages import PoseImageStage, VideoStage

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.arguments import parse_config
+from training.entry import parse_config
 from training.config import ConfigError
 
 pytestmark = pytest.mark.slow

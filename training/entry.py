@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 
+from datasets import cli
 from datasets.output_folder import OutputFolderError, prepare_output_folder
-from training.arguments import parse_config
-from training.config import ConfigError
+from training.config import ConfigError, Stage0Config, Stage1Config, Stage2Config
 
 logger = logging.getLogger("training")
 
@@ -15,6 +16,21 @@ logger = logging.getLogger("training")
 def _setup_logging() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+STAGE_CONFIGS = {0: Stage0Config, 1: Stage1Config, 2: Stage2Config}
+
+
+def parse_config(argv: list[str] | None, *, stage: int, prog: str, description: str):
+    """The resolved config of a stage's command line: ``--preset`` (default ``tiny``), ``--config`` files, flags.
+
+    Raises :class:`ConfigError` for an unknown preset or a value the config refuses; exits 2 on malformed flags."""
+    from training.presets import preset
+
+    return cli.parse(
+        STAGE_CONFIGS[stage], argv, prog=prog, description=description, presets=functools.partial(preset, stage),
+        default_preset="tiny", config_error=ConfigError,
+    )
 
 
 def run_stage(argv: list[str] | None, *, stage: int, stage_class, prog: str, description: str):
@@ -42,15 +58,13 @@ def run_stage(argv: list[str] | None, *, stage: int, stage_class, prog: str, des
 def run_tool(argv: list[str] | None, *, defaults, run, prog: str, description: str, errors: tuple[type[BaseException], ...]) -> int:
     """A one-shot command (``training.generate``, ``training.convert_official``): flags from the ``defaults`` config's
     fields, ``run(config)`` on the result, its printed output; ``errors`` (bad input) end with one line and exit 2."""
-    from training.arguments import apply_overrides, build_parser
-
-    parser = build_parser(defaults, prog=prog, description=description)
+    config = cli.parse(type(defaults), argv, prog=prog, description=description, defaults=defaults)
     try:
-        config = apply_overrides(defaults, vars(parser.parse_args(argv)))
         if hasattr(config, "check_required"):  # a missing or malformed required flag is a usage error
             config.check_required()
     except (TypeError, ValueError) as error:
-        parser.error(str(error))
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
     _setup_logging()
     try:
         result = run(config)

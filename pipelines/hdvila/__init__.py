@@ -7,5 +7,5 @@
   cutting and encoding one span;
 - :mod:`~pipelines.hdvila.sources`: local, fsspec and yt-dlp sources;
 - :mod:`~pipelines.hdvila.stages`: the :class:`ClipCutter` stage; :mod:`~pipelines.hdvila.shard`: one shard;
-- :mod:`~pipelines.hdvila.job` and :mod:`~pipelines.hdvila.cli`: the Ray job and its command line.
+- :mod:`~pipelines.hdvila.job`: the Ray job (its command line is :mod:`pipelines.build_hdvila_clips`).
 """

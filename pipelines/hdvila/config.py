@@ -149,6 +149,8 @@ class HdvilaConfig:
     """Shard tasks submitted at once (None: twice the cluster's CPUs / cpus_per_task)."""
     max_shards: int | None = None
     """Process at most this many shards (a sample run); None for all."""
+    verbose: bool = False
+    """Debug logging (``-v``)."""
     ignore_config_mismatch: bool = False
     """Resume into an output whose ``config.json`` records other cutting/planning settings (otherwise an error: the
     shards would mix two configurations)."""
@@ -162,3 +164,13 @@ class HdvilaConfig:
             raise ValueError("max_in_flight must be at least 1")
         if self.max_shards is not None and self.max_shards < 1:
             raise ValueError("max_shards must be at least 1")
+
+
+PROFILES: dict[str, dict] = {
+    "default": {},
+    "train512": {"cut": {"size": 512, "crf": 18}},
+    "train512-8fps": {"cut": {"size": 512, "fps": 8.0, "crf": 18}},
+    "fast-copy": {"cut": {"mode": "copy"}},
+}
+"""Named defaults (``--profile``; explicit flags override them): ``train512`` keeps the source rate at 512x512 (the
+readers sample frames with a stride), ``fast-copy`` stream-copies."""

@@ -14,7 +14,7 @@ from pose_extraction.figure import FigureStyle
 GENERATOR = "toy_world"
 GENERATOR_VERSION = 1
 """Bump when the same config would draw different pixels, keypoints or captions."""
-RUNTIME_FIELDS = ("output", "workers")
+RUNTIME_FIELDS = ("output", "workers", "verbose")
 """Fields that do not change what is written: a resumed run may change them."""
 
 
@@ -75,6 +75,8 @@ class ToyWorldConfig:
     """x264 speed preset (veryfast: half the encoding time of medium for these flat frames, at the same size)."""
     workers: int = 1
     """Processes writing shards in parallel (1: in this process)."""
+    verbose: bool = False
+    """Debug logging (``-v``)."""
 
     def __post_init__(self) -> None:
         palette_subset(self.colours)
