@@ -269,7 +269,7 @@ def _one_line(event) -> str | None:
         return "/".join(argument.lowered.name_or_flags)
 
     if isinstance(event, errors.InstantiationFailure):
-        return event.message
+        return event.message if event.argument is None else f"argument {flag(event.argument)}: {event.message}"
     if isinstance(event, errors.UnrecognizedArgs):
         return f"unrecognized arguments: {' '.join(event.tokens)} (--help lists every option)"
     if isinstance(event, errors.InvalidChoice):

@@ -5,8 +5,8 @@ checked in ``__post_init__``. :class:`Stage0Config`, :class:`Stage1Config` and
 :class:`Stage2Config` compose the shared parts (optimiser, checkpoints, logging,
 validation) with the model and data configs of their stage, each holding only
 what that stage reads. The named presets (``paper``, ``tiny``, ``toy``) are in
-:mod:`training.presets`; the command line of each entry point is generated from
-these classes by :mod:`training.arguments`.
+:mod:`training.presets`; the command line of each entry point is read into
+these classes by :func:`datasets.cli.parse` (``training.entry.parse_config``).
 """
 
 from __future__ import annotations
