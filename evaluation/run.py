@@ -5,6 +5,8 @@
     python -m evaluation.run --spec SPEC --model DIR --out DIR ...   (generate first, then evaluate)
     python -m evaluation.run --compare RUN_A RUN_B [...] [--out DIR] [--paper]
     python -m evaluation.run --list-metrics
+
+``--help`` lists every option with its default; ``--config FILE.yaml`` sets any of them (flags override it).
 """
 
 from __future__ import annotations
