@@ -1,18 +1,19 @@
-"""The settings of an evaluation run (what ``python -m evaluation.run`` builds from its flags)."""
+"""The settings of an evaluation run (:class:`EvalConfig`) and the command line that builds them (:class:`CommandConfig`)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
-from pose_extraction.backends import PoseConfig
+from pose_extraction.backends import PoseConfig, PoseFlags
 
 DEFAULT_METRICS = ("clip", "pose_ap", "frame_consistency")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalConfig:
-    """How generated videos are scored and reported."""
+class ScoringConfig:
+    """How generated videos are scored and reported, but for the pose estimator (:class:`EvalConfig` adds it)."""
 
     metrics: tuple[str, ...] = DEFAULT_METRICS
     """Metric names from :mod:`evaluation.metrics` (any subset, in this order in tables)."""
@@ -24,8 +25,6 @@ class EvalConfig:
     """Forward-pass dtype of CLIP: ``auto`` is float16 on CUDA and float32 on CPU."""
     clip_batch_size: int = 32
     """Frames per CLIP image forward pass."""
-    pose: PoseConfig = field(default_factory=PoseConfig)
-    """The pose estimator ``pose_ap`` runs on generated frames (backend and its options: checkpoints, device)."""
     pose_frames_per_call: int = 16
     """Frames handed to the pose estimator per call by ``pose_ap``."""
     pose_gt_threshold: float = 0.3
@@ -91,6 +90,65 @@ class EvalConfig:
         data = asdict(self)
         data["metrics"] = list(self.metrics)
         return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig(ScoringConfig):
+    """How generated videos are scored and reported."""
+
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    """The pose estimator ``pose_ap`` runs on generated frames (backend and its options: checkpoints, device)."""
+
+
+MODES = ("--videos DIR", "--spec FILE", "--compare RUN [RUN ...]", "--list-metrics")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandConfig(ScoringConfig):
+    """What ``python -m evaluation.run`` takes: exactly one mode (``--videos``, ``--spec``, ``--compare``,
+    ``--list-metrics``), the scoring settings and the pose estimator as flags."""
+
+    videos: Path | None = None
+    """Mode: score this folder of generated videos (``OUT.mp4`` + ``OUT.pose.mp4`` + ``OUT.json``)."""
+    spec: Path | None = None
+    """Mode: generate from this spec (JSON/JSONL of prompt + pose entries) with ``--model``, then score."""
+    compare: tuple[Path, ...] = ()
+    """Mode: compare these evaluation output folders (``--compare RUN_A RUN_B ...``)."""
+    list_metrics: bool = False
+    """Mode: print the registered metrics and exit."""
+    out: Path | None = None
+    """Output folder (results.json, report.html; compare.html with ``--compare``, default the current folder)."""
+    model: Path | None = None
+    """With ``--spec``: the model folder to generate with."""
+    generate_options: dict = field(default_factory=dict)
+    """With ``--spec``: generation fields (JSON) that override every item's, e.g. ``{"pose_guidance": true}``."""
+    paper: bool = False
+    """With ``--compare``: add the paper's Table 1 rows."""
+    pose: PoseFlags = field(default_factory=PoseFlags)
+    """The pose estimator ``pose_ap`` runs; its device is ``--device`` unless ``--pose.device`` is given."""
+    pose_batch_size: int | None = None
+    """Old name of two options at once: ``--pose-frames-per-call`` and, where the chosen backend has it, the
+    person crops per forward pass (``--person-batch-size``). None: those two options as given."""
+    quiet: bool = False
+    """Warnings only."""
+
+    def __post_init__(self) -> None:
+        names = tuple(name.strip() for value in self.metrics for name in value.split(",") if name.strip())
+        object.__setattr__(self, "metrics", names)  # the comma-separated spelling too: --metrics clip,pose_ap
+        modes = (self.videos is not None, self.spec is not None, bool(self.compare), self.list_metrics)
+        if sum(modes) != 1:
+            raise ValueError(f"choose exactly one of {', '.join(MODES)}")
+        super().__post_init__()
+
+    def to_eval_config(self, metrics: tuple[str, ...] | None = None) -> EvalConfig:
+        """The :class:`EvalConfig` of this command (a ValueError for a flag the chosen pose backend has no option for)."""
+        shared = {"device": self.device}
+        per_call = self.pose_frames_per_call
+        if self.pose_batch_size is not None:
+            shared["batch_size"] = per_call = self.pose_batch_size
+        settings = {f.name: getattr(self, f.name) for f in fields(ScoringConfig)}
+        settings.update(pose_frames_per_call=per_call, metrics=metrics or self.metrics)
+        return EvalConfig(pose=self.pose.to_pose_config(shared=shared), **settings)
 
 
 def resolve_dtype(dtype: str, device: str):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -130,6 +130,68 @@ def pose_config_from_flags(
             raise ValueError(f"{flag} is an option of the {owner} pose backend, not of {name} (the chosen --pose-backend)")
         options[chosen] = value
     return PoseConfig.of(name, **options)
+
+
+# PoseFlags field -> the backend options it may fill (the first the chosen backend has wins).
+_FLAG_OPTIONS: dict[str, tuple[str, ...]] = {
+    "device": ("device",),
+    "pose_config": ("pose_config",),
+    "pose_checkpoint": ("pose_checkpoint",),
+    "det_config": ("det_config",),
+    "det_checkpoint": ("det_checkpoint",),
+    "det_score_threshold": ("det_score_threshold",),
+    "max_persons": ("max_persons", "det_max_persons"),
+    "person_batch_size": ("batch_size",),
+    "allow_random_weights": ("allow_random_weights",),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoseFlags:
+    """The pose estimator, as every command line spells it (``--pose-backend``, ``--pose-checkpoint``, ...).
+
+    Each option fills the chosen backend's option of that meaning; one the backend does not have is refused
+    (:func:`pose_config_from_flags`). None (or False) leaves the backend's default."""
+
+    backend: str = field(default=DEFAULT_BACKEND, metadata={"alias": "pose-backend"})
+    """Pose backend (``--pose-backend``): mediapipe (bundled weights, CPU, no download) or mmpose (top-down, a
+    person detector then a pose model; needs checkpoints)."""
+    device: str | None = None
+    """Torch device of the backend (mmpose: auto, cpu, cuda, cuda:1 ...); None: the backend's default."""
+    pose_config: str | None = None
+    """mmpose: pose model config (model-zoo name or path)."""
+    pose_checkpoint: str | None = None
+    """mmpose: pose model weights (local path or URL)."""
+    det_config: str | None = None
+    """mmpose: person detector (mmdet) config (model-zoo name or path)."""
+    det_checkpoint: str | None = None
+    """mmpose: person detector weights (local path or URL)."""
+    det_score_threshold: float | None = None
+    """mmpose: person boxes scoring at or below this are dropped."""
+    max_persons: int | None = None
+    """People per image at most (mediapipe: passes per image; mmpose: detector boxes kept)."""
+    person_batch_size: int | None = None
+    """mmpose: person crops per pose forward pass (the LAION-Pose builder's old ``--pose-batch-size``). Not the
+    frames or images handed to the estimator per call: each tool has its own option for that."""
+    allow_random_weights: bool = False
+    """mmpose without checkpoints: random weights, for plumbing tests only."""
+    extra: dict = field(default_factory=dict, metadata={"alias": "pose-extra"})
+    """More options of the chosen backend as a JSON object (``--pose-extra``), e.g. mmpose's
+    ``{"pose_cfg_options": {...}}``."""
+
+    def to_pose_config(self, shared: dict[str, Any] | None = None, labels: dict[str, str] | None = None) -> PoseConfig:
+        """The :class:`PoseConfig` these flags ask for. ``shared``: see :func:`pose_config_from_flags`; ``labels``:
+        the spelling to name a refused field by (an old flag the user typed), default ``--field-name``."""
+        labels = labels or {}
+        given = {}
+        for name, options in _FLAG_OPTIONS.items():
+            value = getattr(self, name)
+            if value is not None and value is not False:
+                given[labels.get(name, "--" + name.replace("_", "-"))] = (options, value)
+        if not isinstance(self.extra, dict):
+            raise ValueError("--pose-extra takes a JSON object of backend options")
+        given.update({f"--pose-extra {key}": ((key,), value) for key, value in self.extra.items()})
+        return pose_config_from_flags(self.backend, given, shared)
 
 
 def backends_help() -> str:

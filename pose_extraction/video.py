@@ -21,7 +21,6 @@ over time (EMA or One-Euro); a point that disappears restarts its filter.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from dataclasses import dataclass, field
@@ -35,9 +34,7 @@ from datasets.clips import CropGeometry, square_geometry
 from datasets.keypoints import COCO17_NAMES, as_keypoints, boxes_from_keypoints
 from datasets.pose_sequence import KIND, SCHEMA_VERSION, VIDEO_NAME, PoseSequence, write_keypoints
 from datasets.video_io import VideoWriter, open_video
-from pose_extraction.backends import (
-    BACKENDS, DEFAULT_BACKEND, PoseConfig, backends_help, build_estimator, pose_config_from_flags,
-)  # fmt: skip
+from pose_extraction.backends import PoseConfig, build_estimator
 from pose_extraction.estimator import Poses, confine_to_image
 from pose_extraction.mediapipe_backend import box_iou
 from pose_extraction.skeleton import SkeletonStyle, render_skeleton
@@ -47,17 +44,16 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
-class PoseVideoConfig:
-    """What the driving-video tool reads, runs and writes."""
+class SequenceConfig:
+    """How the driving-video tool samples, tracks, smooths and writes frames: everything but the pose estimator."""
 
-    pose: PoseConfig = field(default_factory=PoseConfig)
-    """The pose estimator (backend, weights, device, persons)."""
     fps: float | None = None
     """Resample the video to this rate before taking every ``every``-th frame; None keeps the source's average rate."""
     every: int = 1
     """Keep every k-th resampled frame (the release's inference read every 5th); the output runs at ``fps / every``."""
     size: int | None = 512
-    """Output frames are ``size`` x ``size`` (resize to cover, center crop); None keeps the source size (made even)."""
+    """Output frames are ``size`` x ``size`` (resize to cover, center crop); None (0 on the command line) keeps the
+    source size (made even)."""
     start: float = 0.0
     """Seconds into the video where the sequence starts."""
     max_frames: int | None = None
@@ -96,6 +92,14 @@ class PoseVideoConfig:
             raise ValueError("need 0 < ema_alpha <= 1, one_euro_min_cutoff > 0, one_euro_beta >= 0")
         if self.formats not in ("json", "parquet", "both"):
             raise ValueError(f"formats must be 'json', 'parquet' or 'both', got {self.formats!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoseVideoConfig(SequenceConfig):
+    """What the driving-video tool reads, runs and writes."""
+
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    """The pose estimator (backend, weights, device, persons)."""
 
 
 @dataclass
@@ -281,70 +285,11 @@ def _batches(items, size: int):
         yield batch
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pose_extraction.video", description=__doc__.split("\n\n")[0])
-    parser.add_argument("video", help="driving video (any format FFmpeg reads)")
-    parser.add_argument("--out", required=True, help="output folder (keypoints.json / keypoints.parquet / pose.mp4)")
-    parser.add_argument("--pose-backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND, help=backends_help())
-    parser.add_argument("--pose-config", help="MMPose model config (name or path)")
-    parser.add_argument("--pose-checkpoint", help="MMPose weights (local path or URL)")
-    parser.add_argument("--det-config", help="MMDet person detector config (name or path)")
-    parser.add_argument("--det-checkpoint", help="MMDet detector weights (local path or URL)")
-    parser.add_argument("--device", help="torch device for MMPose: auto (default), cpu, cuda, cuda:1 ...")
-    parser.add_argument("--allow-random-weights", action="store_true", help="MMPose without checkpoints (plumbing tests only)")
-    parser.add_argument("--max-persons", type=int, help="people per frame at most (default 1)")
-    parser.add_argument("--fps", type=float, help="resample to this rate first (default: the source's)")
-    parser.add_argument("--every", type=int, default=1, help="then keep every k-th frame")
-    parser.add_argument("--size", type=int, default=512, help="square output size (0: keep the source size)")
-    parser.add_argument("--start", type=float, default=0.0, help="seconds into the video")
-    parser.add_argument("--max-frames", type=int, help="stop after this many output frames")
-    parser.add_argument("--smoothing", choices=["none", "ema", "one_euro"], default="none")
-    parser.add_argument("--ema-alpha", type=float, default=0.5)
-    parser.add_argument("--one-euro-min-cutoff", type=float, default=1.0)
-    parser.add_argument("--one-euro-beta", type=float, default=0.05)
-    parser.add_argument("--threshold", type=float, default=0.3, help="keypoint score above which a point is drawn/smoothed")
-    parser.add_argument("--formats", choices=["json", "parquet", "both"], default="both")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    return parser
-
-
-# Flags filling the chosen backend's option of the same name (refused when it has none); --max-persons fills the
-# first of _PERSON_CAP the backend has (1 unless given).
-_POSE_FLAGS = ("pose_config", "pose_checkpoint", "det_config", "det_checkpoint", "device", "allow_random_weights")
-_PERSON_CAP = ("max_persons", "det_max_persons")
-
-
-def pose_config_from_args(args: argparse.Namespace) -> PoseConfig:
-    given = {f"--{name.replace('_', '-')}": ((name,), getattr(args, name)) for name in _POSE_FLAGS if getattr(args, name)}
-    if args.max_persons is not None:
-        given["--max-persons"] = (_PERSON_CAP, args.max_persons)
-    return pose_config_from_flags(args.pose_backend, given, shared=dict.fromkeys(_PERSON_CAP, 1))
-
-
-def config_from_args(args: argparse.Namespace) -> PoseVideoConfig:
-    return PoseVideoConfig(
-        pose=pose_config_from_args(args), fps=args.fps, every=args.every, size=args.size or None, start=args.start,
-        max_frames=args.max_frames, smoothing=args.smoothing, ema_alpha=args.ema_alpha,
-        one_euro_min_cutoff=args.one_euro_min_cutoff, one_euro_beta=args.one_euro_beta, formats=args.formats,
-        style=SkeletonStyle(threshold=args.threshold),
-    )  # fmt: skip
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ValueError as error:
-        parser.error(str(error))
-    if not Path(args.video).exists():
-        parser.error(f"{args.video} does not exist")
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    sequence = extract_pose_sequence(args.video, args.out, config)
-    found = sum(len(k) > 0 for k in sequence.keypoints)
-    print(f"{len(sequence.times)} frames at {sequence.fps:g} fps, people found on {found}; wrote {args.out}")
-    return 0
+    """The command line (:mod:`pose_extraction.video_cli`)."""
+    from pose_extraction.video_cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datasets.laion_pose import INDEX_SCHEMA, STATUSES, check_annotation, iter_samples, read_index
-from pipelines.laion_pose.cli import SAMPLE_DIR, SAMPLE_PARQUET, build_parser, config_from_args
+from pipelines.laion_pose.cli import SAMPLE_DIR, SAMPLE_PARQUET, parse_config
 from pipelines.laion_pose.config import DownloadConfig, InputConfig, PoseStageConfig, ResourcesConfig
 from pipelines.laion_pose.download import DOWNLOADED, download_shard, status_of
 from pipelines.laion_pose.inputs import plan_input, read_shard
@@ -465,27 +465,25 @@ def test_a_shard_decodes_while_another_runs_the_model(tmp_path, sample_shard, an
 
 
 def test_cli_maps_flags_onto_configs(tmp_path):
-    parser = build_parser()
-    sample = config_from_args(parser.parse_args([]))
+    sample = parse_config([])
     assert sample.input.path == str(SAMPLE_PARQUET) and sample.output.endswith("outputs/laion_pose_sample")
     assert sample.download.allowed_file_roots == (str(SAMPLE_DIR),) and not sample.download.allow_private_urls
     assert sample.stage.pose.backend == "mediapipe"
-    args = parser.parse_args(
+    config = parse_config(
         ["--input", "in/*.parquet", "--output", str(tmp_path), "--pose-backend", "mmpose", "--pose-checkpoint", "w.pth",
          "--allow-private-urls", "--shard-size", "50", "--keypoint-threshold", "0.4", "--pose-workers", "3", "--ray-address", "auto"]
     )
-    config = config_from_args(args)
     assert config.input.path.endswith("in/*.parquet") and config.input.shard_size == 50
     assert config.stage.pose.backend == "mmpose" and config.stage.pose.options.pose_checkpoint == "w.pth"
     assert config.stage.visibility.keypoint_threshold == config.stage.skeleton.threshold == 0.4
     assert config.download.allow_private_urls and config.resources.pose_workers == 3 and config.ray.address == "auto"
-    assert sample.download.keep_fitting_jpeg and not config_from_args(parser.parse_args(["--keep-fitting-jpeg", "false"])).download.keep_fitting_jpeg
+    assert sample.download.keep_fitting_jpeg and not parse_config(["--keep-fitting-jpeg", "false"]).download.keep_fitting_jpeg
     with pytest.raises(SystemExit):
-        parser.parse_args(["--keep-fitting-jpeg", "maybe"])
+        parse_config(["--keep-fitting-jpeg", "maybe"])
     with pytest.raises(ValueError, match="needs pose weights"):
-        config_from_args(parser.parse_args(["--input", "x.parquet", "--output", "o", "--pose-backend", "mmpose"]))
+        parse_config(["--input", "x.parquet", "--output", "o", "--pose-backend", "mmpose"])
     with pytest.raises(ValueError, match="--output is required"):
-        config_from_args(parser.parse_args(["--input", "x.parquet"]))
+        parse_config(["--input", "x.parquet"])
 
 
 def test_worker_plan_fits_the_cluster():

@@ -122,7 +122,7 @@ def test_backend_configs_are_frozen_keyword_only_and_document_every_field(name):
 
 def test_a_flag_of_another_backend_is_refused_naming_it(tmp_path, capsys):
     from evaluation.run import main as evaluate
-    from pipelines.laion_pose.cli import build_parser, config_from_args
+    from pipelines.laion_pose.cli import parse_config
     from pose_extraction.video import main as video
 
     with pytest.raises(SystemExit) as exit_:
@@ -132,33 +132,40 @@ def test_a_flag_of_another_backend_is_refused_naming_it(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         video([str(tmp_path / "v.mp4"), "--out", str(tmp_path), "--device", "cpu"])
     assert exit_.value.code == 2 and "--device is an option of the mmpose pose backend" in capsys.readouterr().err
-    parser = build_parser()
     with pytest.raises(ValueError, match="--pose-batch-size is an option of the mmpose pose backend, not of mediapipe"):
-        config_from_args(parser.parse_args(["--pose-batch-size", "4"]))
+        parse_config(["--pose-batch-size", "4"])
+    with pytest.raises(ValueError, match="--person-batch-size is an option of the mmpose pose backend, not of mediapipe"):
+        parse_config(["--person-batch-size", "4"])
     with pytest.raises(ValueError, match="unknown pose backend 'hrnet'; choose one of mediapipe, mmpose"):
-        config_from_args(parser.parse_args(["--pose-backend", "hrnet"]))
+        parse_config(["--pose-backend", "hrnet"])
     with pytest.raises(ValueError, match="--pose-extra pose_cfg_options is an option of the mmpose"):
-        from evaluation.run import build_parser as eval_parser, config_from_args as eval_config
+        from evaluation.run import parse_command, to_eval_config
 
-        eval_config(eval_parser().parse_args(["--videos", "v", "--pose-extra", '{"pose_cfg_options": {}}']))
+        to_eval_config(parse_command(["--videos", "v", "--pose-extra", '{"pose_cfg_options": {}}']))
 
 
 def test_shared_flags_fill_the_backend_that_has_them():
-    from evaluation.run import build_parser, config_from_args
-    from pipelines.laion_pose.cli import build_parser as laion_parser, config_from_args as laion_config
-    from pose_extraction.video import build_parser as video_parser, config_from_args as video_config
+    from evaluation.run import parse_command, to_eval_config
+    from pipelines.laion_pose.cli import parse_config as laion_config
+    from pose_extraction.video_cli import parse_command as video_command
 
-    config = config_from_args(build_parser().parse_args(["--videos", "v", "--device", "cpu", "--pose-batch-size", "4"]))
+    def config_from_args(argv):
+        return to_eval_config(parse_command(argv))
+
+    def video_config(argv):
+        return video_command(argv).to_video_config()
+
+    config = config_from_args(["--videos", "v", "--device", "cpu", "--pose-batch-size", "4"])
     assert config.pose == PoseConfig() and config.pose_frames_per_call == 4  # mediapipe has no device nor batch
-    config = config_from_args(build_parser().parse_args(
-        ["--videos", "v", "--device", "cpu", "--pose-batch-size", "4", "--pose-backend", "mmpose", "--det-max-persons", "2"]))
+    config = config_from_args(
+        ["--videos", "v", "--device", "cpu", "--pose-batch-size", "4", "--pose-backend", "mmpose", "--det-max-persons", "2"])
     assert config.pose.options == MMPoseConfig(device="cpu", batch_size=4, det_max_persons=2) and config.pose_frames_per_call == 4
-    laion = laion_config(laion_parser().parse_args(["--max-persons", "3"]))
+    laion = laion_config(["--max-persons", "3"])
     assert laion.stage.pose.options == MediaPipeConfig(max_persons=3)
-    laion = laion_config(laion_parser().parse_args(["--max-persons", "3", "--pose-backend", "mmpose", "--allow-random-weights"]))
+    laion = laion_config(["--max-persons", "3", "--pose-backend", "mmpose", "--allow-random-weights"])
     assert laion.stage.pose.options == MMPoseConfig(det_max_persons=3, allow_random_weights=True)
-    assert video_config(video_parser().parse_args(["v.mp4", "--out", "o"])).pose.options == MediaPipeConfig(max_persons=1)
-    video = video_config(video_parser().parse_args(["v.mp4", "--out", "o", "--pose-backend", "mmpose", "--device", "cpu"]))
+    assert video_config(["v.mp4", "--out", "o"]).pose.options == MediaPipeConfig(max_persons=1)
+    video = video_config(["v.mp4", "--out", "o", "--pose-backend", "mmpose", "--device", "cpu"])
     assert video.pose.options == MMPoseConfig(device="cpu", det_max_persons=1)
 
 

@@ -190,4 +190,8 @@ def test_mediapipe_on_a_panning_photo(tmp_path, people_photos):
     torso = np.abs(skeleton[found[0]].astype(int) - ORANGE).sum(axis=2) < 60
     left = np.abs(skeleton[found[0]].astype(int) - GREEN).sum(axis=2) < 60
     assert torso.sum() > 50 and left.sum() > 20  # drawn with the release's palette
+    from pose_extraction.video_cli import parse_command  # the saved config.json is a valid --config file
+
+    saved = parse_command(["--config", str(tmp_path / "out" / "config.json")])
+    assert (saved.video, saved.size, saved.formats, saved.pose.backend) == (str(video), 256, "json", "mediapipe")
     assert PoseConfig().backend == "mediapipe"

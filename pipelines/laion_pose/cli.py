@@ -1,190 +1,86 @@
-"""Command line of the LAION-Pose builder: a thin argparse layer mapping flags onto the config dataclasses.
+"""Command line of the LAION-Pose builder: :class:`~pipelines.laion_pose.config.CommandConfig`, read by
+:func:`datasets.cli.parse` (``--help`` lists every option; ``--config FILE.yaml`` sets any of them).
 
-Every flag defaults to None and only given flags reach the dataclasses, so the
-defaults live in one place (:mod:`.config`, :mod:`pose_extraction`). Without
-``--input`` the job runs the bundled sample (:data:`SAMPLE_PARQUET`, its
-images beside it as relative ``file`` URLs, allowed for that folder only) into
-``outputs/laion_pose_sample``.
+Without ``--input`` the job runs the bundled sample (:data:`SAMPLE_PARQUET`, its images beside it as relative
+``file`` URLs, allowed for that folder only) into ``outputs/laion_pose_sample``. The flags of earlier versions keep
+working (:data:`RENAMED`, ``--ignore-robots-tag``, repeated ``--allow-file-root`` / ``--allow-host``).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-from pathlib import Path
+import sys
 
-from pipelines.laion_pose.config import DownloadConfig, InputConfig, JobConfig, PoseStageConfig, ResourcesConfig
-from pipelines.ray_runtime import RayConfig
-from pose_extraction.backends import DEFAULT_BACKEND, backends_help, pose_config_from_flags
-from pose_extraction.filtering import VisibilityConfig
-from pose_extraction.skeleton import SkeletonStyle
+from datasets import cli
+from pipelines.laion_pose.config import SAMPLE_DIR, SAMPLE_OUTPUT, SAMPLE_PARQUET, CommandConfig, JobConfig
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample"
-SAMPLE_PARQUET = SAMPLE_DIR / "laion_sample.parquet"
-SAMPLE_OUTPUT = Path("outputs") / "laion_pose_sample"
+__all__ = ["SAMPLE_DIR", "SAMPLE_OUTPUT", "SAMPLE_PARQUET", "main", "parse_command", "parse_config"]
 
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("true", "yes", "1"):
-        return True
-    if text.lower() in ("false", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-# (flag, dest, type, help) per config section; dest is the dataclass field name.
-_INPUT = [
-    ("--input", "path", str, "parquet file, glob or folder (any fsspec URL); default: the bundled sample"),
-    ("--url-column", "url_column", str, "URL column (default URL)"),
-    ("--caption-column", "caption_column", str, "caption column (default TEXT)"),
-    ("--carry-columns", "carry_columns", lambda s: tuple(c for c in s.split(",") if c),
-     "comma-separated columns copied into the index (default: all others)"),
-    ("--shard-size", "shard_size", int, "input rows per shard (default 1000)"),
-    ("--url-base", "url_base", str, "base URL for relative URLs"),
-    ("--limit", "limit", int, "use only the first N rows"),
-]
-_DOWNLOAD = [
-    ("--image-size", "image_size", int, "resize target in pixels (default 512)"),
-    ("--resize-mode", "resize_mode", str, "img2dataset resize mode (default keep_ratio)"),
-    ("--min-image-size", "min_image_size", int, "smaller images are image_too_small (default 64)"),
-    ("--max-image-area", "max_image_area", int, "images with more pixels are image_too_large (default: PIL's bomb limit)"),
-    ("--timeout", "timeout", float, "seconds a connect or read may wait for data (default 10)"),
-    ("--image-deadline", "image_deadline", float, "seconds one image may take in all, redirects and retries included (default 60)"),
-    ("--max-image-bytes", "max_image_bytes", int, "bytes one downloaded image may have (default 33554432 = 32 MiB)"),
-    ("--retries", "retries", int, "extra attempts per URL (default 1)"),
-    ("--download-threads", "thread_count", int, "concurrent fetches per shard (default 32)"),
-    ("--user-agent-token", "user_agent_token", str, "token in the User-Agent, matched by X-Robots-Tag"),
-    ("--encode-quality", "encode_quality", int, "JPEG quality of re-encoded images (default 95)"),
-    ("--keep-fitting-jpeg", "keep_fitting_jpeg", _bool,
-     "store a complete JPEG that needs no resize as downloaded (default true; false: re-encode every image)"),
-]
-_POSE = [  # options of the chosen backend; a flag its config does not have is refused
-    ("--device", "device", str, "torch device for mmpose: auto, cpu, cuda, cuda:1 ..."),
-    ("--pose-config", "pose_config", str, "mmpose pose model config (zoo name or path)"),
-    ("--pose-checkpoint", "pose_checkpoint", str, "mmpose pose weights (path or URL)"),
-    ("--det-config", "det_config", str, "mmdet person detector config (zoo name or path)"),
-    ("--det-checkpoint", "det_checkpoint", str, "mmdet detector weights (path or URL)"),
-    ("--det-score-threshold", "det_score_threshold", float, "person boxes at or below this are dropped"),
-    ("--pose-batch-size", "batch_size", int, "person crops per pose forward pass"),
-]
-_RESOURCES = [
-    ("--pose-workers", "pose_workers", int, "pose actors (default: one per GPU, or what the CPUs hold)"),
-    ("--pose-cpus", "pose_cpus", float, "CPUs per pose actor (default 1)"),
-    ("--pose-gpus", "pose_gpus", float, "GPUs per pose actor (default: 1 if the cluster has GPUs)"),
-    ("--download-workers", "download_workers", int, "download actors (default: what the CPUs hold, <= 2 per pose worker)"),
-    ("--download-cpus", "download_cpus", float, "CPUs per download actor (default 0.5)"),
-    ("--prefetch-shards", "prefetch_shards", int, "shards downloaded ahead per pose worker (default 1)"),
-    ("--max-retries", "max_retries", int, "retries of a failed shard task / crashed actor (default 2)"),
-]
-_RAY = [
-    ("--ray-address", "address", str, "Ray cluster (default: the one of `ray job submit`, else a new local Ray)"),
-    ("--num-cpus", "num_cpus", int, "CPUs of a local Ray"),
-    ("--num-gpus", "num_gpus", int, "GPUs of a local Ray"),
-    ("--ray-temp-dir", "temp_dir", str, "session folder of a local Ray"),
-]
+PROG = "build_laion_pose.py"
+DESCRIPTION = (
+    "Build LAION-Pose: download LAION images with img2dataset, estimate poses, keep images with enough visible "
+    "keypoints, write WebDataset shards + parquet index + stats. Resumable. Without arguments: the bundled sample "
+    "into outputs/laion_pose_sample."
+)
+RENAMED = {
+    "--input": "input.path",
+    "--download-threads": "download.thread_count",
+    "--allow-file-root": "download.allowed_file_roots",
+    "--allow-host": "download.allowed_hosts",
+    "--pose-batch-size": "pose.person_batch_size",
+    "--ray-address": "ray.address",
+    "--ray-temp-dir": "ray.temp_dir",
+}
+"""Flags of earlier versions (and short forms) -> the field they set."""
 
 
-def _add(parser: argparse.ArgumentParser, title: str, flags) -> None:
-    _add_to(parser.add_argument_group(title), flags)
+def _old_spellings(argv: list[str]) -> list[str]:
+    """``--ignore-robots-tag`` as the field it inverts; a repeated list option (``--allow-file-root A
+    --allow-file-root B``) as one (``--download.allowed_file_roots A B``)."""
+    argv = [token for arg in argv for token in (
+        ["--download.honour_robots_tag", "false"] if arg == "--ignore-robots-tag" else [arg])]  # fmt: skip
+    tokens = cli.translate(CommandConfig, argv, RENAMED)
+    sequences = {f"--{leaf.path}" for leaf in cli.leaves(CommandConfig) if leaf.kind == "sequence"}
+    merged: list[str] = []
+    first: dict[str, int] = {}
+    i = 0
+    while i < len(tokens):
+        end = i + 1
+        while end < len(tokens) and not tokens[end].startswith("--"):
+            end += 1
+        if tokens[i] in sequences and tokens[i] in first:
+            at = first[tokens[i]] + 1
+            while at < len(merged) and not merged[at].startswith("--"):
+                at += 1
+            merged[at:at] = tokens[i + 1 : end]
+        else:
+            if tokens[i] in sequences:
+                first[tokens[i]] = len(merged)
+            merged += tokens[i:end]
+        i = end
+    return merged
 
 
-def _add_to(group, flags) -> None:
-    for flag, dest, kind, text in flags:
-        group.add_argument(flag, dest=dest, type=kind, default=None, help=text)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="build_laion_pose.py",
-        description="Build LAION-Pose: download LAION images with img2dataset, estimate poses, keep images with "
-        "enough visible keypoints, write WebDataset shards + parquet index + stats. Resumable. "
-        "Without arguments: the bundled sample into outputs/laion_pose_sample.",
+def parse_command(argv: list[str] | None = None) -> CommandConfig:
+    """The command line as a :class:`CommandConfig`. A malformed flag exits 2 with one line; a value the config
+    dataclasses refuse raises ValueError."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return cli.parse(
+        CommandConfig, _old_spellings(argv), prog=PROG, description=DESCRIPTION, renamed=RENAMED, config_error=ValueError
     )
-    parser.add_argument("--output", default=None, help="output folder (bundled sample: outputs/laion_pose_sample)")
-    parser.add_argument("--log-level", default="INFO", help="logging level")
-    _add(parser, "input", _INPUT)
-    _add(parser, "download", _DOWNLOAD)
-    access = parser.add_argument_group("url access")
-    access.add_argument(
-        "--allow-private-urls", action="store_true", default=None, help="allow file:// and private/loopback hosts"
-    )
-    access.add_argument(
-        "--allow-file-root", dest="allowed_file_roots", action="append", default=None,
-        help="allow file:// URLs under this folder (repeatable)",
-    )
-    access.add_argument(
-        "--allow-host", dest="allowed_hosts", action="append", default=None,
-        help="fetch this host (NAME or NAME:PORT) even when it resolves to a private address (repeatable)",
-    )
-    access.add_argument("--ignore-robots-tag", action="store_true", help="fetch images whose X-Robots-Tag opts out")
-    pose_group = parser.add_argument_group("pose")
-    pose_group.add_argument("--pose-backend", default=None, help=f"{backends_help()} (default {DEFAULT_BACKEND})")
-    _add_to(pose_group, _POSE)
-    pose = parser.add_argument_group("keep rule")
-    pose.add_argument("--max-persons", type=int, default=None, help="people per image (detector boxes / MediaPipe passes)")
-    pose.add_argument("--allow-random-weights", action="store_true", default=None, help="mmpose without checkpoints (tests only)")
-    pose.add_argument("--keypoint-threshold", type=float, help="a keypoint is visible above this score (default 0.3)")
-    pose.add_argument(
-        "--min-visible-fraction", type=float, help="keep when someone has more than this share of 17 keypoints visible (0.5)"
-    )
-    pose.add_argument("--images-per-call", type=int, default=None, help="images per estimator call (default 16)")
-    _add(parser, "resources", _RESOURCES)
-    _add(parser, "ray", _RAY)
-    return parser
 
 
-def _given(args: argparse.Namespace, flags) -> dict:
-    return {dest: getattr(args, dest) for _, dest, _, _ in flags if getattr(args, dest) is not None}
+def _labels(argv: list[str] | None) -> dict[str, str]:
+    """Pose fields the user set with their old flag, named so in errors."""
+    argv = sys.argv[1:] if argv is None else argv
+    typed = any(arg == "--pose-batch-size" or arg.startswith("--pose-batch-size=") for arg in argv)
+    return {"person_batch_size": "--pose-batch-size"} if typed else {}
 
 
-def _absolute(path: str) -> str:
-    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
-
-
-def config_from_args(args: argparse.Namespace) -> JobConfig:
-    """The :class:`JobConfig` the parsed flags describe (the bundled sample when ``--input`` is absent)."""
-    inputs = _given(args, _INPUT)
-    download = _given(args, _DOWNLOAD)
-    roots = tuple(_absolute(r) for r in (args.allowed_file_roots or ()))
-    if "path" not in inputs:
-        inputs["path"] = str(SAMPLE_PARQUET)
-        inputs.setdefault("url_base", SAMPLE_DIR.as_uri() + "/")
-        roots += (str(SAMPLE_DIR),)
-        output = args.output or str(SAMPLE_OUTPUT)
-    elif args.output is None:
-        raise ValueError("--output is required with --input")
-    else:
-        output = args.output
-    inputs["path"] = _absolute(inputs["path"])
-    download.update(allowed_file_roots=roots, honour_robots_tag=not args.ignore_robots_tag)
-    if args.allowed_hosts:
-        download["allowed_hosts"] = tuple(args.allowed_hosts)
-    if args.allow_private_urls:
-        download["allow_private_urls"] = True
-    pose = {flag: ((dest,), getattr(args, dest)) for flag, dest, _, _ in _POSE if getattr(args, dest) is not None}
-    if args.max_persons is not None:
-        pose["--max-persons"] = (("max_persons", "det_max_persons"), args.max_persons)
-    if args.allow_random_weights:
-        pose["--allow-random-weights"] = (("allow_random_weights",), True)
-    visibility = {
-        name: getattr(args, name) for name in ("keypoint_threshold", "min_visible_fraction") if getattr(args, name) is not None
-    }
-    stage = PoseStageConfig(
-        pose=pose_config_from_flags(args.pose_backend or DEFAULT_BACKEND, pose),
-        visibility=VisibilityConfig(**visibility),
-        skeleton=SkeletonStyle(**({"threshold": args.keypoint_threshold} if args.keypoint_threshold is not None else {})),
-        **({"images_per_call": args.images_per_call} if args.images_per_call is not None else {}),
-    )
-    return JobConfig(
-        input=InputConfig(**inputs),
-        output=_absolute(output),
-        download=DownloadConfig(**download),
-        stage=stage,
-        resources=ResourcesConfig(**_given(args, _RESOURCES)),
-        ray=RayConfig(**_given(args, _RAY)),
-    )
+def parse_config(argv: list[str] | None = None) -> JobConfig:
+    """The :class:`JobConfig` the command line describes (the bundled sample when ``--input`` is absent); a
+    ValueError for values the configs refuse (a flag the chosen pose backend has no option for, ...)."""
+    return parse_command(argv).to_job_config(labels=_labels(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,13 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     130 when interrupted (Ctrl-C)."""
     from pipelines.laion_pose.job import run_job
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = config_from_args(args)
+        command = parse_command(argv)
+        config = command.to_job_config(labels=_labels(argv))
+        level = logging.getLevelName(command.log_level.upper())
+        if not isinstance(level, int):
+            raise ValueError(f"--log-level {command.log_level!r} is not a logging level (DEBUG, INFO, WARNING, ERROR)")
     except ValueError as err:
-        parser.error(str(err))
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         totals = run_job(config)
     except (ValueError, FileNotFoundError) as err:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from pipelines.ray_runtime import RayConfig
-from pose_extraction.backends import PoseConfig
+from pose_extraction.backends import PoseConfig, PoseFlags
 from pose_extraction.filtering import VisibilityConfig
 from pose_extraction.skeleton import SkeletonStyle
 
@@ -16,6 +18,12 @@ PIL_MAX_IMAGE_PIXELS = 89_478_485
 """PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``), the default pixel cap."""
 MAX_IMAGE_BYTES = 32 * 1024**2
 """Default byte cap of one downloaded image: far above a LAION photo (a 20-megapixel JPEG is 5-10 MB)."""
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample"
+"""The bundled sample: a LAION parquet whose images lie beside it, as relative ``file`` URLs."""
+SAMPLE_PARQUET = SAMPLE_DIR / "laion_sample.parquet"
+SAMPLE_OUTPUT = Path("outputs") / "laion_pose_sample"
+"""Where the bundled sample is built when no ``--output`` is given."""
 
 ResizeMode = Literal["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"]
 
@@ -94,7 +102,8 @@ class DownloadConfig:
     allowed_hosts: tuple[str, ...] = ()
     """Hosts (``name`` or ``name:port``) fetched even when they resolve to private addresses (an internal mirror)."""
     honour_robots_tag: bool = True
-    """Skip images whose ``X-Robots-Tag`` says noai/noimageai/noindex/noimageindex (counted ``opted_out``)."""
+    """Skip images whose ``X-Robots-Tag`` says noai/noimageai/noindex/noimageindex (counted ``opted_out``);
+    ``--ignore-robots-tag`` turns it off."""
     user_agent_token: str | None = None
     """Token added to the User-Agent and matched against ``X-Robots-Tag: <token>: ...`` directives."""
     dns_timeout: float = 5.0
@@ -208,3 +217,61 @@ class JobConfig:
         options = signature["stage"]["pose"]["options"]
         signature["stage"]["pose"]["options"] = {k: v for k, v in options.items() if k not in ("device", "batch_size")}
         return signature
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandConfig:
+    """What ``python pipelines/build_laion_pose.py`` takes: :class:`JobConfig`'s parts, with the pose estimator as
+    flags (:class:`~pose_extraction.backends.PoseFlags`) and the bundled sample as the default input."""
+
+    input: InputConfig = field(default_factory=lambda: InputConfig(path=str(SAMPLE_PARQUET)))
+    """The LAION metadata (``--input PATH`` sets its path); the default is the bundled sample, whose relative URLs
+    resolve into its folder (allowed as a ``file://`` root for that folder only)."""
+    output: str | None = None
+    """Output folder (local or a shared filesystem every worker sees); required unless the input is the bundled
+    sample, which goes to ``outputs/laion_pose_sample``."""
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    """Fetching and storing images."""
+    pose: PoseFlags = field(default_factory=PoseFlags)
+    """The pose estimator: backend and its options."""
+    visibility: VisibilityConfig = field(default_factory=VisibilityConfig)
+    """When an image is kept (its keypoint threshold is also the skeleton drawing's)."""
+    images_per_call: int = 16
+    """Images handed to the pose estimator per call (not the person crops per forward pass: ``--person-batch-size``)."""
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    """Workers and their resources."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """Which Ray cluster."""
+    log_level: str = "INFO"
+    """Logging level (DEBUG, INFO, WARNING, ...)."""
+
+    def to_job_config(self, labels: dict[str, str] | None = None) -> JobConfig:
+        """The :class:`JobConfig` this command describes; ``labels`` name pose flags in errors (see ``PoseFlags``)."""
+        inputs, download = self.input, self.download
+        roots = tuple(_absolute(root) for root in download.allowed_file_roots)
+        carry = self.input.carry_columns
+        if carry is not None:  # the old spelling: one comma-separated value
+            carry = tuple(name for value in carry for name in value.split(",") if name)
+        inputs = dataclasses.replace(inputs, path=_absolute(inputs.path), carry_columns=carry)
+        output = self.output
+        if Path(inputs.path) == SAMPLE_PARQUET:
+            if inputs.url_base is None:
+                inputs = dataclasses.replace(inputs, url_base=SAMPLE_DIR.as_uri() + "/")
+            roots += (str(SAMPLE_DIR),)
+            output = output or str(SAMPLE_OUTPUT)
+        elif not output:
+            raise ValueError("--output is required with --input")
+        stage = PoseStageConfig(
+            pose=self.pose.to_pose_config(labels=labels),
+            visibility=self.visibility,
+            skeleton=SkeletonStyle(threshold=self.visibility.keypoint_threshold),
+            images_per_call=self.images_per_call,
+        )
+        return JobConfig(
+            input=inputs, output=_absolute(output), download=dataclasses.replace(download, allowed_file_roots=roots),
+            stage=stage, resources=self.resources, ray=self.ray,
+        )
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
