@@ -64,7 +64,7 @@ def run_tool(argv: list[str] | None, *, defaults, run, prog: str, description: s
             config.check_required()
     except (TypeError, ValueError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
+        raise SystemExit(2) from None
     _setup_logging()
     try:
         result = run(config)
