@@ -21,7 +21,7 @@ Frame geometry (:class:`CropGeometry`) and timing (:func:`output_times`,
 :func:`displayed_frames`) live here because the builder, this reader and the
 driving-video pose tool must resize, crop and resample in exactly the same way.
 
-The streaming reader of these shards is :mod:`datasets.clip_reader`.
+The one reader of these shards (streaming and random access) is :mod:`datasets.clip_reader`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from datasets.video_io import decode_frames  # noqa: F401  # the clip decoder; training reads it as clips.decode_frames
+from datasets.video_io import decode_frames  # noqa: F401  # the clip decoder, importable beside the record
 
 
 SCHEMA_VERSION = 1

@@ -5,8 +5,8 @@ one seek and one read, and any worker can serve any sample
 (:class:`TarSampleReader`). A tar cut short or unreadable keeps the samples
 read before the damage; what it lost (the builder's count in the shard's
 ``.stats.json`` minus those indexed, :func:`builder_count`) is counted and the
-shard named, for the reader's owner to apply its own policy (training's is
-:mod:`training.damage`).
+shard named, for the reader's owner to apply its own policy (the shared one is
+:mod:`datasets.damage`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""ClipDataset on real clip shards written by the builder's shard code (no Ray): frames, starts, short clips, workers."""
+"""The clip reader on real clip shards written by the builder's shard code (no Ray): frames, starts, short clips,
+workers, streaming and random access agreeing, damaged clips."""
 
 from __future__ import annotations
 
+import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +125,50 @@ def test_config_validation():
         ClipDatasetConfig(root="x", start="middle")
     assert ClipDatasetConfig(root="x", num_frames=8, frame_stride=4).span == 29
     assert np.isclose(ClipDatasetConfig(root="x").resolution, 512)
+
+
+def test_random_access_reads_the_samples_the_stream_reads(clip_root):
+    from datasets.clip_reader import IndexedClipDataset
+
+    config = ClipDatasetConfig(root=str(clip_root), num_frames=4, frame_stride=3, resolution=64, start="first")
+    streamed = {s["key"]: s for s in ClipDataset(config)}
+    indexed = IndexedClipDataset(config)
+    assert len(indexed) == len(streamed) == 5 and indexed.too_short == 1
+    for index in range(len(indexed)):
+        sample = indexed[(0, index)]
+        twin = streamed[sample["key"]]
+        assert torch.equal(sample["pixel_values"], twin["pixel_values"]) and sample["caption"] == twin["caption"]
+        assert sample["frame_indices"].tolist() == twin["frame_indices"].tolist() and sample["damaged"] == ""
+    random = IndexedClipDataset(ClipDatasetConfig(root=str(clip_root), num_frames=2, frame_stride=1, resolution=32, seed=3))
+    starts = [[int(random[(epoch, i)]["frame_indices"][0]) for i in range(len(random))] for epoch in (0, 0, 1)]
+    assert starts[0] == starts[1] != starts[2]
+    with pytest.raises(ValueError, match=r"clip v3_0 has 8 frames; a sample needs 10"):
+        IndexedClipDataset(ClipDatasetConfig(root=str(clip_root), num_frames=4, frame_stride=3, short_clips="error"))
+
+
+def test_random_access_replaces_a_damaged_clip_and_its_policy_sets_the_limit(clip_root, tmp_path):
+    import shutil
+    import tarfile
+
+    from datasets.clip_reader import IndexedClipDataset
+    from datasets.damage import DAMAGED_KEY, DamagedDataError, DamagePolicy, DamageTally
+
+    root = Path(shutil.copytree(clip_root, tmp_path / "clips"))
+    tar = sorted(root.glob("*.tar"))[0]
+    with tarfile.open(tar) as archive:
+        members = [(info, archive.extractfile(info).read()) for info in archive if info.isfile()]
+    video = next(info.name for info, _ in members if info.name.endswith(".mp4"))
+    with tarfile.open(tar, "w") as archive:  # one clip's video replaced by bytes that are no video, in a sound tar
+        for info, data in members:
+            data = b"\0" * 100 if info.name == video else data
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    bad = video.split(".", 1)[0]
+    config = dict(root=str(root), num_frames=2, frame_stride=1, resolution=32, start="first")
+    dataset = IndexedClipDataset(ClipDatasetConfig(**config))
+    item = dataset[(0, [dataset.key(i) for i in range(len(dataset))].index(bad))]
+    assert item["key"] != bad and f"shard {tar.name}, sample {bad}" in item[DAMAGED_KEY]
+    DamageTally(dataset).account({DAMAGED_KEY: [item[DAMAGED_KEY]]})  # one of six: within max(8, 5%)
+    strict = IndexedClipDataset(ClipDatasetConfig(**config, damage=DamagePolicy(fraction=0.0, minimum=0)))
+    with pytest.raises(DamagedDataError, match=r"1 of 6 samples are damaged \(while training\), more than the limit of 0 \(max\(0, 0%\)\)"):
+        DamageTally(strict).account({DAMAGED_KEY: [item[DAMAGED_KEY]]})

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from datasets.damage import DAMAGED_KEY, MIN_DAMAGED
 from datasets.output_folder import LOCK_NAME
 from training import checkpoint as ckpt
-from training.damage import DAMAGED_KEY, MIN_DAMAGED
 from tests.hostile import assert_refused, lock_held_elsewhere, run_entry, unwritable_folder
 from tests.test_training import one_thread, stage1_args, tiny_base  # noqa: F401  (fixtures: one torch thread, the tiny SD)
 
@@ -145,13 +145,13 @@ def test_damaged_clips_are_skipped_in_stage2(world, tmp_path):
     from dataclasses import replace
 
     from training.presets import preset
-    from training.data import ClipFrameDataset
+    from training.data import clip_dataset
 
     data = copy_of(world / "clips", tmp_path)
     tar = sorted(data.glob("*.tar"))[0]
     mp4 = member_names(tar, "mp4")[0]
     rewrite_member(tar, mp4, lambda video: video[: len(video) // 3])  # a cut-short video
-    dataset = ClipFrameDataset(data, replace(preset(2, "tiny").data, num_frames=4, frame_stride=2), seed=0)
+    dataset = clip_dataset(data, replace(preset(2, "tiny").data, num_frames=4, frame_stride=2), seed=0)
     index = [dataset.key(i) for i in range(len(dataset))].index(mp4.split(".", 1)[0])
     item = dataset[(0, index)]
     assert item["key"] != mp4.split(".", 1)[0] and f"shard {tar.name}, sample {mp4.split('.', 1)[0]}" in item[DAMAGED_KEY]

@@ -161,7 +161,7 @@ def test_stage1_loss_falls_and_the_encoder_follows_the_pose(stage1_learned):
 
 
 def test_stage2_trains_only_its_parameters_and_its_loss_falls(stage1_learned, workdir):
-    from training.data import ClipFrameDataset
+    from training.data import clip_dataset
     from training.synthetic import write_clips
 
     clips = write_clips(workdir / "clips", 16, size=64, frames=10, per_shard=8, seed=2, background=BACKGROUND)
@@ -175,7 +175,7 @@ def test_stage2_trains_only_its_parameters_and_its_loss_falls(stage1_learned, wo
     )
     stage = VideoStage(config)
     trainer = Trainer(config, stage)
-    held = ClipFrameDataset(clips, replace(config.data, caption_dropout=0.0), seed=99)
+    held = clip_dataset(clips, replace(config.data, caption_dropout=0.0), seed=99)
     batch = torch.utils.data.default_collate([held[(0, i)] for i in range(8)])
 
     @torch.no_grad()

@@ -12,19 +12,18 @@ The random resized crop transforms the image and its keypoints together; the
 skeleton is then drawn at the training size by the shared renderer
 (:func:`pose_extraction.skeleton.render_skeleton`), never cropped as pixels.
 
-Stage 2 reads clip shards of :mod:`datasets.clips` the same way (:class:`ClipFrameDataset`).
+Stage 2 reads clip shards through the one clip reader, :mod:`datasets.clip_reader`,
+by the same random access (:func:`clip_dataset` turns the stage's config into
+the reader's).
 
 Damaged shards and samples (a truncated or empty tar, a member that does not
 decode, NaN or absurd keypoints) are skipped, named and counted, and a run
-stops past a limit: the policy of :mod:`training.damage`.
+stops past a limit: the policy of :mod:`datasets.damage`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +31,14 @@ import torch
 from PIL import Image
 
 from datasets import clips
+from datasets.clip_reader import ClipDatasetConfig, IndexedClipDataset
+from datasets.damage import EmptyDataError, GuardedSamples, require_samples
 from datasets.keypoints import COCO17_FLIP_PAIRS, as_keypoints
 from datasets.laion_pose import decode_sample
 from datasets.laion_pose import shard_paths as laion_shard_paths
 from datasets.tar_index import TarSampleReader
 from pose_extraction.skeleton import render_skeleton
 from training.config import ClipDataConfig, ConfigError, ImageDataConfig
-from training.damage import DAMAGED_KEY, MAX_REPLACEMENTS, DamagedDataError, damage_errors, describe
-
-log = logging.getLogger(__name__)
 
 
 def require_shards(shard_paths, root, kind: str) -> list[Path]:
@@ -52,52 +50,6 @@ def require_shards(shard_paths, root, kind: str) -> list[Path]:
     if not shards:
         raise ConfigError(f"data: no complete {kind} shards (*.tar with *.stats.json) in {str(root)!r}")
     return shards
-
-
-def require_samples(reader: TarSampleReader, root) -> None:
-    """Raise when nothing is readable: :class:`DamagedDataError` naming damaged shards, else ConfigError."""
-    if reader.samples:
-        return
-    if reader.problems:
-        raise DamagedDataError(f"data: no readable sample in {root}: {len(reader.problems)} damaged shard(s) ({'; '.join(reader.problems[:3])})")
-    raise ConfigError(f"the shards in {root} hold no samples")
-
-
-class GuardedSamples:
-    """Item access that replaces a damaged sample by the next readable one and reports it (see :mod:`training.damage`).
-
-    Subclasses hold ``reader`` (a :class:`TarSampleReader`) and implement ``item(epoch, index)``.
-    """
-
-    reader: TarSampleReader
-
-    @cached_property
-    def _damage_errors(self) -> tuple:
-        return damage_errors()
-
-    @property
-    def expected_samples(self) -> int:
-        return self.reader.expected_samples
-
-    @property
-    def lost_samples(self) -> int:
-        return self.reader.lost_samples
-
-    def first_readable(self, index: int, load) -> tuple:
-        """``load(i)`` for the first ``i`` from ``index`` on (wrapping) that loads, and the reports of those before."""
-        reports = []
-        for step in range(min(MAX_REPLACEMENTS, len(self.reader) - 1) + 1):
-            candidate = (index + step) % len(self.reader)
-            try:
-                return load(candidate), reports
-            except self._damage_errors as error:
-                reports.append(f"{self.reader.where(candidate)}: {describe(error)}")
-        raise DamagedDataError(f"data: {len(reports)} samples in a row are damaged, from {reports[0]}")
-
-    def __getitem__(self, item: tuple[int, int] | int) -> dict:
-        epoch, index = item if isinstance(item, tuple) else (0, item)
-        out, reports = self.first_readable(index, lambda candidate: self.item(epoch, candidate))
-        return {**out, DAMAGED_KEY: "\n".join(reports)}
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -165,24 +117,24 @@ class PoseImageDataset(GuardedSamples, torch.utils.data.Dataset):
 
     def __init__(self, root: str | Path, config: ImageDataConfig, *, seed: int) -> None:
         shards = require_shards(laion_shard_paths, root, "LAION-Pose")
-        self.reader = TarSampleReader(shards, required=("jpg", "json"))
-        require_samples(self.reader, root)
+        self.tars = TarSampleReader(shards, required=("jpg", "json"))
+        try:
+            require_samples(self.tars, root)
+        except EmptyDataError as error:
+            raise ConfigError(str(error)) from error
         self.config = config
         self.seed = seed
 
     def __len__(self) -> int:
-        return len(self.reader)
-
-    def key(self, index: int) -> str:
-        return self.reader.samples[index].key
+        return len(self.tars)
 
     def load(self, index: int):
         """The decoded :class:`datasets.laion_pose.LaionPoseSample` at ``index`` (no augmentation; a damaged one is
         replaced by the next readable sample)."""
-        return self.first_readable(index, lambda candidate: decode_sample(self.reader.read(candidate)))[0]
+        return self.first_readable(index, lambda candidate: decode_sample(self.tars.read(candidate)))[0]
 
     def item(self, epoch: int, index: int) -> dict:
-        sample = decode_sample(self.reader.read(index))
+        sample = decode_sample(self.tars.read(index))
         out = transform_sample(sample.image, sample.keypoints, sample.caption, self.config, sample_rng(self.seed, epoch, index))
         out.pop("keypoints")  # variable person count: not collatable
         return {**out, "key": sample.key}
@@ -227,70 +179,19 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         return self.batches_per_epoch - self.start
 
 
-def _kept_frames(shards: list[Path]) -> tuple[dict[str, int], set[int]]:
-    """``{key: frames}`` of the kept clips in the shards' parquet indexes, and the shards whose index is unreadable."""
-    import pyarrow.parquet as pq
-
-    kept: dict[str, int] = {}
-    unreadable: set[int] = set()
-    for number, tar in enumerate(shards):
-        try:
-            rows = pq.read_table(tar.with_suffix(".parquet"), columns=["key", "status", "frames"]).to_pylist()
-        except (OSError, ValueError) as error:  # pyarrow's errors are both
-            log.warning("shard %s is damaged (its index: %s): its clips are skipped", tar, describe(error))
-            unreadable.add(number)
-            continue
-        kept.update({row["key"]: row["frames"] for row in rows if row["status"] == clips.KEPT})
-    return kept, unreadable
+def clip_reader_config(root: str | Path, config: ClipDataConfig, *, seed: int) -> ClipDatasetConfig:
+    """The clip reader's options for stage 2's data config: seeded random starts, the default damage policy."""
+    return ClipDatasetConfig(
+        root=str(root), num_frames=config.num_frames, frame_stride=config.frame_stride, resolution=config.resolution,
+        caption_dropout=config.caption_dropout, seed=seed, start="random",
+    )
 
 
-class ClipFrameDataset(GuardedSamples, torch.utils.data.Dataset):
-    """Stage-2 samples of a clip folder (:mod:`datasets.clips`), indexed by ``(epoch, index)``.
-
-    Random access over the same tars :class:`datasets.clip_reader.ClipDataset` streams, decoded with that
-    module's :func:`~datasets.clips.decode_frames` and :class:`~datasets.clips.CropGeometry`; the
-    start frame and caption dropout come from the ``(seed, epoch, index)`` generator, so order,
-    workers and resumes do not change what a sample is. Clips shorter than a sample spans are left
-    out (counted in :attr:`too_short`, from the parquet index).
-    """
-
-    def __init__(self, root: str | Path, config: ClipDataConfig, *, seed: int) -> None:
-        shards = require_shards(clips.shard_paths, root, "clip")
-        self.config, self.seed, self.span = config, seed, (config.num_frames - 1) * config.frame_stride + 1
-        kept, unreadable = _kept_frames(shards)
-        self.reader = TarSampleReader(shards, required=(clips.VIDEO_EXT, clips.ANNOTATION_EXT))
-        if unreadable:
-            self.reader.lost_samples += sum(1 for m in self.reader.samples if m.shard in unreadable)
-            self.reader.problems += [f"{shards[n].with_suffix('.parquet').name}: unreadable" for n in sorted(unreadable)]
-            self.reader.samples = [m for m in self.reader.samples if m.shard not in unreadable]
-        require_samples(self.reader, root)
-        self.too_short = sum(1 for m in self.reader.samples if (kept.get(m.key) or 0) < self.span)
-        self.reader.samples = [m for m in self.reader.samples if (kept.get(m.key) or 0) >= self.span]
-        if not self.reader.samples:
-            raise ConfigError(
-                f"no clip in {root} has the {self.span} frames a sample spans "
-                f"({config.num_frames} frames at stride {config.frame_stride}); {self.too_short} are shorter"
-            )
-
-    def __len__(self) -> int:
-        return len(self.reader)
-
-    def key(self, index: int) -> str:
-        return self.reader.samples[index].key
-
-    def item(self, epoch: int, index: int) -> dict:
-        raw = self.reader.read(index)
-        annotation = json.loads(raw[clips.ANNOTATION_EXT])
-        clips.check_annotation(annotation)
-        rng = sample_rng(self.seed, epoch, index)
-        start = int(rng.integers(int(annotation["frames"]) - self.span + 1))
-        indices = np.arange(self.config.num_frames, dtype=np.int64) * self.config.frame_stride + start
-        frames = clips.decode_frames(raw[clips.VIDEO_EXT], indices)
-        size = self.config.resolution
-        geometry = clips.CropGeometry(frames.shape[2], frames.shape[1], size, size)
-        if frames.shape[1:3] != (size, size):
-            frames = np.stack([geometry.apply(frame) for frame in frames])
-        pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-        caption = raw[clips.CAPTION_EXT].decode("utf-8") if clips.CAPTION_EXT in raw else annotation.get("caption", "")
-        dropped = bool(rng.random() < self.config.caption_dropout)
-        return {"pixel_values": pixels, "caption": "" if dropped else caption, "key": raw["__key__"]}
+def clip_dataset(root: str | Path, config: ClipDataConfig, *, seed: int) -> IndexedClipDataset:
+    """Stage-2 samples of a clip folder: the one clip reader (:mod:`datasets.clip_reader`) by random access,
+    indexed by ``(epoch, index)``; an empty folder, or one whose clips are all too short, is a ConfigError."""
+    require_shards(clips.shard_paths, root, "clip")
+    try:
+        return IndexedClipDataset(clip_reader_config(root, config, seed=seed))
+    except EmptyDataError as error:
+        raise ConfigError(str(error)) from error

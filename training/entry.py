@@ -37,7 +37,7 @@ def run_stage(argv: list[str] | None, *, stage: int, stage_class, prog: str, des
     """Run one stage from the command line. Bad configs, an unusable or locked output folder, damaged checkpoints
     and data past their limit exit with status 2 and one line; a non-finite loss with status 1 and a message
     naming the step; all before a bad step is applied."""
-    from training.data import DamagedDataError
+    from datasets.damage import DamagedDataError
     from training.loop import NonFiniteLossError, train
 
     _setup_logging()

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
+from datasets.damage import DamagedDataError, DamageTally, from_worker
 from datasets.output_folder import OutputFolderError, OutputLock
 from training import checkpoint as ckpt
 from training.config import ConfigError, TrainConfig, save_config
-from training.damage import DamagedDataError, DamageTally, from_worker
 from training.optimizers import make_lr_scheduler, make_optimizer
 from training.protocol import Stage
 from training.records import METRICS, MetricsFile, flat_config
@@ -240,7 +240,7 @@ class Trainer:
             accelerator.end_training()
 
     def batches(self):
-        """The loader's batches, their damaged-sample reports counted (:class:`training.damage.DamageTally`)."""
+        """The loader's batches, their damaged-sample reports counted (:class:`datasets.damage.DamageTally`)."""
         try:
             for batch in self.loader:
                 self.damage.account(batch)

@@ -335,9 +335,9 @@ class VideoStage(DiffusionStage):
         self.unet.enable_gradient_checkpointing()
 
     def dataset(self):
-        from training.data import ClipFrameDataset
+        from training.data import clip_dataset
 
-        self.data = ClipFrameDataset(self.config.data.root, self.config.data, seed=self.config.seed)
+        self.data = clip_dataset(self.config.data.root, self.config.data, seed=self.config.seed)
         return self.data
 
     def loss(self, model, batch: dict, generator: torch.Generator, sampling: str) -> torch.Tensor:
