@@ -129,6 +129,9 @@ def test_too_much_damage_stops_the_run_with_one_line(world, tiny_base, tmp_path)
     done = run_entry("-m", "training.stage1", *stage1_args(tiny_base, data, tmp_path / "run", "--max-steps", "20",
                                                             "--data.num-workers", "2"), timeout=600)  # fmt: skip
     assert_refused(done, f"samples are damaged (while training), more than the limit of {MIN_DAMAGED}")
+    tolerant = run_entry("-m", "training.stage1", *stage1_args(tiny_base, data, tmp_path / "tolerant", "--max-steps", "3",
+                                                                "--data.damage.minimum", "9"), timeout=600)  # fmt: skip
+    assert tolerant.returncode == 0, tolerant.stderr[-3000:]  # the stage's data config carries the policy
     for tar in sorted(data.glob("*.tar")):
         for name in member_names(tar, "jpg"):
             rewrite_member(tar, name, lambda _: b"\0" * 100)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from datasets.atomic import write_json
+from datasets.damage import DamagePolicy
 
 PRESETS = ("paper", "tiny", "toy")
 SD14 = "CompVis/stable-diffusion-v1-4"
@@ -126,6 +127,8 @@ class ImageDataConfig:
     """DataLoader worker processes (0: load in the training process)."""
     shuffle: bool = True
     """Visit samples in a seeded random order that changes every epoch."""
+    damage: DamagePolicy = DamagePolicy()
+    """Damaged samples tolerated: each is replaced by the next readable one and reported; past the limit the run stops."""
 
     def __post_init__(self) -> None:
         _check(self.resolution > 0, f"resolution must be positive, got {self.resolution}")
@@ -158,6 +161,8 @@ class ClipDataConfig:
     """DataLoader worker processes (0: load in the training process)."""
     shuffle: bool = True
     """Visit clips in a seeded random order that changes every epoch."""
+    damage: DamagePolicy = DamagePolicy()
+    """Damaged clips tolerated: each is replaced by the next readable one and reported; past the limit the run stops."""
 
     def __post_init__(self) -> None:
         _check(self.resolution > 0, f"resolution must be positive, got {self.resolution}")

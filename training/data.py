@@ -124,6 +124,7 @@ class PoseImageDataset(GuardedSamples, torch.utils.data.Dataset):
             raise ConfigError(str(error)) from error
         self.config = config
         self.seed = seed
+        self.damage_policy = config.damage
 
     def __len__(self) -> int:
         return len(self.tars)
@@ -180,10 +181,10 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
 
 
 def clip_reader_config(root: str | Path, config: ClipDataConfig, *, seed: int) -> ClipDatasetConfig:
-    """The clip reader's options for stage 2's data config: seeded random starts, the default damage policy."""
+    """The clip reader's options for stage 2's data config: seeded random starts, the config's damage policy."""
     return ClipDatasetConfig(
         root=str(root), num_frames=config.num_frames, frame_stride=config.frame_stride, resolution=config.resolution,
-        caption_dropout=config.caption_dropout, seed=seed, start="random",
+        caption_dropout=config.caption_dropout, seed=seed, start="random", damage=config.damage,
     )
 
 
