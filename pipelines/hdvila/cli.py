@@ -2,8 +2,11 @@
 
 Every field of :class:`SourceConfig`, :class:`CutConfig` and the top level of
 :class:`HdvilaConfig` is a ``--flag-name``; ``--ray-address``,
-``--ray-num-cpus`` and ``--ray-temp-dir`` set the :class:`RayConfig`. A named
-``--profile`` sets defaults that explicit flags override.
+``--ray-num-cpus`` and ``--ray-temp-dir`` set the :class:`RayConfig`; every field
+of :class:`CaptionConfig` is a ``--caption-<field>`` (``--caption-enabled`` turns
+captioning on). A named ``--profile`` sets defaults that explicit flags override.
+``recaption`` as the first argument captions an existing clip folder
+(:class:`RecaptionConfig`, :func:`parse_recaption_config`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import textwrap
 import typing
 from typing import Literal, get_args, get_origin
 
-from pipelines.hdvila.config import CutConfig, HdvilaConfig, SourceConfig
+from pipelines.hdvila.config import CaptionConfig, CutConfig, HdvilaConfig, RecaptionConfig, SourceConfig
 from pipelines.ray_runtime import RayConfig
 
 PROFILES: dict[str, dict] = {
@@ -29,7 +32,7 @@ PROFILES: dict[str, dict] = {
 stream-copies."""
 
 _RAY_FIELDS = ("address", "num_cpus", "temp_dir")
-_COMPOSED = ("source", "cut", "ray")
+_COMPOSED = ("source", "cut", "ray", "caption")
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -73,7 +76,7 @@ def _add_fields(group, cls, skip=(), prefix="") -> None:
         flag = "--" + (prefix + field.name).replace("_", "-")
         dest = prefix + field.name
         hint = hints[field.name]
-        help_text = docs.get(field.name, "")
+        help_text = docs.get(field.name, "").replace("%", "%%")  # argparse formats help with %
         if hint is bool:
             group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             continue
@@ -96,10 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     _add_fields(parser.add_argument_group("inputs and planning"), SourceConfig)
     _add_fields(parser.add_argument_group("cutting and encoding"), CutConfig)
+    _add_fields(parser.add_argument_group("captioning (off unless --caption-enabled)"), CaptionConfig, prefix="caption_")
     _add_fields(parser.add_argument_group("job"), HdvilaConfig)
+    _add_ray(parser)
+    return parser
+
+
+def _add_ray(parser: argparse.ArgumentParser) -> None:
     ray_group = parser.add_argument_group("ray")
     _add_fields(ray_group, RayConfig, skip=tuple(f.name for f in dataclasses.fields(RayConfig) if f.name not in _RAY_FIELDS), prefix="ray_")
-    return parser
 
 
 def _values(namespace: argparse.Namespace, cls, prefix: str = "", defaults: dict | None = None) -> dict:
@@ -119,8 +127,36 @@ def parse_config(argv: list[str] | None = None) -> tuple[HdvilaConfig, argparse.
         config = HdvilaConfig(
             source=SourceConfig(**_values(namespace, SourceConfig)),
             cut=CutConfig(**_values(namespace, CutConfig, defaults=PROFILES[namespace.profile])),
+            caption=CaptionConfig(**_values(namespace, CaptionConfig, prefix="caption_")),
             ray=RayConfig(**_values(namespace, RayConfig, prefix="ray_")),
             **_values(namespace, HdvilaConfig),
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    return config, namespace
+
+
+def build_recaption_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="build_hdvila_clips.py recaption",
+        description="Caption an existing clip folder (never written) into new clip shards or caption parquet tables, on Ray.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _add_fields(parser.add_argument_group("job"), RecaptionConfig)
+    _add_fields(parser.add_argument_group("captioning"), CaptionConfig, skip=("enabled",), prefix="caption_")
+    _add_ray(parser)
+    return parser
+
+
+def parse_recaption_config(argv: list[str] | None = None) -> tuple[RecaptionConfig, argparse.Namespace]:
+    """Parse ``recaption``'s arguments into a validated :class:`RecaptionConfig`."""
+    parser = build_recaption_parser()
+    namespace = parser.parse_args(argv)
+    try:
+        config = RecaptionConfig(
+            caption=CaptionConfig(**{**_values(namespace, CaptionConfig, prefix="caption_"), "enabled": True}),
+            ray=RayConfig(**_values(namespace, RayConfig, prefix="ray_")),
+            **_values(namespace, RecaptionConfig),
         )
     except ValueError as error:
         parser.error(str(error))
