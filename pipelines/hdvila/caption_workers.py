@@ -75,7 +75,7 @@ class CaptionWorker:
         from pipelines.hdvila.recaption import write_caption_table
 
         rows, stats = self.caption(shard)
-        return write_caption_table(self.output, shard.plan.index, rows, stats)
+        return write_caption_table(self.output, shard.plan.index, rows, stats, self.stage.source)
 
     def close(self) -> None:
         self.stage.captioner.close()

@@ -38,7 +38,7 @@ from pipelines.hdvila.config import HdvilaConfig
 from pipelines.hdvila.metadata import VideoIndex, iter_videos, load_captions
 from pipelines.hdvila.planning import ClipPlanner, ShardPlan
 from pipelines.hdvila.shard import build_shard
-from pipelines.hdvila.stages import ClipCutter, batch_to_rows, rows_to_batch
+from pipelines.hdvila.stages import RESULT_FIELDS, ClipCutter, batch_to_rows, rows_to_batch
 from pipelines.ray_runtime import ray_session
 from datasets.shards import (
     ProgressLogger,
@@ -117,6 +117,9 @@ def _cut_task(plan: ShardPlan, config: HdvilaConfig) -> CutShard:
     for _, group in itertools.groupby(plan.rows, key=lambda row: (row["video_id"], row["source"])):
         group = [dict(row) for row in group]
         rows.extend(batch_to_rows(cutter(rows_to_batch(group))) if any(r["status"] is None for r in group) else group)
+    for row in rows:  # rows decided at planning never met the cutter: give them its columns, as one batch needs
+        for name in RESULT_FIELDS:
+            row.setdefault(name, None)
     return CutShard(ShardPlan(plan.index, rows), time.monotonic() - started)
 
 

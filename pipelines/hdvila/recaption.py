@@ -85,13 +85,13 @@ def read_source_shard(tar: str, index: int) -> CutShard:
     return CutShard(ShardPlan(index, rows), time.monotonic() - started)
 
 
-def write_caption_table(output: str, index: int, rows: list[dict], extra: dict) -> dict:
-    """Write a shard's caption table and stats (no tar); returns the stats."""
+def write_caption_table(output: str, index: int, rows: list[dict], extra: dict, source: str) -> dict:
+    """Write a shard's caption table and stats (no tar); ``source`` is the captioning model's ``model:<id>``."""
     table = [
         {
             "key": row["key"], "clip_id": row.get("clip_id"), "video_id": row.get("video_id"), "status": row["status"],
             "error": row.get("error"), "caption": row.get("generated_caption"),
-            "caption_source": row.get("caption_source") if row.get("generated_caption") else None,
+            "caption_source": source if row.get("generated_caption") else None,
             "caption_similarity": row.get("caption_similarity"),
             "file_caption": json.loads(row["annotation"]).get("captions", {}).get(clips.FILE_SOURCE) if row.get("annotation") else None,
         }
