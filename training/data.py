@@ -291,6 +291,7 @@ class ClipFrameDataset(GuardedSamples, torch.utils.data.Dataset):
         if frames.shape[1:3] != (size, size):
             frames = np.stack([geometry.apply(frame) for frame in frames])
         pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-        caption = raw[clips.CAPTION_EXT].decode("utf-8") if clips.CAPTION_EXT in raw else annotation.get("caption", "")
+        stored = raw[clips.CAPTION_EXT].decode("utf-8") if clips.CAPTION_EXT in raw else None
+        caption = clips.pick_caption(annotation, self.config.caption_source, stored=stored)
         dropped = bool(rng.random() < self.config.caption_dropout)
         return {"pixel_values": pixels, "caption": "" if dropped else caption, "key": raw["__key__"]}

@@ -122,9 +122,13 @@ def run_feeding(
     method: str,
     limit: int,
     progress: ProgressLogger,
-) -> list[str]:
+) -> tuple[list[str], dict]:
     """Run ``submit()`` of each ``(stem, submit)`` (a Ray task ref of a :class:`CutShard`), at most ``limit`` ahead
-    of the actors, then ``worker.<method>(shard)`` on the least busy actor; returns the failures."""
+    of the actors, then ``worker.<method>(shard)`` on the least busy actor.
+
+    Returns the failures and the throughput of this run (from the call, made once the actors are up, to the last
+    shard): ``caption_wall_s``, ``caption_clips_per_s`` and ``captioner_share`` (model seconds over the actors'
+    wall seconds: near 1 when the job is bound by the model)."""
     import ray
 
     items = iter(items)
@@ -135,7 +139,7 @@ def run_feeding(
     failures: list[str] = []
     exhausted = False
     started = time.monotonic()
-    model_s = 0.0
+    model_s, clips = 0.0, 0
     while not exhausted or feeding or ready or busy:
         while not exhausted and len(feeding) + len(ready) < limit:
             item = next(items, None)
@@ -166,9 +170,21 @@ def run_feeding(
                 continue
             progress.update(stats)
             model_s += stats.get("caption_model_s", 0.0)
+            clips += stats.get("captioned_clips", 0)
             wall = max(time.monotonic() - started, 1e-9) * len(workers)
             logger.info(
                 "captioner: %d clips in %.1f s of model time, %.0f%% of the workers' wall time",
                 stats.get("captioned_clips", 0), stats.get("caption_model_s", 0.0), 100 * model_s / wall,
             )
-    return failures
+    wall = time.monotonic() - started
+    summary = {
+        "caption_wall_s": round(wall, 3),
+        "caption_clips_per_s": round(clips / wall, 3) if wall > 0 else 0.0,
+        "captioner_share": round(model_s / (wall * max(1, len(workers))), 3) if wall > 0 else 0.0,
+    }
+    if clips:
+        logger.info(
+            "captioning done: %d clips in %.1f s (%.2f clips/s); the model took %.0f%% of the caption workers' time",
+            clips, wall, summary["caption_clips_per_s"], 100 * summary["captioner_share"],
+        )
+    return failures, summary

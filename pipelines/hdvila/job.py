@@ -149,11 +149,13 @@ def _run_locked(config: HdvilaConfig, output: Path, run_id: str) -> dict:
     with ray_session(config.ray) as session:
         progress = ProgressLogger(total, unit="clips", logger=logger)  # the rate counts from here, not from Ray's start
         progress.skip(sum(1 for stem in done if int(stem) < total))
-        run_shards = _run_captioned if config.caption.enabled else _run_cutting
-        failures = run_shards(config, planner, done, output, run_id, session, progress)
+        if config.caption.enabled:
+            failures, throughput = _run_captioned(config, planner, done, output, run_id, session, progress)
+        else:
+            failures, throughput = _run_cutting(config, planner, done, output, run_id, session, progress), {}
     extra = {"schema": KIND, "schema_version": SCHEMA_VERSION, "planned_shards": total}
     if config.caption.enabled:
-        extra["caption_model"] = config.caption.source_name
+        extra.update(caption_model=config.caption.source_name, last_run=throughput)
     totals = aggregate_stats(output, statuses=STATUSES, extra=extra)
     logger.info("done: %s", json.dumps(totals["counts"]))
     if failures:
@@ -192,8 +194,11 @@ def _run_cutting(config: HdvilaConfig, planner: ClipPlanner, done: set, output: 
     return failures
 
 
-def _run_captioned(config: HdvilaConfig, planner: ClipPlanner, done: set, output: Path, run_id: str, session, progress) -> list[str]:
-    """Cut in Ray tasks, caption and write in caption actors (:func:`.caption_workers.run_feeding`)."""
+def _run_captioned(
+    config: HdvilaConfig, planner: ClipPlanner, done: set, output: Path, run_id: str, session, progress
+) -> tuple[list[str], dict]:
+    """Cut in Ray tasks, caption and write in caption actors (:func:`.caption_workers.run_feeding`); returns the
+    failures and this run's throughput."""
     import ray
 
     workers = start_workers(config.caption, output, run_id, session)

@@ -145,11 +145,11 @@ def run_recaption(config: RecaptionConfig) -> dict:
                 read = ray.remote(num_cpus=config.cpus_per_task, max_retries=2)(read_source_shard)
                 items = ((tar.stem, functools.partial(read.remote, str(tar), int(tar.stem))) for tar in todo)
                 method = "write_shard" if config.write == "shards" else "write_table"
-                failures = run_feeding(items, workers, method, max(2, int(session.num_cpus)), progress)
+                failures, throughput = run_feeding(items, workers, method, max(2, int(session.num_cpus)), progress)
             finally:
                 stop_workers(workers)
         extra = {"schema": KIND, "schema_version": SCHEMA_VERSION, "planned_shards": len(tars),
-                 "caption_model": config.caption.source_name, "source_clips": str(config.clips)}  # fmt: skip
+                 "caption_model": config.caption.source_name, "source_clips": str(config.clips), "last_run": throughput}  # fmt: skip
         totals = aggregate_stats(output, statuses=STATUSES, extra=extra)
         if config.write == "parquet" and not failures:
             _combine_tables(output)
