@@ -11,7 +11,7 @@ Every tool of the toolkit describes its options as a frozen config dataclass wit
 
 Help (``--help``) lists every field with its default and its docstring. Spellings users already type keep working,
 translated before tyro sees them: dashes or underscores, a field's bare name when no other field shares it
-(``--lr`` for ``--optim.lr``), the alias in a field's ``metadata`` (``--data DIR`` for ``--data.root DIR``),
+(``--lr`` for ``--optim.lr``), a nested field's path with dashes for dots (``--ray-address``), the alias in a field's ``metadata`` (``--data DIR`` for ``--data.root DIR``),
 the renames a tool passes (``--ray-address``), ``--flag``, ``--no-flag`` and ``--flag true|false|yes|no|1|0`` for
 booleans, ``none``/``null`` for optional fields, and a JSON object for ``dict`` fields. Errors (unknown flag, bad
 value, a config's own check) end with tyro's message and exit status 2, before any work starts.
@@ -109,6 +109,8 @@ def _names(cls, renamed: tuple[tuple[str, str], ...]) -> dict[str, Leaf]:
         short = leaf.path.rsplit(".", 1)[-1]
         if "." in leaf.path and counts[short] == 1 and short not in groups:
             table.setdefault(short, leaf)
+        if "." in leaf.path:  # the flat spelling of a nested field: --ray-address for --ray.address
+            table.setdefault(_canonical(leaf.path.replace(".", "_")), leaf)
         if leaf.alias:
             table[_canonical(leaf.alias)] = leaf
     for old, new in renamed:

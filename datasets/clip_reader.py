@@ -36,7 +36,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from datasets.clips import (
-    ANNOTATION_EXT, CAPTION_EXT, KEPT, VIDEO_EXT, CropGeometry, check_annotation, read_index, shard_paths,
+    ANNOTATION_EXT, CAPTION_EXT, KEPT, VIDEO_EXT, CropGeometry, check_annotation, pick_caption, read_index, shard_paths,
 )  # fmt: skip
 from datasets.damage import DamagePolicy, EmptyDataError, GuardedSamples, describe, require_samples
 from datasets.tar_index import TarSampleReader
@@ -63,6 +63,9 @@ class ClipDatasetConfig:
     """Seed of the random starts, caption dropout and shuffles (combined with the epoch and the sample)."""
     caption_dropout: float = 0.0
     """Probability of replacing a caption by the empty string (the release: 0)."""
+    caption_source: Literal["stored", "file", "model", "file_or_model", "model_or_file"] = "stored"
+    """Which caption a clip gives (see :func:`datasets.clips.pick_caption`): the one stored with the clip, the
+    user's caption file's, the captioning model's, or one preferring the other when a clip lacks it."""
     short_clips: Literal["skip", "error"] = "skip"
     """Clips with fewer frames than a sample spans: ``skip`` (counted, logged) or ``error`` (raise naming the clip)."""
     decoder: Literal["decord", "pyav"] = "decord"
@@ -156,8 +159,10 @@ class ClipReader(GuardedSamples):
     # --- one sample, both ways ---------------------------------------------------------------------------
 
     def caption(self, raw: dict, annotation: dict) -> str:
-        """The caption of a clip: the one place it is chosen (the ``txt`` member, else the annotation's)."""
-        return raw[CAPTION_EXT].decode("utf-8") if CAPTION_EXT in raw else annotation.get("caption", "")
+        """The caption of a clip: the one place it is chosen, per ``caption_source`` (``stored``: the ``txt`` member,
+        else the annotation's)."""
+        stored = raw[CAPTION_EXT].decode("utf-8") if CAPTION_EXT in raw else None
+        return pick_caption(annotation, self.config.caption_source, stored=stored)
 
     def _start(self, frames: int, rng: np.random.Generator) -> int:
         room = frames - self.config.span

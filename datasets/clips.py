@@ -67,7 +67,28 @@ STATUSES: dict[str, str] = {
     "variable_frame_rate": "the source has a variable frame rate and vfr_policy is 'reject'",
     "scene_cut": "the scene-cut check found a cut inside the clip",
     "cut_failed": "decoding or encoding raised an unexpected error on this clip",
+    "caption_empty": "the captioning model generated no text for the clip",
+    "caption_repetitive": "the generated caption repeats a word or phrase over and over (a degenerate generation)",
+    "caption_too_long": "the generated caption has more words than allowed, or was cut off at the token limit",
+    "caption_mismatch": "the CLIP similarity of the generated caption to the clip's sampled frames is below the threshold",
+    "caption_failed": "the clip's frames did not decode for captioning, or the captioning model raised on it",
 }
+CAPTION_STATUSES = ("caption_empty", "caption_repetitive", "caption_too_long", "caption_mismatch", "caption_failed")
+"""Statuses of the captioning stage: a clip whose generated caption is rejected is not written (counted with its reason)."""
+
+# Caption sources: where a clip's caption text came from.
+FILE_SOURCE = "file"
+"""The caption file the user brought (``--captions``)."""
+MODEL_SOURCE_PREFIX = "model:"
+"""A generated caption: ``model:<hub id or folder of the captioning model>``."""
+CAPTION_POLICIES: dict[str, str] = {
+    "stored": "the clip's txt member, as the builder chose it (a generated caption over a file caption unless told otherwise)",
+    "file": "the caption from the user's caption file; empty when the clip has none",
+    "model": "the generated caption; empty when the clip has none",
+    "file_or_model": "the file caption, else the generated one",
+    "model_or_file": "the generated caption, else the file one",
+}
+"""Which caption training uses (:func:`pick_caption`)."""
 # Flags a kept clip may carry (index column ``flags``, annotation ``flags``); counted in stats as ``flag:<name>``.
 FLAGS: dict[str, str] = {
     "variable_frame_rate": "the source has a variable frame rate (exact mode resampled it to a constant rate; copy mode kept its timestamps)",
@@ -85,6 +106,10 @@ INDEX_SCHEMA = pa.schema(
         pa.field("clip_index", pa.int32()),
         pa.field("url", pa.string()),
         pa.field("caption", pa.string()),
+        pa.field("caption_source", pa.string()),
+        pa.field("caption_sources", pa.list_(pa.string())),
+        pa.field("generated_caption", pa.string()),
+        pa.field("caption_similarity", pa.float64()),
         pa.field("source", pa.string()),
         pa.field("span_start", pa.float64()),
         pa.field("span_end", pa.float64()),
@@ -132,6 +157,8 @@ def make_annotation(
     source: dict,
     mode: str,
     flags: list[str] | tuple[str, ...] = (),
+    captions: dict[str, str] | None = None,
+    caption_source: str | None = None,
     extra: dict | None = None,
 ) -> dict:
     """The ``json`` member of a sample.
@@ -140,8 +167,13 @@ def make_annotation(
     ``[start, end)`` seconds of the source actually covered (equal to the span
     in the exact mode, keyframe-aligned in the stream-copy mode). ``source``
     describes the source video (``path``, ``url``, ``fps``, ``width``, ``height``,
-    ``duration``, ``variable_frame_rate``).
+    ``duration``, ``variable_frame_rate``). ``captions`` maps each caption source
+    (``file``, ``model:<id>``) to its text and ``caption_source`` names the source
+    of ``caption``; by default ``caption`` is the caption file's.
     """
+    if captions is None:
+        captions = {FILE_SOURCE: caption} if caption else {}
+        caption_source = FILE_SOURCE if caption else None
     return {
         "schema": KIND,
         "schema_version": SCHEMA_VERSION,
@@ -157,10 +189,39 @@ def make_annotation(
         "width": int(width),
         "height": int(height),
         "caption": caption,
+        "caption_source": caption_source,
+        "captions": dict(captions),
         "flags": list(flags),
         "source": source,
         **(extra or {}),
     }
+
+
+def caption_sources(annotation: dict) -> dict[str, str]:
+    """``{source: text}`` of every caption a clip has (``file``, ``model:<id>``); clips cut before captioning recorded
+    sources hold their caption-file text only."""
+    recorded = annotation.get("captions")
+    if isinstance(recorded, dict):
+        return {str(k): str(v) for k, v in recorded.items() if v}
+    caption = annotation.get("caption") or ""
+    return {FILE_SOURCE: caption} if caption else {}
+
+
+def pick_caption(annotation: dict, policy: str = "stored", stored: str | None = None) -> str:
+    """The caption training uses for a clip, per ``policy`` (a key of :data:`CAPTION_POLICIES`).
+
+    ``annotation`` is the clip's ``json`` member; ``stored`` its ``txt`` member (default: the annotation's
+    ``caption``). Returns ``""`` when the clip has no caption from the chosen source.
+    """
+    if policy not in CAPTION_POLICIES:
+        raise ValueError(f"unknown caption policy {policy!r}; choose one of {sorted(CAPTION_POLICIES)}")
+    if policy == "stored":
+        return annotation.get("caption", "") if stored is None else stored
+    sources = caption_sources(annotation)
+    from_file = sources.get(FILE_SOURCE, "")
+    generated = next((text for source, text in sources.items() if source.startswith(MODEL_SOURCE_PREFIX)), "")
+    order = {"file": [from_file], "model": [generated], "file_or_model": [from_file, generated], "model_or_file": [generated, from_file]}
+    return next((text for text in order[policy] if text), "")
 
 
 def check_annotation(annotation: dict) -> None:

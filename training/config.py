@@ -157,6 +157,9 @@ class ClipDataConfig:
     """Take every k-th frame of the stored clip (the release: 4)."""
     caption_dropout: float = 0.0
     """Probability of replacing a caption by the empty string (the release: 0)."""
+    caption_source: Literal["stored", "file", "model", "file_or_model", "model_or_file"] = "stored"
+    """Which caption of a clip to train on (``datasets.clips.CAPTION_POLICIES``): ``stored`` (the clip's txt), ``file``
+    (the user's caption file), ``model`` (the generated one), or one falling back to the other."""
     num_workers: int = 2
     """DataLoader worker processes (0: load in the training process)."""
     shuffle: bool = True

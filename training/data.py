@@ -184,7 +184,8 @@ def clip_reader_config(root: str | Path, config: ClipDataConfig, *, seed: int) -
     """The clip reader's options for stage 2's data config: seeded random starts, the config's damage policy."""
     return ClipDatasetConfig(
         root=str(root), num_frames=config.num_frames, frame_stride=config.frame_stride, resolution=config.resolution,
-        caption_dropout=config.caption_dropout, seed=seed, start="random", damage=config.damage,
+        caption_dropout=config.caption_dropout, caption_source=config.caption_source, seed=seed, start="random",
+        damage=config.damage,
     )
 
 

@@ -131,6 +131,92 @@ class SourceConfig:
                 raise ValueError("download needs a local download_dir (videos is not a local folder)")
 
 
+DEFAULT_CAPTION_MODEL = "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"
+"""Apache-2.0, 0.5 B parameters, several frames in one prompt (docs/data.md says why it is the default)."""
+DEFAULT_PROMPT = (
+    "These are frames of one short video, in order. Describe in one sentence what is seen: who or what is in it, "
+    "what they do and where. Do not mention frames or images."
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaptionConfig:
+    """The captioning stage: a transformers image-to-text or image-text-to-text model run on frames of each kept clip.
+
+    Any model id or local folder that ``AutoModelForImageTextToText`` and ``AutoProcessor`` load works: captioners
+    without a chat template (BLIP, GIT, VisionEncoderDecoder) caption the middle sampled frame; VLMs with a chat
+    template (SmolVLM, Qwen2-VL, LLaVA, ...) see every sampled frame, in order, with ``prompt``.
+    """
+
+    enabled: bool = False
+    """Caption every kept clip with ``model`` (and check the captions with the gate below)."""
+    model: str = DEFAULT_CAPTION_MODEL
+    """Captioning model: a hub id or a local folder (loaded with ``from_pretrained`` either way)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) of ``model``; None for the default branch."""
+    prompt: str = DEFAULT_PROMPT
+    """Instruction given to chat VLMs with the frames (captioners without a chat template take no prompt)."""
+    frames: int = 4
+    """Frames sampled per clip: the centres of ``frames`` equal parts of the clip (4: at 12.5, 37.5, 62.5 and 87.5 %)."""
+    max_new_tokens: int = 60
+    """Longest generation in tokens."""
+    reject_cut_off: bool = True
+    """Reject a generation that reaches ``max_new_tokens`` without ending (``caption_too_long``: it stops mid-sentence)."""
+    num_beams: int = 1
+    """Beam search width (1: greedy decoding, the fastest)."""
+    clips_per_call: int = 8
+    """Clips captioned per model call (the batch size)."""
+    device: str = "auto"
+    """Torch device of the models: ``auto`` (the actor's GPU when Ray gave it one, else the CPU), ``cpu``, ``cuda``."""
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """Weights' dtype: ``auto`` is bfloat16 on a GPU that supports it (else float16 on a GPU) and float32 on a CPU."""
+    stored: Literal["model", "file"] = "model"
+    """Which caption becomes the clip's ``txt`` when it has both a caption from the caption file and a generated one
+    (both are kept in the annotation's ``captions``; training can choose either with ``caption_source``)."""
+    clip_model: str | None = None
+    """CLIP model (hub id or local folder) scoring each caption against the sampled frames (the LAION recipe); None: no
+    similarity check. ``openai/clip-vit-base-patch32`` is the model LAION filtered with."""
+    min_similarity: float = 0.28
+    """Captions whose mean CLIP cosine similarity to the sampled frames is below this are rejected
+    (``caption_mismatch``); 0.28 is LAION-5B's English threshold with ViT-B/32. Only with ``clip_model``."""
+    max_words: int = 80
+    """Captions longer than this many words are rejected (``caption_too_long``)."""
+    max_repeats: int = 3
+    """A word or phrase of up to 4 words repeated this many times in a row marks a degenerate generation
+    (``caption_repetitive``)."""
+    workers: int | None = None
+    """Captioning actors (one model each). None: one per GPU of the cluster, else one."""
+    cpus: float = 1.0
+    """CPUs Ray reserves per captioning actor."""
+    gpus: float | None = None
+    """GPUs per captioning actor. None: 1 when the cluster has GPUs, else 0."""
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("caption model must be a hub id or a local folder")
+        if not 1 <= self.frames <= 64:
+            raise ValueError("caption frames must be in [1, 64]")
+        if self.max_new_tokens < 1 or self.num_beams < 1 or self.clips_per_call < 1:
+            raise ValueError("caption max_new_tokens, num_beams and clips_per_call must be at least 1")
+        if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
+            raise ValueError(f"caption dtype must be auto, float32, float16 or bfloat16, got {self.dtype!r}")
+        if self.stored not in ("model", "file"):
+            raise ValueError(f"caption stored must be 'model' or 'file', got {self.stored!r}")
+        if not -1.0 <= self.min_similarity <= 1.0:
+            raise ValueError("caption min_similarity must be in [-1, 1] (a cosine similarity)")
+        if self.max_words < 1 or self.max_repeats < 2:
+            raise ValueError("caption max_words must be at least 1 and max_repeats at least 2")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError("caption workers must be at least 1")
+        if self.cpus <= 0 or (self.gpus is not None and self.gpus < 0):
+            raise ValueError("caption cpus must be positive and gpus non-negative")
+
+    @property
+    def source_name(self) -> str:
+        """How the clips record this model as their caption source: ``model:<id or folder>``."""
+        return f"model:{self.model}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class HdvilaConfig:
     """The whole HD-VILA clip job."""
@@ -141,6 +227,8 @@ class HdvilaConfig:
     """Cutting and encoding."""
     output: str
     """Output folder of the clip shards (local)."""
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    """Captioning of the kept clips (off unless ``caption.enabled``)."""
     ray: RayConfig = field(default_factory=RayConfig)
     """Ray cluster to run on (default: a local Ray started by the job)."""
     cpus_per_task: float = 1.0
@@ -162,6 +250,40 @@ class HdvilaConfig:
             raise ValueError("cpus_per_task must be positive")
         if self.max_in_flight is not None and self.max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
+        if self.max_shards is not None and self.max_shards < 1:
+            raise ValueError("max_shards must be at least 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecaptionConfig:
+    """Caption an existing clip shard set without cutting again (``build_hdvila_clips.py recaption``)."""
+
+    clips: str
+    """The clip folder to caption (its complete shards are read, never written)."""
+    output: str
+    """Output folder (local; not ``clips``)."""
+    write: Literal["shards", "parquet"] = "shards"
+    """``shards``: a new clip shard set (the same clips and keys, with the new captions); ``parquet``: only caption
+    tables (``NNNNN.parquet`` per shard and ``captions.parquet``, keyed by ``clip_id`` and ``key``), which the builder
+    reads back with ``--captions OUTPUT/captions.parquet``."""
+    caption: CaptionConfig = field(default_factory=lambda: CaptionConfig(enabled=True))
+    """The captioning model and its gate."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """Ray cluster to run on (default: a local Ray started by the job)."""
+    cpus_per_task: float = 1.0
+    """CPUs Ray reserves per shard-reading task (it decodes the sampled frames)."""
+    max_shards: int | None = None
+    """Caption at most this many shards (a sample run); None for all."""
+    verbose: bool = False
+    """Debug logging (``-v``)."""
+
+    def __post_init__(self) -> None:
+        if not self.clips or not self.output:
+            raise ValueError("clips and output are required")
+        if self.write not in ("shards", "parquet"):
+            raise ValueError(f"write must be 'shards' or 'parquet', got {self.write!r}")
+        if self.cpus_per_task <= 0:
+            raise ValueError("cpus_per_task must be positive")
         if self.max_shards is not None and self.max_shards < 1:
             raise ValueError("max_shards must be at least 1")
 

@@ -33,6 +33,10 @@ def _index_row(row: dict, tar_name: str) -> dict:
         "clip_index": row["clip_index"],
         "url": row["url"] or None,
         "caption": row["caption"],
+        "caption_source": row.get("caption_source"),
+        "caption_sources": list(row.get("caption_sources") or []),
+        "generated_caption": row.get("generated_caption"),
+        "caption_similarity": row.get("caption_similarity"),
         "source": row["source"],
         "span_start": row["span_start"],
         "span_end": row["span_end"],
@@ -56,8 +60,11 @@ def _results(plan: ShardPlan, cutter: ClipCutter):
         yield from group
 
 
-def build_shard(plan: ShardPlan, output: str | Path, cutter: ClipCutter) -> dict:
-    """Cut and write shard ``plan.index`` into ``output``; returns its stats (also written as ``NNNNN.stats.json``)."""
+def build_shard(plan: ShardPlan, output: str | Path, cutter: ClipCutter | None, **extra_stats) -> dict:
+    """Cut and write shard ``plan.index`` into ``output``; returns its stats (also written as ``NNNNN.stats.json``).
+
+    ``cutter`` may be None when every row of the plan is already decided (cut and captioned elsewhere);
+    ``extra_stats`` are added to the shard's stats (numbers are summed into ``stats.json``)."""
     started = time.monotonic()
     stem = shard_stem(plan.index)
     tar_name = f"{stem}.tar"
@@ -90,4 +97,5 @@ def build_shard(plan: ShardPlan, output: str | Path, cutter: ClipCutter) -> dict
             mp4_bytes=stored,
             elapsed_s=round(time.monotonic() - started, 3),
             **{f"flagged_{name}": flags.get(name, 0) for name in FLAGS},
+            **extra_stats,
         )

@@ -24,7 +24,10 @@ from pipelines.hdvila.sources import VideoFetcher
 
 logger = logging.getLogger(__name__)
 
-RESULT_FIELDS = ("mp4", "annotation", "fps", "frames", "width", "height", "cut_start", "cut_end")
+RESULT_FIELDS = (
+    "mp4", "annotation", "fps", "frames", "width", "height", "cut_start", "cut_end",
+    "caption_source", "caption_sources", "generated_caption", "caption_similarity",
+)
 
 
 def batch_to_rows(batch: dict[str, np.ndarray]) -> list[dict]:
@@ -127,6 +130,8 @@ class ClipCutter:
         )
         row.update(
             status=KEPT,
+            caption_source=annotation["caption_source"],
+            caption_sources=sorted(annotation["captions"]),
             mp4=clip.data,
             annotation=json.dumps(annotation, ensure_ascii=False).encode("utf-8"),
             fps=float(clip.fps),
