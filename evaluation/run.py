@@ -64,7 +64,7 @@ def _dispatch(command: CommandConfig) -> int:
         raise ValueError("--out is required with --videos and --spec")
     from datasets.output_folder import prepare_output_folder
     from evaluation.metrics.clip_backbone import CLIP_METRICS
-    from follow_your_pose.hub import check_reachable
+    from datasets.hub import check_reachable
 
     config = to_eval_config(command)
     if any(name in CLIP_METRICS for name in config.metrics):

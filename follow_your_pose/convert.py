@@ -29,7 +29,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from follow_your_pose.hub import check_reachable
+from datasets.hub import check_reachable
 from follow_your_pose.models.release import ReleaseFormatError
 
 logger = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ import numpy as np
 from datasets import video_io
 from datasets.atomic import atomic_path
 from follow_your_pose.export import read_base_reference, resolve_model_folder
-from follow_your_pose.hub import check_reachable
+from datasets.hub import check_reachable
 from follow_your_pose.pose_sources import PoseInput, read_pose_input
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from follow_your_pose.hub import HubUnreachableError, check_reachable
+from datasets.hub import HubUnreachableError, check_reachable
 
 LIMIT = 10.0
 

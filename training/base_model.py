@@ -24,8 +24,8 @@ TINY_BASE = "tiny-base"
 
 
 def check_hub(name: str, *, flag: str) -> str:
-    """``name``, or a ConfigError in seconds when it is a hub id and the hub cannot be reached (:mod:`follow_your_pose.hub`)."""
-    from follow_your_pose.hub import HubUnreachableError, check_reachable
+    """``name``, or a ConfigError in seconds when it is a hub id and the hub cannot be reached (:mod:`datasets.hub`)."""
+    from datasets.hub import HubUnreachableError, check_reachable
 
     try:
         return check_reachable(name, flag=flag)

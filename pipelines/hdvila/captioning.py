@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.clips import KEPT, FILE_SOURCE, caption_sources
+from datasets.hub import HubUnreachableError, check_reachable
 from datasets.video_io import decode_frames
 from pipelines.hdvila.caption_gate import ClipSimilarity, check_text
 from pipelines.hdvila.config import CaptionConfig
@@ -73,6 +74,10 @@ def check_model_folder(name: str, flag: str) -> None:
         return
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ValueError(f"{flag} {name}: no such folder")
+    try:
+        check_reachable(name, flag=flag)  # seconds, not the hub libraries' minutes of retries, without a network
+    except HubUnreachableError as error:
+        raise ValueError(str(error)) from None
     from transformers import AutoConfig
 
     try:
