@@ -251,10 +251,10 @@ def test_job_captions_every_kept_clip_on_ray_resumes_then_caption_only_mode(tmp_
         assert pick_caption(annotation, "file") == (annotation["captions"].get(FILE_SOURCE, "")) and (pick_caption(annotation, "file") != "") == has_file
     assert json.loads((out / "config.json").read_text())["shaping"]["caption"]["model"] == str(tiny_models["blip"])
     from training.config import ClipDataConfig
-    from training.data import ClipFrameDataset
+    from training.data import clip_dataset
 
     for policy, column in (("file", None), ("model", "generated_caption"), ("stored", "caption")):
-        data = ClipFrameDataset(out, ClipDataConfig(root=str(out), resolution=32, num_frames=2, frame_stride=1, caption_source=policy), seed=0)
+        data = clip_dataset(out, ClipDataConfig(root=str(out), resolution=32, num_frames=2, frame_stride=1, caption_source=policy), seed=0)
         got = {data.key(i): data.item(0, i)["caption"] for i in range(len(data))}
         file_captions = {key: json.loads(samples[key]["json"])["captions"].get(FILE_SOURCE, "") for key in kept}
         assert got == (file_captions if column is None else {key: row[column] for key, row in kept.items()})
