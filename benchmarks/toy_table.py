@@ -26,7 +26,6 @@ for a few iterations (the test suite runs it); ``full`` is the table.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -36,6 +35,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -361,20 +361,30 @@ def default_jobs(device: str) -> int:
     return 1 if on_gpu else min(2, os.cpu_count() or 1)
 
 
+@dataclass(frozen=True, kw_only=True)
+class TableConfig:
+    """What the toy table runs (``python benchmarks/toy_table.py --help``)."""
+
+    out: str = "toy-table"
+    """Output folder (a rerun resumes)."""
+    scale: Literal["full", "smoke"] = "full"
+    """``full``: the table; ``smoke``: a few steps each."""
+    device: str = "auto"
+    """Torch device for training and generation (auto: cuda if present)."""
+    jobs: int | None = None
+    """Model steps run at once, each in its own process (None: 2 on a CPU, 1 on a GPU)."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python benchmarks/toy_table.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("toy-table"), help="output folder (a rerun resumes)")
-    parser.add_argument("--scale", choices=sorted(SCALES), default="full", help="full: the table; smoke: a few steps each")
-    parser.add_argument("--device", default="auto", help="torch device for training and generation (auto: cuda if present)")
-    parser.add_argument("--jobs", type=int, default=None,
-                        help="model steps run at once, each in its own process (default: 2 on a CPU, 1 on a GPU)")
-    args = parser.parse_args(argv)
+    from datasets import cli
+
+    config = cli.parse(TableConfig, argv, prog="python benchmarks/toy_table.py", description=__doc__.split("\n")[0])
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    jobs = args.jobs or default_jobs(args.device)
-    table = run_table(args.out, SCALES[args.scale], args.device, jobs)
-    print((args.out / "table.md").read_text())
-    print(f"total {table['seconds']['total_wall']:.0f} s; table: {args.out / 'table.md'}, grid: {args.out / 'grid.png'}")
+    out = Path(config.out)
+    table = run_table(out, SCALES[config.scale], config.device, config.jobs or default_jobs(config.device))
+    print((out / "table.md").read_text())
+    print(f"total {table['seconds']['total_wall']:.0f} s; table: {out / 'table.md'}, grid: {out / 'grid.png'}")
     return 0
 
 
