@@ -1,16 +1,22 @@
-"""Evaluation speed: frames per second per metric, and where the time goes.
+"""Evaluation speed per metric against the metric alone and the bare CLIP forward pass, measured in the same run.
 
-    .venv/bin/python benchmarks/bench_evaluation.py [--videos 4] [--frames 16] [--size 512]
+    python -m benchmarks.bench_evaluation [--videos 2] [--frames 16] [--size 256] [--batch 16] [--pairs 5]
 
-Builds, in a temporary folder, generated-video triples from a real photo of a
-person (scikit-image's astronaut, drifting) and a CLIP with the shape of
-ViT-B/32 but random weights (built from the config, saved, loaded back through
-``--clip-model``: the same cost per frame as the real one), then runs the
-evaluator once per metric. For each it prints frames/s (model loading excluded)
-and the share of time in model forward passes versus decoding, preprocessing and
-bookkeeping (target: forward >= 80% for the model metrics). The baseline,
-measured in the same run, is the bare CLIP image forward pass on preprocessed
-batches: the ratio says how close the whole metric gets to it.
+Builds, in a temporary folder, generated-video triples from a real photo of a person (scikit-image's astronaut,
+drifting) and a CLIP with the shape of ViT-B/32 but random weights (built from the config, saved, loaded back
+through ``--clip-model``: the same cost per frame as the real one). Then, per metric row, these setups each in
+its own process (:mod:`benchmarks.timing`: one warm-up, which loads the models, then interleaved for ``--pairs``
+rounds; min/median/max, CPU seconds, peak memory):
+
+- ``evaluator``: :func:`evaluation.evaluator.evaluate_folder` on the folder (decode, metrics, state cache,
+  1000-resample bootstrap, results.json), its models kept loaded between repeats;
+- ``metrics``: the metric alone, its ``update`` on every video already decoded, then ``compute``.
+  Target: evaluator time / metric alone <= 1.25 (the evaluator keeps >= 80% of the metric's speed);
+- ``bare-clip`` (rows using CLIP): CLIP image forward passes alone on preprocessed batches of as many frames,
+  the floor of any CLIP metric.
+
+Also printed: the share of the evaluator's time in model forward passes (target >= 80% for the model metrics),
+over the whole run and over its per-video loop (without pooling and bootstrap, a fixed cost per run).
 """
 
 from __future__ import annotations
@@ -18,11 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+ROWS = (("clip",), ("frame_consistency",), ("clip", "frame_consistency"), ("pose_ap",), ("temporal_flickering",), ("warping_error",))
+CLIP_METRICS = ("clip", "frame_consistency")
 
 
 def make_videos(folder: Path, videos: int, frames: int, size: int) -> None:
@@ -64,87 +74,142 @@ def make_clip(folder: Path) -> Path:
     return folder
 
 
-def bare_forward_fps(clip_dir: Path, frames: int, batch: int) -> float:
-    """Baseline: CLIP image forward passes alone, on already preprocessed batches."""
-    import torch
-    from transformers import CLIPModel
-
-    model = CLIPModel.from_pretrained(clip_dir).eval()
-    pixels = torch.randn(batch, 3, 224, 224)
-    with torch.inference_mode():
-        model.get_image_features(pixel_values=pixels)  # warm-up
-        start = time.perf_counter()
-        done = 0
-        while done < frames:
-            model.get_image_features(pixel_values=pixels)
-            done += batch
-    return done / (time.perf_counter() - start)
-
-
-def run_metric(metrics: tuple[str, ...], videos: Path, out: Path, clip_dir: Path, batch: int) -> dict:
+def eval_config(metrics: tuple[str, ...], clip_dir: str, batch: int):
     from evaluation.config import EvalConfig
-    from evaluation.evaluator import evaluate_folder
     from pose_extraction.backends import PoseConfig
 
-    config = EvalConfig(metrics=metrics, clip_model=str(clip_dir), clip_batch_size=batch, resume=False, report=False,
-                        bootstrap=1000, pose=PoseConfig(backend="mediapipe"), pose_frames_per_call=batch)
-    start = time.perf_counter()
-    results = evaluate_folder(videos, out, config)
-    wall = time.perf_counter() - start
-    timings = results["timings"]
+    return EvalConfig(metrics=metrics, clip_model=clip_dir, clip_batch_size=batch, resume=False, report=False,
+                      bootstrap=1000, pose=PoseConfig(backend="mediapipe"), pose_frames_per_call=batch)  # fmt: skip
+
+
+def evaluation_run(setup: str, metrics: tuple[str, ...], root: str, frames: int, batch: int, threads: int):
+    """Build ``setup`` (in a worker process) and return one repeat. The evaluator appends its time shares to
+    ``root/shares-<metrics>.jsonl``, one line per repeat (the warm-up's first)."""
+    import torch
+
+    from evaluation.metrics import MetricContext, build_metrics
+    from evaluation.sample import load_sample, scan_videos
+
+    if threads:
+        torch.set_num_threads(threads)
+    folder, clip_dir = Path(root) / "videos", str(Path(root) / "clip")
+    if setup == "bare-clip":
+        from transformers import CLIPModel
+
+        model = CLIPModel.from_pretrained(clip_dir).eval()
+        pixels = torch.randn(batch, 3, 224, 224)
+
+        def bare() -> None:
+            with torch.inference_mode():
+                for _ in range(0, frames, batch):
+                    model.get_image_features(pixel_values=pixels)
+
+        return bare
+    context = MetricContext(eval_config(metrics, clip_dir, batch))  # lives as long as the worker: models stay loaded
+    if setup == "metrics":
+        samples = [load_sample(path) for path in scan_videos(folder)]
+        scorers = build_metrics(metrics, context)
+
+        def alone() -> None:
+            context._image_cache = None  # a repeat starts cold, like the evaluator's first video
+            for metric in scorers:
+                metric.prepare()
+                metric.compute([metric.safe_update(sample) for sample in samples])
+
+        return alone
+    from evaluation.evaluator import evaluate_folder
+
+    shares = Path(root) / f"shares-{'+'.join(metrics)}.jsonl"
+
+    def evaluate() -> None:
+        context.timings.clear()
+        context._image_cache = None
+        start = time.perf_counter()
+        results = evaluate_folder(folder, Path(root) / f"out-{'+'.join(metrics)}", context.config, context)
+        with shares.open("a") as handle:
+            handle.write(json.dumps({"wall": time.perf_counter() - start, **results["timings"]}) + "\n")
+
+    return evaluate
+
+
+def time_shares(timings: dict) -> tuple[float, float]:
+    """Share of forward passes over the run's wall time and over its per-video loop (model loading excluded)."""
     def total(prefix: str) -> float:
         return sum(v for k, v in timings.items() if k.startswith(prefix))
 
-    load, forward, pooled = total("load/"), total("forward/"), total("bootstrap/") + total("compute/")
-    frames = sum(v["frames"] for v in results["videos"])
-    per_video = wall - load - pooled
-    return {"metrics": "+".join(metrics), "frames": frames, "seconds": wall - load, "fps": frames / (wall - load),
-            "forward_share": forward / (wall - load), "forward_share_per_video": forward / per_video,
-            "decode_share_per_video": timings.get("decode", 0.0) / per_video, "pooled_seconds": pooled,
-            "timings": timings}
+    whole = timings["wall"] - total("load/")
+    loop = whole - total("bootstrap/") - total("compute/")
+    return total("forward/") / max(whole, 1e-9), total("forward/") / max(loop, 1e-9)
+
+
+def compare_row(metrics: tuple[str, ...], root: Path, args) -> None:
+    from benchmarks.timing import Worker, interleave, pair_ratio, verdict
+
+    setups = ("evaluator", "metrics", "bare-clip") if any(m in CLIP_METRICS for m in metrics) else ("evaluator", "metrics")
+    frames = args.videos * args.frames
+    workers = {s: Worker(evaluation_run, (s, metrics, str(root), frames, args.batch, args.threads)) for s in setups}
+    try:
+        results = interleave(workers, pairs=args.pairs)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    name = "+".join(metrics)
+    print(f"\n== {name}: {frames} frames per repeat ==")
+    print(f"{'setup':>10} {'s/repeat median (min-max)':>26} {'CPU s':>7} {'frames/s':>9} {'peak MiB':>9}")
+    for setup, timings in results.items():
+        print(f"{setup:>10} {str(timings.wall_spread):>26} {timings.cpu_spread.median:>7.2f} "
+              f"{frames / timings.wall_spread.median:>9.1f} {timings.peak_mib:>9.1f}")  # fmt: skip
+    alone = pair_ratio(results["evaluator"], results["metrics"])
+    print(f"{name}: evaluator / metric alone time {alone}  {verdict(alone.median, 1.25)}")
+    if "bare-clip" in results:
+        print(f"{name}: evaluator / bare CLIP forward time {pair_ratio(results['evaluator'], results['bare-clip'])}")
+    lines = (root / f"shares-{name}.jsonl").read_text().splitlines()[1:]  # the first is the warm-up
+    timings = [json.loads(line) for line in lines]
+    if any(k.startswith("forward/") for k in timings[0]):
+        whole, loop = (float(np.median(values)) for values in zip(*(time_shares(t) for t in timings)))
+        print(f"{name}: forward share {whole:.0%} of the evaluator's time, {loop:.0%} of its per-video loop  "
+              f"{verdict(whole, 0.8, at_most=False)}")  # fmt: skip
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_evaluation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=16, help="CLIP frames per forward pass (and pose frames per call)")
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved rounds after one warm-up of each setup")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (0: torch's default)")
+    parser.add_argument("--metrics", nargs="+", choices=["+".join(row) for row in ROWS], default=None,
+                        help="rows to measure (default: all)")  # fmt: skip
+    args = parser.parse_args(argv)
+    if min(args.videos, args.frames, args.batch, args.pairs) < 1 or args.videos < 2 or args.size < 64 or args.threads < 0:
+        parser.error("videos must be at least 2, frames, batch and pairs at least 1, size at least 64, threads at least 0")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--videos", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
+    import torch
+
+    from benchmarks.timing import machine_header
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print("config:", vars(args))
+    print(machine_header())
     root = Path(tempfile.mkdtemp(prefix="bench_evaluation_"))
     try:
-        videos = root / "videos"
-        videos.mkdir()
-        make_videos(videos, args.videos, args.frames, args.size)
-        clip_dir = make_clip(root / "clip-vit-b32-random")
-        rows = []
-        for index, metrics in enumerate([("clip",), ("frame_consistency",), ("clip", "frame_consistency"),
-                                         ("pose_ap",), ("temporal_flickering",), ("warping_error",)]):
-            # the machine is shared: measure the baseline right before the row it is compared with
-            uses_clip = any(m in ("clip", "frame_consistency") for m in metrics)
-            baseline = bare_forward_fps(clip_dir, args.videos * args.frames, args.batch) if uses_clip else None
-            rows.append({**run_metric(metrics, videos, root / f"out{index}", clip_dir, args.batch), "baseline_fps": baseline})
+        (root / "videos").mkdir()
+        make_videos(root / "videos", args.videos, args.frames, args.size)
+        make_clip(root / "clip")
+        print(f"{args.videos} videos x {args.frames} frames at {args.size}x{args.size}; CLIP ViT-B/32 shape (random), batch {args.batch}")
+        for metrics in ROWS:
+            if args.metrics is None or "+".join(metrics) in args.metrics:
+                compare_row(metrics, root, args)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"{args.videos} videos x {args.frames} frames at {args.size}x{args.size}; CLIP ViT-B/32 shape, batch {args.batch}")
-    print("forward: share of time in model forward passes, over the whole run (model loading excluded) and over")
-    print("the per-video loop (without pooling + 1000-resample bootstrap, a fixed cost per run); decode: share of")
-    print("the per-video loop spent decoding mp4s; vs bare: frames/s against bare CLIP image forward passes on")
-    print("preprocessed batches (the baseline), measured right before the row; bare: that baseline in frames/s")
-    print(f"{'metrics':26s} {'frames/s':>9s} {'forward':>8s} {'per-video':>10s} {'decode':>7s} {'pool+CI s':>10s} {'bare':>6s} {'vs bare':>8s}")
-    for row in rows:
-        model = any(k.startswith("forward/") for k in row["timings"])
-        share = f"{100 * row['forward_share']:.0f}%" if model else "-"
-        loop = f"{100 * row['forward_share_per_video']:.0f}%" if model else "-"
-        bare = row["baseline_fps"]
-        ratio = f"{row['fps'] / bare:.2f}x" if bare else ""
-        print(f"{row['metrics']:26s} {row['fps']:9.1f} {share:>8s} {loop:>10s} {100 * row['decode_share_per_video']:6.0f}% "
-              f"{row['pooled_seconds']:10.2f} {f'{bare:.1f}' if bare else '':>6s} {ratio:>8s}")
-    if args.json:
-        args.json.write_text(json.dumps({"rows": rows}, indent=1))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -1,65 +1,51 @@
-"""LAION-Pose builder throughput, with its baselines measured in the same run.
+"""LAION-Pose builder throughput against its pose stage alone, and 1 vs 2 workers, measured in the same run.
 
-    .venv/bin/python benchmarks/bench_laion_pose.py [--backend mediapipe|mmpose] [--rows 1200] [--shard-size 25]
-        [--rounds 3] [--skip-download-compare]
+    python -m benchmarks.bench_laion_pose [--backend mediapipe|mmpose] [--rows 300] [--shard-size 10] [--pairs 5]
+        [--skip-download-compare]
 
-Input: the bundled sample (pipelines/sample) replicated to ``--rows`` rows
-(people, person-less photos and bad rows in the sample's proportions), read
-through ``file://`` (no network: the job's own overheads are what is measured).
-1200 rows give each timed job 30-50 shards: fewer, and filling the pipeline
-(the first shard's download) and draining it (one worker finishing its last
-shard while the other idles) weigh on the rates as they never do at scale.
+Input: the bundled sample (pipelines/sample) replicated to ``--rows`` rows (people, person-less photos and bad
+rows in the sample's proportions), read through ``file://`` (no network: the job's own overheads are measured).
 
-1. Pose stage alone: the estimator (``--backend``) in this process, one model, on
-   the very images the job stores (decoded beforehand, not timed; model loaded
-   and warmed up first): images/s. The baseline of the ratio in (2).
-   Also two such processes started together: their summed rate is the
-   ceiling two pose workers can reach on this (shared) machine right now.
-2. Whole job on a local Ray (2 CPUs, one pose worker): download actors
-   (img2dataset), pose actor (decode, model, keep rule, skeleton PNG, JSON),
-   shard writing. Images/s counts the images that reach the pose model and is
-   the **steady state**: the clock starts once the job's actors are up (Ray
-   start, actor start-up, imports and model load excluded, and printed apart as
-   "start-up"; at scale they are paid once per worker). Everything after that
-   is in, including the first shard's download before the model has work.
-   Printed with the ratio to (1) (target >= 0.8: the job is bound by the model).
-3. Scaling, 1 vs 2 workers with a core each (target >= 1.7x on 2 cores): the
-   1-worker job with the whole local Ray pinned to one core
-   (``sched_setaffinity``, inherited by every Ray process; 1 CPU for Ray)
-   against the 2-worker job on both cores (Ray reservations: 0.75 CPU per pose
-   worker + 0.5 for one download actor; Ray does not pin cores, so each model
-   can use a whole core). Beside it, the ceiling: the summed rate of two
-   pose-alone processes started together.
-   Also printed, not a scaling figure: 2 vs 1 pose workers on the same 2-CPU
-   Ray. The 1-worker job of (2) already runs its downloads and codecs on the
-   second core, so adding a worker adds no hardware: that ratio is capped near
-   ``2 * pose actor / whole job`` (the CPU milliseconds printed), and every
-   millisecond of glue moved off the model's core lowers it.
-4. Download distribution: one shard through ``img2dataset.download(...)``
-   (a logger process and a process pool spawned per call) versus the job's
-   in-actor use of img2dataset's shard downloader on the same rows.
+Setups, each in its own process (:mod:`benchmarks.timing`: one warm-up each, then interleaved for ``--pairs``
+rounds; min/median/max, CPU seconds, peak memory), all on the very images the job hands to the pose model:
 
-``--backend``: ``mediapipe`` (the bundled demo model, BlazePose full, ~40 ms of CPU
-per image) or ``mmpose``, the paper's configuration: RTMDet-tiny person detector and
-top-down HRNet-w32 from the configs that ship in mmdet/mmpose, with random weights
-(no checkpoint is reachable offline: the figures it finds are meaningless, but the
-arithmetic per image is the real model's), one person box per image (LAION-Pose
-images mostly show one person; it keeps the crops per image fixed). Both the job's
-pose actors and the pose-alone baseline run torch on one thread, what Ray gives an
-actor reserving one CPU or less (``OMP_NUM_THREADS``).
+- ``pose-alone``: the estimator (``--backend``) alone, one model in the worker, on the images decoded beforehand
+  (decoding and model load not timed). The baseline of the job.
+- ``job-1w``: the whole job on a local Ray of 2 CPUs with one pose worker: download actors (img2dataset's shard
+  downloader), pose actor (decode, model, keep rule, skeleton PNG, JSON), shard writing. Its time is the
+  **steady state**: from the job's actors ready to the last shard written (Ray start, actor start-up, imports
+  and model load excluded and printed apart as "start-up": at scale they are paid once per worker); the first
+  shard's download is in. Target: job images/s / pose alone >= 0.8 (the job is bound by the model).
+- ``job-1w-1core``: the same job with its whole local Ray pinned to one core (``sched_setaffinity``, inherited by
+  every Ray process; 1 CPU for Ray), and ``job-2w``: 2 pose workers on both cores (0.75 CPU reserved per pose
+  worker + 0.5 for one download actor). Target: 1 -> 2 workers with a core each speed up >= 1.7x.
+- ``pose-alone-x2``: two pose-alone processes started together: their summed rate is the ceiling two models
+  reach on this (shared) machine right now, printed beside the speed-up.
 
-Rounds are interleaved (the machine may be shared); the best of each figure is
-reported with every run, and the load average is printed.
+Also printed, not a scaling figure: 2 vs 1 pose workers on the same 2-CPU Ray (the 1-worker job already runs its
+downloads and codecs on the second core, so that ratio is capped near ``2 * pose actor / whole job``, from the
+CPU milliseconds per image printed). Then, unless ``--skip-download-compare``: one shard through
+``img2dataset.download(...)`` (a logger process and a process pool spawned per call) against the job's in-actor
+use of img2dataset's shard downloader on the same rows (target: in-actor time / img2dataset.download <= 1).
+
+The job's CPU time is that of all its processes (Ray included), by kind; its memory the peak summed resident set
+of its processes (Ray's own included), sampled at every finished shard. ``--backend``: ``mediapipe`` (the bundled
+demo model, BlazePose full) or ``mmpose``, the paper's configuration: RTMDet-tiny person detector and top-down
+HRNet-w32 from the configs that ship in mmdet/mmpose, with random weights (the arithmetic per image is the real
+model's), one person box per image. Both the job's pose actors and the pose-alone baseline run torch on one
+thread, what Ray gives an actor reserving one CPU or less (``OMP_NUM_THREADS``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -79,6 +65,9 @@ from pipelines.laion_pose.pose_stage import PoseAnnotator, decode_rgb
 from pipelines.ray_runtime import RayConfig, ray_session
 from datasets.shards import ProgressLogger
 from pose_extraction.backends import PoseConfig
+
+JOBS = {"job-1w": (1, 2), "job-2w": (2, 2), "job-1w-1core": (1, 1)}
+"""Job setups: (pose workers, CPUs of the local Ray)."""
 
 
 def replicate_sample(folder: Path, rows: int) -> Path:
@@ -113,25 +102,6 @@ def job_config(
     )
 
 
-@contextlib.contextmanager
-def pinned_to(cpus: set[int]):
-    """This process, and every process it starts meanwhile (a local Ray's included), on ``cpus`` only."""
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
-
-
-def run_on_one_core(config: JobConfig) -> float:
-    """Seconds of the job's steady state with its own local Ray pinned to one core (a 1-CPU worker)."""
-    core = min(os.sched_getaffinity(0))
-    with pinned_to({core}), ray_session(config.ray) as session:
-        seconds, _, _ = run_job_timed(config, session)
-    return seconds
-
-
 def stored_images(config: JobConfig) -> list[bytes]:
     """The encoded images the job hands to the pose model (download stage run without Ray)."""
     plan = plan_input(config.input)
@@ -144,73 +114,76 @@ def stored_images(config: JobConfig) -> list[bytes]:
     return images
 
 
-def pose_alone(encoded: list[bytes], stage: PoseStageConfig, barrier=None) -> tuple[float, float]:
-    """Images/s and CPU seconds per image of the estimator alone on the decoded images (decoding, loading not timed)."""
+def pose_annotator(encoded: list[bytes], stage: PoseStageConfig):
+    """The decoded images and a warmed-up annotator (torch on one thread, as Ray gives an actor reserving <= 1 CPU)."""
     images = [decode_rgb(data) for data in encoded]
-    if stage.pose.backend == "mmpose":  # one thread, as Ray's OMP_NUM_THREADS gives an actor reserving <= 1 CPU
+    if stage.pose.backend == "mmpose":
         import torch
 
         torch.set_num_threads(1)
     annotator = PoseAnnotator(stage)
+    annotator.estimate(images[:4])
+    return images, annotator
+
+
+def pose_alone(encoded: list[bytes], stage: PoseStageConfig, barrier=None) -> float:
+    """Images/s of the estimator alone (decoding and loading not timed), started with the others at ``barrier``."""
+    images, annotator = pose_annotator(encoded, stage)
     try:
-        annotator.estimate(images[:4])  # warm-up
         if barrier is not None:
             barrier.wait()
-        start, cpu = time.perf_counter(), time.process_time()
+        start = time.perf_counter()
         annotator.estimate(images)
-        return len(images) / (time.perf_counter() - start), (time.process_time() - cpu) / len(images)
+        return len(images) / (time.perf_counter() - start)
     finally:
         annotator.close()
 
 
-def pose_alone_parallel(encoded: list[bytes], stage: PoseStageConfig, processes: int = 2) -> float:
-    """Summed images/s of ``processes`` pose-alone processes started together: what the machine gives 2 models now."""
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager, ProcessPoolExecutor(processes, mp_context=context) as pool:
-        barrier = manager.Barrier(processes)
-        return sum(rate for rate, _ in pool.map(pose_alone, [encoded] * processes, [stage] * processes, [barrier] * processes))
-
-
-def tree_cpu_seconds() -> Counter:
-    """CPU seconds used so far by this process and its descendants (the local Ray included), by kind of process."""
+def tree_usage() -> tuple[Counter, float]:
+    """CPU seconds used so far by this process and its descendants (the local Ray included), by kind of process,
+    and their summed resident set now (MiB)."""
     import psutil
 
     totals: Counter = Counter()
+    rss = 0.0
     me = psutil.Process()
     for process in [me, *me.children(recursive=True)]:
         try:
             times = process.cpu_times()
             title = " ".join(process.cmdline()[:1])
+            rss += process.memory_info().rss / 2**20
         except psutil.Error:
             continue
         kind = "pose" if "PoseWorker" in title else "download" if "DownloadWorker" in title else "ray+driver"
         totals[kind] += times.user + times.system + times.children_user + times.children_system
-    return totals
+    return totals, rss
 
 
 class MeasuredProgress(ProgressLogger):
-    """The job's progress logger, also reading the CPU used by the job's processes when the workers are ready
+    """The job's progress logger, also reading the CPU and memory of the job's processes when the workers are ready
     and at each finished shard (actor start-up, imports and model loads are left out, as in the wall time)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.created = self.clock()
+        self.peak_rss = 0.0
 
     def restart_clock(self) -> None:
         super().restart_clock()
         self.startup = self.start - self.created
-        self.cpu_start = self.cpu_end = tree_cpu_seconds()
-        self.end = self.start
+        self.cpu_start, self.peak_rss = tree_usage()
+        self.cpu_end, self.end = self.cpu_start, self.start
 
     def update(self, shard_stats) -> str:
         line = super().update(shard_stats)
-        self.cpu_end, self.end = tree_cpu_seconds(), self.clock()
+        (self.cpu_end, rss), self.end = tree_usage(), self.clock()
+        self.peak_rss = max(self.peak_rss, rss)
         return line
 
 
-def run_job_timed(config: JobConfig, session) -> tuple[float, Counter, float]:
-    """Seconds from the job's actors ready to last shard written, the CPU seconds the job's processes used meanwhile,
-    and the start-up seconds before (actors created, imports, model loaded)."""
+def run_job_timed(config: JobConfig, session) -> dict:
+    """Seconds from the job's actors ready to last shard written, the CPU seconds its processes used meanwhile, their
+    peak resident set, and the start-up seconds before (actors created, imports, model loaded)."""
     plan = plan_input(config.input)
     prepare_output(Path(config.output), config)
     progress = MeasuredProgress(len(plan.shards), unit="images")
@@ -219,116 +192,164 @@ def run_job_timed(config: JobConfig, session) -> tuple[float, Counter, float]:
         raise RuntimeError(f"shards failed: {failures}")
     cpu = Counter(progress.cpu_end)
     cpu.subtract(progress.cpu_start)
-    return progress.end - progress.start, cpu, progress.startup
+    return {"seconds": progress.end - progress.start, "cpu": dict(cpu), "startup": progress.startup, "rss": progress.peak_rss}
 
 
-def compare_download(config: JobConfig, work: Path) -> tuple[float, float, int]:
-    """Seconds for one shard via ``img2dataset.download`` (spawning) and via the job's in-task downloader."""
+def bench_run(setup: str, encoded: list[bytes], parquet: str, work: str, shard_size: int, backend: str):
+    """Build ``setup`` (in a worker process) and return one repeat. Setups whose timed part is not the whole call
+    (a job's steady state, two processes' model runs) append it to ``work/<setup>.jsonl``, one line per repeat."""
+    logging.basicConfig(level=logging.WARNING)
+    stage, notes = BACKENDS[backend], Path(work) / f"{setup}.jsonl"
+    if setup == "pose-alone":
+        images, annotator = pose_annotator(encoded, stage)
+        return lambda: annotator.estimate(images)
+    if setup == "pose-alone-x2":
+        context = multiprocessing.get_context("spawn")
+        manager, pool = context.Manager(), ProcessPoolExecutor(2, mp_context=context)
+
+        def both() -> None:
+            barrier = manager.Barrier(2)
+            rate = sum(pool.map(pose_alone, [encoded] * 2, [stage] * 2, [barrier] * 2))
+            with notes.open("a") as handle:
+                handle.write(json.dumps({"seconds": len(encoded) / rate}) + "\n")
+
+        return both
+    workers, cpus = JOBS[setup]
+    if cpus == 1:  # this worker, and the local Ray it starts, on one core
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    scope = contextlib.ExitStack()  # held by job() below: the local Ray lives as long as the worker
+    session = scope.enter_context(ray_session(RayConfig(num_cpus=cpus)))
+    repeats = iter(range(10**6))
+
+    def job(scope=scope) -> None:
+        output = Path(work) / setup / str(next(repeats))
+        figures = run_job_timed(job_config(Path(parquet), output, shard_size, workers, stage, cpus), session)
+        with notes.open("a") as handle:
+            handle.write(json.dumps(figures) + "\n")
+        shutil.rmtree(output, ignore_errors=True)
+
+    return job
+
+
+def download_run(setup: str, parquet: str, work: str, shard_size: int):
+    """One shard through ``img2dataset.download`` (``setup`` "img2dataset") or the job's in-actor downloader."""
     import img2dataset
 
+    config = job_config(Path(parquet), Path(work) / "unused", shard_size, 1, BACKENDS["mediapipe"])
     plan = plan_input(config.input)
-    spec = plan.shards[0]
-    start = time.perf_counter()
-    shard = download_shard(spec, plan, config.input, config.download)
-    in_task = time.perf_counter() - start
+    if setup == "in-actor":
+        return lambda: download_shard(plan.shards[0], plan, config.input, config.download)
+    shard = download_shard(plan.shards[0], plan, config.input, config.download)
     fetchable = shard.table.filter(pc.invert(pc.equal(shard.table["status"], "refused_url")))
-    urls = pa.table({"url": fetchable.column("url")})
-    pq.write_table(urls, work / "shard.parquet")
-    start = time.perf_counter()
-    img2dataset.download(
-        url_list=str(work / "shard.parquet"), input_format="parquet", url_col="url", output_folder=str(work / "i2d"),
+    pq.write_table(pa.table({"url": fetchable.column("url")}), Path(work) / "shard.parquet")
+    repeats = iter(range(10**6))  # a new output folder per call: img2dataset skips the shards a folder holds
+    return lambda: img2dataset.download(
+        url_list=str(Path(work) / "shard.parquet"), input_format="parquet", url_col="url",
+        output_folder=str(Path(work) / f"i2d-{next(repeats)}"),
         output_format="parquet", image_size=512, resize_mode="keep_ratio", resize_only_if_bigger=True, processes_count=1,
-        thread_count=32, number_sample_per_shard=len(urls) + 1, enable_wandb=False, extract_exif=False, min_image_size=64,
+        thread_count=32, number_sample_per_shard=fetchable.num_rows + 1, enable_wandb=False, extract_exif=False, min_image_size=64,
     )  # fmt: skip
-    return time.perf_counter() - start, in_task, urls.num_rows
 
 
-def _runs(values: list[float]) -> str:
-    return ", ".join(f"{v:.2f}" for v in values)
+def notes_timings(work: Path, setup: str, warmup: int = 1):
+    """The repeats a setup wrote to its notes (warm-up left out), as :class:`benchmarks.timing.Timings`, and the notes."""
+    from benchmarks.timing import Timings
+
+    lines = [json.loads(line) for line in (work / f"{setup}.jsonl").read_text().splitlines()[warmup:]]
+    return Timings(wall=[line["seconds"] for line in lines], peak_mib=max(line.get("rss", 0.0) for line in lines)), lines
 
 
-def measure_round(images: list[bytes], parquet: Path, work: Path, shard_size: int, stage: PoseStageConfig, session) -> dict:
-    """One interleaved round: pose alone, two pose-alone processes, the job with 1 then 2 pose workers."""
-    alone, pose_cpu = pose_alone(images, stage)
-    alone_two = pose_alone_parallel(images, stage)
-    seconds, cpu, startup = run_job_timed(job_config(parquet, work / "one", shard_size, 1, stage), session)
-    seconds_two, _, startup_two = run_job_timed(job_config(parquet, work / "two", shard_size, 2, stage), session)
-    return {
-        "alone": alone,
-        "pose_cpu": pose_cpu,
-        "alone_two": alone_two,
-        "one": len(images) / seconds,
-        "job_cpu": {kind: used / len(images) for kind, used in cpu.items()},
-        "two": len(images) / seconds_two,
-        "startup": max(startup, startup_two),
-        "load": os.getloadavg()[0],
-    }
+def report(results: dict, work: Path, images: int) -> None:
+    """Images/s of every setup, the job / pose-alone ratio and the speed-up, with their targets."""
+    from benchmarks.timing import Spread, pair_ratio, verdict
+
+    alone = results["pose-alone"]
+    steady = {name: notes_timings(work, name) for name in (*JOBS, "pose-alone-x2")}
+    print(f"{'setup':>14} {'images/s median (min-max)':>27} {'CPU ms/image':>13} {'peak MiB':>9}  (job: steady state)")
+    rows = {"pose-alone": (alone, alone.cpu_spread.median / images)}
+    for name in JOBS:
+        timings, lines = steady[name]
+        rows[name] = (timings, float(Spread(tuple(sum(line["cpu"].values()) for line in lines)).median) / images)
+    rows["pose-alone-x2"] = (steady["pose-alone-x2"][0], float("nan"))
+    for name, (timings, cpu) in rows.items():
+        rates = Spread(tuple(images / s for s in timings.wall))
+        print(f"{name:>14} {str(rates):>27} {cpu * 1000:>13.0f} {timings.peak_mib:>9.1f}")
+    job = steady["job-1w"][0]
+    ratio = pair_ratio(alone, job)
+    print(f"job-1w / pose-alone images/s: {ratio}  {verdict(ratio.median, 0.8, at_most=False)}")
+    lines = steady["job-1w"][1]
+    cheapest = min((line["cpu"] for line in lines), key=lambda kinds: sum(kinds.values()))
+    total = sum(cheapest.values())
+    parts = ", ".join(f"{kind} {seconds / images * 1000:.0f}" for kind, seconds in sorted(cheapest.items()))
+    model = alone.cpu_spread.min / images
+    print(f"  CPU ms per image: pose alone {model * 1000:.0f}; whole job {total / images * 1000:.0f} ({parts}) "
+          f"-> model share {model / (total / images):.2f}")  # fmt: skip
+    speedup = pair_ratio(steady["job-1w-1core"][0], steady["job-2w"][0])
+    print(f"job-2w (2 cores) / job-1w-1core images/s: {speedup}  {verdict(speedup.median, 1.7, at_most=False)}")
+    print(f"  ceiling, pose-alone-x2 / pose-alone: {pair_ratio(alone, steady['pose-alone-x2'][0])} "
+          f"(the CPU this machine gives two models now)")  # fmt: skip
+    share = cheapest.get("pose", 0.0) / total
+    print(f"job-2w / job-1w on the same 2-CPU Ray: {pair_ratio(job, steady['job-2w'][0])} (not scaling: the 1-worker "
+          f"job already uses both cores; cap ~2 x pose actor / whole job = {2 * share:.2f})")  # fmt: skip
+    startup = [line["startup"] for name in JOBS for line in steady[name][1]]
+    print(f"start-up per job (not in the rates): {Spread(tuple(startup))} s")
 
 
-def report(rounds: list[dict]) -> None:
-    """Print the best of each figure over the rounds, every run, and the targets."""
-    runs = {name: [r[name] for r in rounds] for name in ("alone", "alone_two", "one", "two", "startup", "load")}
-    alone, one, two, ceiling = (max(runs[name]) for name in ("alone", "one", "two", "alone_two"))
-    print("steady state: clock started once the job's actors were up (Ray, actor start-up and model load excluded)")
-    print(f"pose stage alone (1 model, in process): {alone:.2f} images/s  (runs: {_runs(runs['alone'])})")
-    print(f"whole job, 1 pose worker, 2-CPU Ray:    {one:.2f} images/s  (runs: {_runs(runs['one'])})")
-    print(f"  ratio job / pose alone:               {one / alone:.2f} best/best; per round "
-          f"{_runs([r['one'] / r['alone'] for r in rounds])}  (target >= 0.80)")
-    cheapest = min((r["job_cpu"] for r in rounds), key=lambda kinds: sum(kinds.values()))
-    model = min(r["pose_cpu"] for r in rounds)
-    parts = ", ".join(f"{kind} {ms * 1000:.0f}" for kind, ms in sorted(cheapest.items()))
-    print(f"  CPU ms per image: pose alone {model * 1000:.0f}; whole job {sum(cheapest.values()) * 1000:.0f} "
-          f"({parts}) -> model share {model / sum(cheapest.values()):.2f}")
-    one_core = max(r["one_core"] for r in rounds)
-    print("scaling, 1 -> 2 workers with a core each (target >= 1.7x):")
-    print(f"  whole job, 1 pose worker on 1 core:   {one_core:.2f} images/s  (runs: {_runs([r['one_core'] for r in rounds])}; "
-          f"all of Ray pinned to one CPU)")
-    print(f"  whole job, 2 pose workers on 2 cores: {two:.2f} images/s  (runs: {_runs(runs['two'])})")
-    print(f"  speed-up:                             {two / one_core:.2f}x best/best; per round "
-          f"{_runs([r['two'] / r['one_core'] for r in rounds])}  (target >= 1.7x)")
-    print(f"  ceiling, 2 pose-alone processes at once: {ceiling:.2f} images/s = {ceiling / alone:.2f}x one  "
-          f"(runs: {_runs(runs['alone_two'])}; the CPU this shared machine gives two models)")
-    pose_share = cheapest.get("pose", 0.0) / sum(cheapest.values())
-    print(f"2 vs 1 pose workers on the same 2-CPU Ray: {two / one:.2f}x best/best; per round "
-          f"{_runs([r['two'] / r['one'] for r in rounds])}  (not scaling: the 1-worker job already uses both cores; "
-          f"cap ~2 x pose actor / whole job = {2 * pose_share:.2f})")
-    print(f"start-up per job (not in the rates): {_runs(runs['startup'])} s; 1-min load average per round: {_runs(runs['load'])}")
+def interleaved(factory, setups: dict[str, tuple], pairs: int) -> dict:
+    """Start a worker per setup (``factory`` and its arguments), interleave them, close every one started."""
+    from benchmarks.timing import Worker, interleave
+
+    workers = {}
+    try:  # non-daemonic workers (they start Ray, process pools): every one started is closed below
+        for name, args in setups.items():
+            workers[name] = Worker(factory, args, daemon=False)
+        return interleave(workers, pairs=pairs)
+    finally:
+        for worker in workers.values():
+            worker.close()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", choices=sorted(BACKENDS), default="mediapipe", help="pose model (see above)")
-    parser.add_argument("--rows", type=int, default=1200)
-    parser.add_argument("--shard-size", type=int, default=25)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the machine is shared: best of each is reported)")
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_laion_pose", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="mediapipe", help="pose model (see --help text)")
+    parser.add_argument("--rows", type=int, default=300, help="input rows (the bundled sample replicated)")
+    parser.add_argument("--shard-size", type=int, default=10)
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved rounds after one warm-up of each setup")
     parser.add_argument("--skip-download-compare", action="store_true")
     args = parser.parse_args(argv)
+    if args.rows < 1 or args.shard_size < 1 or args.pairs < 1:
+        parser.error("rows, shard size and pairs must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from benchmarks.timing import machine_header, pair_ratio, verdict
+
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    print("config:", vars(args))
+    print(machine_header())
     work = Path(tempfile.mkdtemp(prefix="bench-laion-pose-"))
     try:
         parquet = replicate_sample(work, args.rows)
-        stage = BACKENDS[args.backend]
-        images = stored_images(job_config(parquet, work / "unused", args.shard_size, 1, stage))
-        print(f"backend {args.backend}; input: {args.rows} rows, {len(images)} reach the pose model, shards of {args.shard_size}; {args.rounds} rounds; "
-              f"load average before: {os.getloadavg()[0]:.2f}")
-        rounds = []
-        for n in range(args.rounds):  # Ray on both cores for all but the one-core job, which needs a Ray of its own
-            with ray_session(RayConfig(num_cpus=2)) as session:
-                if n == 0:
-                    warm = work / "warm"
-                    warm.mkdir()
-                    run_job_timed(job_config(replicate_sample(warm, 20), work / "warm-out", 10, 1, stage), session)
-                rounds.append(measure_round(images, parquet, work / f"round{n}", args.shard_size, stage, session))
-            one_core = job_config(parquet, work / f"round{n}" / "one-core", args.shard_size, 1, stage, cpus=1)
-            rounds[-1]["one_core"] = len(images) / run_on_one_core(one_core)
-        report(rounds)
+        images = stored_images(job_config(parquet, work / "unused", args.shard_size, 1, BACKENDS[args.backend]))
+        print(f"backend {args.backend}; input: {args.rows} rows, {len(images)} reach the pose model, shards of {args.shard_size}")
+        setups = ("pose-alone", *JOBS, "pose-alone-x2")
+        run_args = (images, str(parquet), str(work), args.shard_size, args.backend)
+        results = interleaved(bench_run, {setup: (setup, *run_args) for setup in setups}, args.pairs)
+        report(results, work, len(images))
         if not args.skip_download_compare:
-            spawning, in_task, rows = compare_download(job_config(parquet, work / "cmp", args.shard_size, 1, stage), work)
-            print(f"one shard ({rows} fetched rows): img2dataset.download() {spawning:.2f} s vs in-actor downloader {in_task:.2f} s")
+            setups = {setup: (setup, str(parquet), str(work), args.shard_size) for setup in ("in-actor", "img2dataset")}
+            results = interleaved(download_run, setups, args.pairs)
+            ratio = pair_ratio(results["in-actor"], results["img2dataset"])
+            print(f"one shard of {args.shard_size} rows: in-actor {results['in-actor'].wall_spread} s, "
+                  f"img2dataset.download() {results['img2dataset'].wall_spread} s; in-actor / img2dataset time {ratio}  "
+                  f"{verdict(ratio.median, 1.0)}")  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,21 +1,30 @@
-"""Pose model throughput on this machine: MediaPipe images/s, HRNet-w32 crops/s at batch 1 vs 16.
+"""Pose extraction against the pose backend alone, measured in the same run: MediaPipe and HRNet-w32.
 
-    python benchmarks/bench_pose.py [--crops 32] [--mediapipe-passes 5] [--flip-test] [--device auto] [--threads N]
+    python -m benchmarks.bench_pose [--crops 32] [--pairs 5] [--batch-size 16] [--flip-test] [--threads 1] [--device auto]
 
-MediaPipe runs on the real photos the tests use (scikit-image astronaut and
-camera, matplotlib grace_hopper). HRNet-w32 (the shipped COCO 256x192 config,
-random weights: speed does not depend on the values) runs on ``--crops``
-person boxes of those photos through :meth:`MMPoseEstimator.estimate_in_boxes`,
-once with ``batch_size=1`` and once with ``batch_size=16``; the ratio of the two
-is the gain of batching. Figures are printed, never asserted.
+Every setup lives in its own process (:mod:`benchmarks.timing`: warm-up, then the setups interleaved for
+``--pairs`` rounds; min/median/max, CPU seconds, peak memory) and sees the same inputs:
+
+1. MediaPipe on the real photos the tests use (scikit-image astronaut and camera, matplotlib grace_hopper):
+   our estimator (``build_estimator(PoseConfig(backend="mediapipe"))``: checks, COCO-17 mapping, boxes,
+   scores) against the backend alone, MediaPipe's own ``solutions.pose.Pose(...).process`` on each photo,
+   the call a user would write without us. Target: our time / MediaPipe's <= 1.1 (our glue costs at most 10%).
+2. HRNet-w32 (the shipped COCO 256x192 config, random weights: speed does not depend on the values) on
+   ``--crops`` person boxes of those photos: :meth:`MMPoseEstimator.estimate_in_boxes` with
+   ``batch_size=--batch-size`` (crops of all photos batched together) and with ``batch_size=1``, against
+   the backend alone, MMPose's own ``mmpose.apis.inference_topdown`` per photo with its boxes (one forward
+   per photo) on the same model. Target: our batched time / MMPose's <= 1.1; batch 1 is printed beside it
+   (what batching gains on this device).
+
+Torch runs on ``--threads`` threads in every worker (default 1: on a shared 2-core machine torch's spinning
+OpenMP threads collapse under oversubscription).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -24,28 +33,26 @@ import numpy as np
 class PoseBenchConfig:
     """What to measure."""
 
-    mediapipe_passes: int = 5
-    """Timed passes of MediaPipe over the three photos (after one warm-up pass)."""
     crops: int = 32
-    """Person boxes sent through HRNet per timed run."""
-    batch_sizes: tuple[int, ...] = (1, 16)
-    """HRNet batch sizes to compare; the first is the baseline of the ratio."""
+    """Person boxes sent through HRNet per timed repeat."""
+    batch_size: int = 16
+    """HRNet crops per forward pass of our batched run."""
+    pairs: int = 5
+    """Interleaved rounds per comparison, after one warm-up of each setup."""
     flip_test: bool = False
     """Run HRNet with flip test (the shipped config's default; doubles its cost)."""
     device: str = "auto"
     """Torch device for HRNet (``auto``: cuda when there is one)."""
+    threads: int = 1
+    """Torch CPU threads in every worker (0 keeps torch's default)."""
     skip_mediapipe: bool = False
     """Measure HRNet only."""
-    threads: int | None = None
-    """Torch CPU threads (None keeps torch's default). 1 avoids OpenMP thrashing on a machine shared with other jobs."""
+    skip_hrnet: bool = False
+    """Measure MediaPipe only."""
 
     def __post_init__(self) -> None:
-        if self.mediapipe_passes < 1 or self.crops < 1:
-            raise ValueError("mediapipe_passes and crops must be at least 1")
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise ValueError("batch_sizes must be positive")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError("threads must be at least 1")
+        if self.crops < 1 or self.batch_size < 1 or self.pairs < 1 or self.threads < 0:
+            raise ValueError("crops, batch size and pairs must be at least 1, threads at least 0")
 
 
 def photos() -> list[np.ndarray]:
@@ -57,19 +64,6 @@ def photos() -> list[np.ndarray]:
         grace = np.asarray(Image.open(handle).convert("RGB"))
     camera = np.repeat(skimage.data.camera()[..., None], 3, axis=2)
     return [skimage.data.astronaut(), camera, grace]
-
-
-def bench_mediapipe(config: PoseBenchConfig, images: list[np.ndarray]) -> float:
-    """Images per second of the MediaPipe backend."""
-    from pose_extraction.backends import PoseConfig, build_estimator
-
-    with build_estimator(PoseConfig(backend="mediapipe")) as estimator:
-        estimator(images)
-        start = time.perf_counter()
-        for _ in range(config.mediapipe_passes):
-            estimator(images)
-        seconds = time.perf_counter() - start
-    return config.mediapipe_passes * len(images) / seconds
 
 
 def person_boxes(images: list[np.ndarray], crops: int) -> list[np.ndarray]:
@@ -85,68 +79,107 @@ def person_boxes(images: list[np.ndarray], crops: int) -> list[np.ndarray]:
     return [np.stack(b) if b else np.zeros((0, 4), np.float32) for b in boxes]
 
 
-def bench_hrnet(config: PoseBenchConfig, images: list[np.ndarray], batch_size: int) -> float:
-    """Crops per second of HRNet-w32 at ``batch_size`` (whole top-down path: crop, forward, decode)."""
+def mediapipe_run(setup: str, threads: int):
+    """Build ``ours`` or ``mediapipe`` (in a worker process) and return one pass over the photos."""
+    _set_threads(threads)
+    images = photos()
+    if setup == "ours":
+        from pose_extraction.backends import PoseConfig, build_estimator
+
+        estimator = build_estimator(PoseConfig(backend="mediapipe"))
+        return lambda: estimator(images)
+    import mediapipe as mp
+
+    pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=False)
+    return lambda: [pose.process(image) for image in images]
+
+
+def hrnet_run(setup: str, config: PoseBenchConfig):
+    """Build HRNet for ``setup`` (``ours``, ``ours-batch1`` or ``mmpose``) and return one pass over the crops."""
+    _set_threads(config.threads)
     from pose_extraction.backends import PoseConfig, build_estimator
 
     pose_config = PoseConfig.of(
-        "mmpose",
-        device=config.device,
-        batch_size=batch_size,
-        whole_image_when_no_detector=True,
-        allow_random_weights=True,
+        "mmpose", device=config.device, batch_size=1 if setup == "ours-batch1" else config.batch_size,
+        whole_image_when_no_detector=True, allow_random_weights=True,
         pose_cfg_options={"model.test_cfg.flip_test": config.flip_test},
-    )
-    boxes = person_boxes(images, config.crops)
-    with build_estimator(pose_config) as estimator:
-        estimator.estimate_in_boxes(images, [b[:batch_size] for b in boxes])  # warm-up
-        start = time.perf_counter()
-        estimator.estimate_in_boxes(images, boxes)
-        seconds = time.perf_counter() - start
-    return config.crops / seconds
+    )  # fmt: skip
+    estimator = build_estimator(pose_config)
+    images, boxes = photos(), person_boxes(photos(), config.crops)
+    if setup != "mmpose":
+        return lambda: estimator.estimate_in_boxes(images, boxes)
+    from mmpose.apis import inference_topdown  # importable once the estimator has set up mmcv's ops
+
+    bgr = [np.ascontiguousarray(image[..., ::-1]) for image in images]  # what MMPose's API takes
+    return lambda: [inference_topdown(estimator.pose_model, image, b, bbox_format="xyxy") for image, b in zip(bgr, boxes)]
 
 
-def parse_config(argv: list[str] | None) -> PoseBenchConfig:
+def _set_threads(threads: int) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def compare(title: str, workers: dict, pairs: int, unit: str, count: int, target: float) -> None:
+    """Interleave ``workers`` (the first is ours, the last the backend alone) and print their figures."""
+    from benchmarks.timing import interleave, pair_ratio, verdict
+
+    try:
+        results = interleave(workers, pairs=pairs)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    print(f"\n== {title} ==")
+    print(f"{'setup':>12} {'s/pass median (min-max)':>26} {'CPU s/pass':>11} {unit + '/s':>10} {'peak MiB':>9}")
+    for name, timings in results.items():
+        print(f"{name:>12} {str(timings.wall_spread):>26} {timings.cpu_spread.median:>11.3f} "
+              f"{count / timings.wall_spread.median:>10.2f} {timings.peak_mib:>9.1f}")  # fmt: skip
+    names = list(results)
+    baseline = results[names[-1]]
+    for name in names[:-1]:
+        ratio = pair_ratio(results[name], baseline)
+        line = f"time {name} / {names[-1]}: {ratio} (median of per-round ratios)"
+        print(line + (f"  {verdict(ratio.median, target)}" if name == names[0] else ""))
+
+
+def parse_args(argv: list[str] | None) -> PoseBenchConfig:
     defaults = PoseBenchConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mediapipe-passes", type=int, default=defaults.mediapipe_passes)
-    parser.add_argument("--crops", type=int, default=defaults.crops)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(defaults.batch_sizes))
-    parser.add_argument("--flip-test", action="store_true")
-    parser.add_argument("--device", default=defaults.device)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_pose", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--crops", type=int, default=defaults.crops, help="person boxes through HRNet per repeat")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="HRNet crops per forward pass")
+    parser.add_argument("--pairs", type=int, default=defaults.pairs, help="interleaved rounds after a warm-up")
+    parser.add_argument("--flip-test", action="store_true", help="HRNet with flip test (doubles its cost)")
+    parser.add_argument("--device", default=defaults.device, help="torch device for HRNet")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads per worker (0: torch's default)")
     parser.add_argument("--skip-mediapipe", action="store_true")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--skip-hrnet", action="store_true")
     args = parser.parse_args(argv)
-    return PoseBenchConfig(
-        mediapipe_passes=args.mediapipe_passes,
-        crops=args.crops,
-        batch_sizes=tuple(args.batch_sizes),
-        flip_test=args.flip_test,
-        device=args.device,
-        skip_mediapipe=args.skip_mediapipe,
-        threads=args.threads,
-    )
+    try:
+        return PoseBenchConfig(**vars(args))
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_config(argv)
-    import torch
+    config = parse_args(argv)
+    from benchmarks.timing import Worker, machine_header
 
-    from pose_extraction.estimator import resolve_device
-
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    images = photos()
-    print(f"torch threads {torch.get_num_threads()}, HRNet device {resolve_device(config.device)}, flip test {config.flip_test}")
+    print("config:", asdict(config))
+    _set_threads(config.threads)
+    print(machine_header())
     if not config.skip_mediapipe:
-        print(f"mediapipe/blazepose-full: {bench_mediapipe(config, images):.1f} images/s")
-    rates = {}
-    for batch_size in config.batch_sizes:
-        rates[batch_size] = bench_hrnet(config, images, batch_size)
-        print(f"hrnet-w32 256x192, batch {batch_size:>2}: {rates[batch_size]:.2f} crops/s")
-    baseline = config.batch_sizes[0]
-    for batch_size in config.batch_sizes[1:]:
-        print(f"batch {batch_size} / batch {baseline}: {rates[batch_size] / rates[baseline]:.2f}x")
+        workers = {setup: Worker(mediapipe_run, (setup, config.threads)) for setup in ("ours", "mediapipe")}
+        compare("MediaPipe BlazePose full, 3 photos per pass: our estimator vs MediaPipe alone", workers, config.pairs,
+                "images", len(photos()), 1.1)  # fmt: skip
+    if not config.skip_hrnet:
+        from pose_extraction.estimator import resolve_device
+
+        device = resolve_device(config.device)
+        workers = {setup: Worker(hrnet_run, (setup, config), device=device) for setup in ("ours", "ours-batch1", "mmpose")}
+        compare(f"HRNet-w32 256x192 on {device}, {config.crops} crops per pass, flip test {config.flip_test}: "
+                f"ours at batch {config.batch_size} and 1 vs MMPose's inference_topdown", workers, config.pairs,
+                "crops", config.crops, 1.1)  # fmt: skip
     return 0
 
 

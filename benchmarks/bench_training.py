@@ -1,43 +1,35 @@
-"""Training throughput and peak memory of the ``tiny`` preset, per stage, with and without gradient
-checkpointing, beside the data loader's throughput alone.
+"""The training loop against a bare loop and against its data loader alone, per stage of the ``tiny`` preset,
+with and without gradient checkpointing, all measured in the same run.
 
-    .venv/bin/python benchmarks/bench_training.py [--steps 12] [--threads N]
+    python -m benchmarks.bench_training [--steps 8] [--pairs 5] [--threads 1] [--resolution 64]
 
-Each configuration runs in its own process (so peak memory is its own) through the real training
-loop (:class:`training.loop.Trainer`: data loader, VAE/text encoding, forward, backward, optimiser
-step) on synthetic shards in the real formats. Peak memory is the peak resident set over the steps
-minus the resident set once the models are loaded (on CUDA: ``torch.cuda.max_memory_allocated``
-minus what was allocated before the first step): activations, gradients and optimiser state.
-Threads default to 1: on a shared 2-core machine torch's spinning OpenMP threads collapse under
-oversubscription (``--threads 2`` measured 10-25x slower here while other jobs ran).
-The loader is timed alone with the preset's worker count; the target is loader samples/s >= 3x
-training samples/s (the loader is never the bottleneck).
+Per stage, four setups, each in its own process (:mod:`benchmarks.timing`: warm-up, then interleaved for
+``--pairs`` rounds; min/median/max, CPU seconds, peak memory), each built the same way on synthetic shards
+in the real formats and timed over ``--steps`` optimiser steps (or batches) per repeat:
+
+- ``trainer``: the real training loop (:meth:`training.loop.Trainer.micro_step` on the loader's batches:
+  accelerate, loss gather and finiteness check, gradient clipping, optimiser and lr scheduler);
+- ``trainer+ckpt``: the same with gradient checkpointing (its time and memory against ``trainer``);
+- ``bare``: the loop a user would write with diffusers and torch alone (no earlier benchmark had one; this is
+  the peer chosen for it): the same modules and the same stage loss (VAE and text encoding, diffusers
+  scheduler noise, forward, MSE), ``loss.backward()`` and a plain ``torch.optim.AdamW`` step, on batches
+  held in memory. Target: trainer time / bare <= 1.1 (the loop's own cost, loader included, at most 10%);
+- ``loader``: the training DataLoader alone with the preset's workers. Target: trainer time / loader time
+  >= 3 (the loader is never the bottleneck).
+
+Peak memory: resident-set growth over the repeats once the models are loaded (on CUDA
+``max_memory_allocated``): activations, gradients and optimiser state. Threads default to 1: on a shared
+2-core machine torch's spinning OpenMP threads collapse under oversubscription.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
-
-def _rss_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux)
-    except OSError:
-        pass
+SETUPS = ("trainer", "trainer+ckpt", "bare", "loader")
 
 
 def make_data(root: Path) -> tuple[Path, Path]:
@@ -52,56 +44,25 @@ def make_data(root: Path) -> tuple[Path, Path]:
     return images, clips
 
 
-def measure(stage_number: int, checkpointing: bool, steps: int, root: Path, resolution: int | None = None) -> dict:
-    """Run in a child process: time ``steps`` optimiser steps after two warm-up steps, then the loader alone."""
-    import torch
-
+def build_trainer(stage_number: int, setup: str, root: Path, resolution: int | None = None):
+    """The real :class:`Trainer` of the tiny preset for ``setup`` (its own output folder; stage 2 starts from stage 1's)."""
     from training.presets import preset
     from training.loop import Trainer
     from training.stages import PoseImageStage, VideoStage
 
     images, clips = make_data(root)
     config = preset(stage_number, "tiny")
-    output = root / f"stage{stage_number}-{int(checkpointing)}"
+    output = root / f"stage{stage_number}-{setup}"
     init = {}
     if stage_number == 2:
-        init = {"init": str(root / "stage1-0")}
+        init = {"init": str(root / "stage1-export")}
     config = replace(
-        config, output_dir=str(output), gradient_checkpointing=checkpointing, max_steps=10_000,
+        config, output_dir=str(output), gradient_checkpointing=setup == "trainer+ckpt", max_steps=10_000,
         model=replace(config.model, pretrained=str(root / "tiny-base"), **init),
         data=replace(config.data, root=str(images if stage_number == 1 else clips), resolution=resolution or config.data.resolution),
         log=replace(config.log, progress_bar=False, report_to="none"),
     )
-    trainer = Trainer(config, PoseImageStage(config) if stage_number == 1 else VideoStage(config))
-    cuda = trainer.accelerator.device.type == "cuda"
-    window = {"loss": 0.0, "micro": 0, "samples": 0, "start": 0.0}
-    batches = iter(_forever(trainer))
-    baseline = _rss_mb("VmRSS")  # models loaded, nothing trained yet: the peak below is activations, grads, optimiser
-    _reset_peak()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-        baseline = torch.cuda.memory_allocated() / 2**20
-    for _ in range(2):
-        trainer.micro_step(next(batches), window)
-    if cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.micro_step(next(batches), window)
-    if cuda:
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb("VmHWM")) - baseline
-    samples = steps * config.batch_size
-    loader_rate = loader_throughput(trainer, batches=max(steps, 16))
-    if stage_number == 1 and not checkpointing:
-        trainer.export()  # stage 2 starts from this
-    return {
-        "stage": stage_number, "checkpointing": checkpointing, "batch": config.batch_size,
-        "train_samples_per_s": samples / elapsed, "steps_per_s": steps / elapsed, "peak_mb": peak,
-        "loader_samples_per_s": loader_rate, "workers": config.data.num_workers, "device": str(trainer.accelerator.device),
-        "resolution": config.data.resolution,
-    }
+    return Trainer(config, PoseImageStage(config) if stage_number == 1 else VideoStage(config))
 
 
 def _forever(trainer):
@@ -112,71 +73,107 @@ def _forever(trainer):
         epoch += 1
 
 
-def loader_throughput(trainer, batches: int) -> float:
-    """Samples/s of the training DataLoader alone (fresh iterator, workers started inside the timing)."""
-    trainer.sampler.set_position(7, 0)
-    start, seen = time.perf_counter(), 0
-    iterator = iter(_forever(trainer))
-    for _ in range(batches):
-        seen += len(next(iterator)["caption"])
-    return seen / (time.perf_counter() - start)
+def training_run(stage_number: int, setup: str, root: str, steps: int, threads: int, resolution: int | None):
+    """Build ``setup`` (in a worker process) and return one repeat: ``steps`` optimiser steps, or loader batches."""
+    import multiprocessing
+
+    import torch
+
+    multiprocessing.set_start_method("fork", force=True)  # the DataLoader's, as in a training run (spawned: inherited)
+    if threads:
+        torch.set_num_threads(threads)
+    trainer = build_trainer(stage_number, setup, Path(root), resolution)
+    batches = iter(_forever(trainer))
+    if setup == "loader":
+        return lambda: [next(batches) for _ in range(steps)]
+    if setup != "bare":
+        window = {"loss": 0.0, "micro": 0, "samples": 0, "start": 0.0}
+        return lambda: [trainer.micro_step(next(batches), window) for _ in range(steps)]
+    held = [next(batches) for _ in range(steps)]
+    stage, model = trainer.stage, trainer.stage.trainable_module()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=trainer.config.optim.lr)
+    generator = torch.Generator(device=trainer.accelerator.device).manual_seed(0)
+
+    def bare() -> None:
+        for batch in held:
+            stage.loss(model, batch, generator, trainer.config.timestep_sampling).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    return bare
 
 
-def run_child(stage_number: int, checkpointing: bool, steps: int, root: Path, threads: int, resolution: int | None) -> dict:
-    command = [sys.executable, __file__, "--child", f"{stage_number},{int(checkpointing)}", "--steps", str(steps), "--root", str(root)]
-    if resolution:
-        command += ["--resolution", str(resolution)]
-    command += ["--threads", str(threads)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise RuntimeError(f"benchmark child failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def export_stage1(root: str, resolution: int | None) -> None:
+    """Stage 1's export (untrained: speed does not depend on the weights), which every stage-2 setup starts from."""
+    trainer = build_trainer(1, "export", Path(root), resolution)
+    trainer.export()
+    trainer.release()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=12, help="timed optimiser steps per configuration")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
+def compare_stage(stage_number: int, root: Path, args) -> None:
+    import multiprocessing
+
+    from benchmarks.timing import Worker, interleave, pair_ratio, verdict
+
+    if stage_number == 2:  # in a process of its own, like every setup
+        process = multiprocessing.get_context("spawn").Process(target=export_stage1, args=(str(root), args.resolution))
+        process.start()
+        process.join()
+    run_args = (str(root), args.steps, args.threads, args.resolution)
+    workers = {}
+    try:  # non-daemonic workers (their DataLoaders start processes): every one started is closed below
+        for setup in SETUPS:
+            workers[setup] = Worker(training_run, (stage_number, setup, *run_args), daemon=False)
+        results = interleave(workers, pairs=args.pairs)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    print(f"\n== stage {stage_number}: {args.steps} optimiser steps (loader: batches) per repeat ==")
+    print(f"{'setup':>13} {'s/repeat median (min-max)':>26} {'CPU s':>7} {'peak MiB':>9}")
+    for setup, timings in results.items():
+        print(f"{setup:>13} {str(timings.wall_spread):>26} {timings.cpu_spread.median:>7.2f} {timings.peak_mib:>9.1f}")
+    trainer = results["trainer"]
+    bare, loader, ckpt = (pair_ratio(trainer, results[name]) for name in ("bare", "loader", "trainer+ckpt"))
+    print(f"stage {stage_number}: trainer / bare loop time {bare}  {verdict(bare.median, 1.1)}")
+    print(f"stage {stage_number}: trainer / loader alone time {loader}  {verdict(loader.median, 3.0, at_most=False)}")
+    print(f"stage {stage_number}: gradient checkpointing costs {1 / ckpt.median:.2f}x time; peak memory "
+          f"{results['trainer+ckpt'].peak_mib:.1f} vs {trainer.peak_mib:.1f} MiB")  # fmt: skip
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_training", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=8, help="optimiser steps (loader: batches) per timed repeat")
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved rounds after one warm-up of each setup")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per worker (0: torch's default)")
     parser.add_argument("--resolution", type=int, default=None, help="override the tiny preset's 64 px (a multiple of 64), e.g. 256 to see activation memory")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--root", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--stages", type=int, nargs="+", choices=(1, 2), default=[1, 2])
     args = parser.parse_args(argv)
-    if args.threads > 0:
-        import torch
+    if args.steps < 1 or args.pairs < 1 or args.threads < 0 or (args.resolution is not None and (args.resolution < 64 or args.resolution % 64)):
+        parser.error("steps and pairs must be at least 1, threads at least 0, resolution a positive multiple of 64")
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    import tempfile
+
+    import torch
+
+    from benchmarks.timing import machine_header
+    from follow_your_pose.tiny import save_tiny_sd
+
+    args = parse_args(argv)
+    if args.threads:
         torch.set_num_threads(args.threads)
-    if args.child:
-        stage_number, checkpointing = (int(v) for v in args.child.split(","))
-        print(json.dumps(measure(stage_number, bool(checkpointing), args.steps, Path(args.root), args.resolution)))
-        return
+    print("config:", vars(args))
+    print(machine_header())
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         root = Path(tmp)
-        from follow_your_pose.tiny import save_tiny_sd
-
         save_tiny_sd(root / "tiny-base")
         make_data(root)
-        rows = [run_child(s, c, args.steps, root, args.threads, args.resolution) for s in (1, 2) for c in (False, True)]
-    print(
-        f"tiny preset at {rows[0]['resolution']} px, {args.steps} timed steps per row, device {rows[0]['device']}, "
-        f"threads {args.threads or 'torch default'}"
-    )
-    header = f"{'stage':>5} {'grad ckpt':>9} {'batch':>5} {'train samples/s':>15} {'peak MB':>8} {'loader samples/s':>16} {'loader/train':>12}"
-    print(header)
-    for row in rows:
-        ratio = row["loader_samples_per_s"] / row["train_samples_per_s"]
-        print(
-            f"{row['stage']:>5} {'on' if row['checkpointing'] else 'off':>9} {row['batch']:>5} "
-            f"{row['train_samples_per_s']:>15.2f} {row['peak_mb']:>8.1f} {row['loader_samples_per_s']:>16.1f} {ratio:>11.1f}x"
-        )
-    for stage_number in (1, 2):
-        off, on = (r for r in rows if r["stage"] == stage_number)
-        print(
-            f"stage {stage_number}: checkpointing costs {off['train_samples_per_s'] / on['train_samples_per_s']:.2f}x time, "
-            f"peak memory {on['peak_mb']:.1f} vs {off['peak_mb']:.1f} MB"
-        )
-    worst = min(r["loader_samples_per_s"] / r["train_samples_per_s"] for r in rows)
-    print(f"loader/train ratio, worst row: {worst:.1f}x (target >= 3x): {'met' if worst >= 3 else 'NOT met'}")
+        for stage_number in sorted(args.stages):
+            compare_stage(stage_number, root, args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -20,6 +20,7 @@ import resource
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 
@@ -62,8 +63,26 @@ class Timings:
         return Spread(tuple(self.cpu))
 
 
-def _rss_mib() -> float:
+def _rss_mib(field: str = "VmHWM") -> float:
+    """This process's resident set (``VmRSS``) or its high-water mark (``VmHWM``) in MiB; the peak since the process
+    started where /proc is not there."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the resident-set high-water mark (Linux), so a peak reached while building a setup (weights loading)
+    does not hide the peak of its runs."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 def _serve(connection, factory: Callable, args: tuple, device: str) -> None:
@@ -72,7 +91,7 @@ def _serve(connection, factory: Callable, args: tuple, device: str) -> None:
 
     run = factory(*args)
     cuda = torch.device(device).type == "cuda"
-    start_rss = _rss_mib()
+    start_rss = _rss_mib("VmRSS") if _reset_peak_rss() else _rss_mib()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         start_gpu = torch.cuda.memory_allocated()
@@ -90,13 +109,16 @@ def _serve(connection, factory: Callable, args: tuple, device: str) -> None:
 
 class Worker:
     """One measured setup living in its own (spawned) process: ``factory(*args)``, run there, builds it and returns the
-    zero-argument callable to time; ``factory`` must be importable (module level). ``device``: where it runs (memory)."""
+    zero-argument callable to time; ``factory`` must be importable (module level). ``device``: where it runs (memory).
+    ``daemon=False`` for a setup that starts processes of its own (DataLoader workers, a process pool): a daemonic
+    process may not have children; close such a worker (``try``/``finally``) or the benchmark waits for it at exit."""
 
-    def __init__(self, factory: Callable, args: tuple = (), *, device: str = "cpu") -> None:
+    def __init__(self, factory: Callable, args: tuple = (), *, device: str = "cpu", daemon: bool = True) -> None:
         context = multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, factory, args, str(device)), daemon=True)
+        self._process = context.Process(target=_serve, args=(child, factory, args, str(device)), daemon=daemon)
         self._process.start()
+        child.close()  # only the worker holds its end now: if it dies, recv() below raises instead of waiting forever
         if self._connection.recv() != "ready":
             raise RuntimeError("benchmark worker failed to start")
 
@@ -108,6 +130,8 @@ class Worker:
     def close(self) -> None:
         try:
             self._connection.send("stop")
+        except OSError:  # the worker has died already (its traceback is above): nothing to stop
+            pass
         finally:
             self._process.join(timeout=30)
 
