@@ -21,12 +21,12 @@ over the whole run and over its per-video loop (without pooling and bootstrap, a
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -171,20 +171,38 @@ def compare_row(metrics: tuple[str, ...], root: Path, args) -> None:
               f"{verdict(whole, 0.8, at_most=False)}")  # fmt: skip
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_evaluation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--videos", type=int, default=2)
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=16, help="CLIP frames per forward pass (and pose frames per call)")
-    parser.add_argument("--pairs", type=int, default=5, help="interleaved rounds after one warm-up of each setup")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (0: torch's default)")
-    parser.add_argument("--metrics", nargs="+", choices=["+".join(row) for row in ROWS], default=None,
-                        help="rows to measure (default: all)")  # fmt: skip
-    args = parser.parse_args(argv)
-    if min(args.videos, args.frames, args.batch, args.pairs) < 1 or args.videos < 2 or args.size < 64 or args.threads < 0:
-        parser.error("videos must be at least 2, frames, batch and pairs at least 1, size at least 64, threads at least 0")
-    return args
+@dataclass(frozen=True, kw_only=True)
+class EvaluationBenchConfig:
+    """What to measure."""
+
+    videos: int = 2
+    """Generated videos scored per repeat (at least 2: FVD and the bootstrap need two)."""
+    frames: int = 16
+    """Frames per video."""
+    size: int = 256
+    """Frame side in pixels."""
+    batch: int = 16
+    """CLIP frames per forward pass (and pose frames per call)."""
+    pairs: int = 5
+    """Interleaved rounds after one warm-up of each setup."""
+    threads: int = 1
+    """Torch threads per worker (0: torch's default)."""
+    metrics: tuple[str, ...] | None = None
+    """Rows to measure, named as the table prints them (None: all)."""
+
+    def __post_init__(self) -> None:
+        if min(self.videos, self.frames, self.batch, self.pairs) < 1 or self.videos < 2 or self.size < 64 or self.threads < 0:
+            raise ValueError("videos must be at least 2, frames, batch and pairs at least 1, size at least 64, threads at least 0")
+        rows = ["+".join(row) for row in ROWS]
+        unknown = [name for name in self.metrics or () if name not in rows]
+        if unknown:
+            raise ValueError(f"unknown metrics row(s) {', '.join(unknown)}; choose from {', '.join(rows)}")
+
+
+def parse_args(argv: list[str] | None) -> EvaluationBenchConfig:
+    from datasets import cli
+
+    return cli.parse(EvaluationBenchConfig, argv, prog="python -m benchmarks.bench_evaluation", description=__doc__.split("\n\n")[0])
 
 
 def main(argv: list[str] | None = None) -> int:

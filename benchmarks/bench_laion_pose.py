@@ -38,7 +38,6 @@ thread, what Ray gives an actor reserving one CPU or less (``OMP_NUM_THREADS``).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -50,6 +49,7 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -309,17 +309,33 @@ def interleaved(factory, setups: dict[str, tuple], pairs: int) -> dict:
             worker.close()
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_laion_pose", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=sorted(BACKENDS), default="mediapipe", help="pose model (see --help text)")
-    parser.add_argument("--rows", type=int, default=300, help="input rows (the bundled sample replicated)")
-    parser.add_argument("--shard-size", type=int, default=10)
-    parser.add_argument("--pairs", type=int, default=5, help="interleaved rounds after one warm-up of each setup")
-    parser.add_argument("--skip-download-compare", action="store_true")
-    args = parser.parse_args(argv)
-    if args.rows < 1 or args.shard_size < 1 or args.pairs < 1:
-        parser.error("rows, shard size and pairs must be at least 1")
-    return args
+@dataclass(frozen=True, kw_only=True)
+class LaionBenchConfig:
+    """What to measure."""
+
+    backend: str = "mediapipe"
+    """Pose model: ``mediapipe`` (BlazePose full, real weights) or ``mmpose`` (HRNet-w32 + RTMDet-tiny with random
+    weights: the paper's per-image compute)."""
+    rows: int = 300
+    """Input rows (the bundled sample replicated)."""
+    shard_size: int = 10
+    """Rows per shard."""
+    pairs: int = 5
+    """Interleaved rounds after one warm-up of each setup."""
+    skip_download_compare: bool = False
+    """Skip the in-actor download vs ``img2dataset.download()`` comparison."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; choose from {', '.join(sorted(BACKENDS))}")
+        if self.rows < 1 or self.shard_size < 1 or self.pairs < 1:
+            raise ValueError("rows, shard size and pairs must be at least 1")
+
+
+def parse_args(argv: list[str] | None) -> LaionBenchConfig:
+    from datasets import cli
+
+    return cli.parse(LaionBenchConfig, argv, prog="python -m benchmarks.bench_laion_pose", description=__doc__.split("\n\n")[0])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,6 @@ OpenMP threads collapse under oversubscription).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import asdict, dataclass
 
@@ -144,21 +143,9 @@ def compare(title: str, workers: dict, pairs: int, unit: str, count: int, target
 
 
 def parse_args(argv: list[str] | None) -> PoseBenchConfig:
-    defaults = PoseBenchConfig()
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_pose", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--crops", type=int, default=defaults.crops, help="person boxes through HRNet per repeat")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="HRNet crops per forward pass")
-    parser.add_argument("--pairs", type=int, default=defaults.pairs, help="interleaved rounds after a warm-up")
-    parser.add_argument("--flip-test", action="store_true", help="HRNet with flip test (doubles its cost)")
-    parser.add_argument("--device", default=defaults.device, help="torch device for HRNet")
-    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads per worker (0: torch's default)")
-    parser.add_argument("--skip-mediapipe", action="store_true")
-    parser.add_argument("--skip-hrnet", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        return PoseBenchConfig(**vars(args))
-    except ValueError as error:
-        parser.error(str(error))
+    from datasets import cli
+
+    return cli.parse(PoseBenchConfig, argv, prog="python -m benchmarks.bench_pose", description=__doc__.split("\n\n")[0])
 
 
 def main(argv: list[str] | None = None) -> int:

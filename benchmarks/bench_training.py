@@ -24,10 +24,10 @@ Peak memory: resident-set growth over the repeats once the models are loaded (on
 
 from __future__ import annotations
 
-import argparse
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 SETUPS = ("trainer", "trainer+ckpt", "bare", "loader")
 
@@ -140,17 +140,30 @@ def compare_stage(stage_number: int, root: Path, args) -> None:
           f"{results['trainer+ckpt'].peak_mib:.1f} vs {trainer.peak_mib:.1f} MiB")  # fmt: skip
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_training", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=8, help="optimiser steps (loader: batches) per timed repeat")
-    parser.add_argument("--pairs", type=int, default=5, help="interleaved rounds after one warm-up of each setup")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per worker (0: torch's default)")
-    parser.add_argument("--resolution", type=int, default=None, help="override the tiny preset's 64 px (a multiple of 64), e.g. 256 to see activation memory")
-    parser.add_argument("--stages", type=int, nargs="+", choices=(1, 2), default=[1, 2])
-    args = parser.parse_args(argv)
-    if args.steps < 1 or args.pairs < 1 or args.threads < 0 or (args.resolution is not None and (args.resolution < 64 or args.resolution % 64)):
-        parser.error("steps and pairs must be at least 1, threads at least 0, resolution a positive multiple of 64")
-    return args
+@dataclass(frozen=True, kw_only=True)
+class TrainingBenchConfig:
+    """What to measure."""
+
+    steps: int = 8
+    """Optimiser steps (loader: batches) per timed repeat."""
+    pairs: int = 5
+    """Interleaved rounds after one warm-up of each setup."""
+    threads: int = 1
+    """Torch intra-op threads per worker (0: torch's default)."""
+    resolution: int | None = None
+    """Override the tiny preset's 64 px (a multiple of 64), e.g. 256 to see activation memory."""
+    stages: tuple[Literal[1, 2], ...] = (1, 2)
+    """The training stages to measure."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.pairs < 1 or self.threads < 0 or (self.resolution is not None and (self.resolution < 64 or self.resolution % 64)):
+            raise ValueError("steps and pairs must be at least 1, threads at least 0, resolution a positive multiple of 64")
+
+
+def parse_args(argv: list[str] | None) -> TrainingBenchConfig:
+    from datasets import cli
+
+    return cli.parse(TrainingBenchConfig, argv, prog="python -m benchmarks.bench_training", description=__doc__.split("\n\n")[0])
 
 
 def main(argv: list[str] | None = None) -> int:
