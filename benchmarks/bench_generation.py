@@ -204,10 +204,11 @@ def compare(base: str, settings: Settings, frames: int) -> None:
     for side in (name for name in named if name != "animatediff"):
         ours = results[side]
         time_ratio = pair_ratio(ours, theirs)
-        memory_ratio = ours.peak_mib / max(theirs.peak_mib, 1e-6)
+        memory = "n/a (no growth measured: too small a video)"
+        if theirs.peak_mib > 0:
+            memory = f"{ours.peak_mib / theirs.peak_mib:.2f} ({verdict(ours.peak_mib / theirs.peak_mib, 1.0)})"
         print(f"{side + '/AD':>16} time {time_ratio} ({verdict(time_ratio.median, 1.0)}), CPU "
-              f"{ours.cpu_spread.median / theirs.cpu_spread.median:.2f}, memory {memory_ratio:.2f} ({verdict(memory_ratio, 1.0)})",
-              flush=True)  # fmt: skip
+              f"{ours.cpu_spread.median / theirs.cpu_spread.median:.2f}, memory {memory}", flush=True)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
