@@ -16,8 +16,9 @@ The release never shipped it; this is our reading, made exact:
 - The output keeps all frames of the first window and the ``S`` new frames of each later window.
 
 Each window costs T frames of UNet work for S new frames, so time per frame is flat in the length.
-Windows run one after another (each needs its predecessor's whole trajectory); memory holds one
-window plus ``steps x O`` recorded latent frames.
+Window ``w`` only needs its predecessor's latents entering the *same* timestep, so windows can also run in
+lockstep: ``window_batch`` windows denoised together, one UNet call per timestep, with the same result as one
+after another (the default, 1). Memory holds ``window_batch`` windows plus ``steps x O`` recorded latent frames.
 """
 
 from __future__ import annotations
@@ -70,34 +71,50 @@ def sample_windows(
     windows: Sequence[Window],
     timesteps: Sequence,
     make_noise: Callable[[int], torch.Tensor],
-    step: Callable[[torch.Tensor, object, Window], torch.Tensor],
+    step: Callable[[list[torch.Tensor], object, Sequence[Window]], list[torch.Tensor]],
     on_step: Callable[[Window, int], None] | None = None,
+    batch: int = 1,
 ) -> torch.Tensor:
     """Denoise every window and return the final latents ``(B, C, N_padded, h, w)``.
 
     ``make_noise(n)`` draws initial latents ``(B, C, n, h, w)`` for ``n`` new frames;
-    ``step(latents, t, window)`` is one denoising step of a whole window; ``on_step`` is called
-    after each step (progress bars).
+    ``step(latents, t, group)`` is one denoising step of the windows of ``group``, one latents tensor each;
+    ``on_step`` is called after each step of each window (progress bars).
+
+    ``batch`` windows are denoised together, in lockstep, in one ``step`` call per timestep: window ``w`` needs
+    window ``w - 1``'s latents entering the same timestep, which exist once both have taken the previous step,
+    so the result is the same as one window after another (1, the default), with ``batch`` times fewer, larger
+    calls and ``batch`` windows in memory. The initial noise is drawn in the same order either way.
     """
     outputs: list[torch.Tensor] = []
     track: list[torch.Tensor] | None = None
-    for window in windows:
-        if window.prior:
-            if track is None:
-                raise ValueError("a window with a prior must follow another window")
-            latents = torch.cat([track[0], make_noise(window.size - window.prior)], dim=2)
-        else:
-            latents = make_noise(window.size)
-        recorded = []
-        keep = windows[window.index + 1].prior if window.index + 1 < len(windows) else 0
-        for index, t in enumerate(timesteps):
+    if batch < 1:
+        raise ValueError("batch must be positive")
+    for first in range(0, len(windows), batch):
+        group = list(windows[first : first + batch])
+        if group[0].prior and track is None:
+            raise ValueError("a window with a prior must follow another window")
+        latents: list[torch.Tensor] = []
+        for k, window in enumerate(group):
             if window.prior:
-                latents = torch.cat([track[index], latents[:, :, window.prior :]], dim=2)
+                source = track[0] if k == 0 else latents[k - 1][:, :, -window.prior :]
+                latents.append(torch.cat([source, make_noise(window.size - window.prior)], dim=2))
+            else:
+                latents.append(make_noise(window.size))
+        last = group[-1]
+        keep = windows[last.index + 1].prior if last.index + 1 < len(windows) else 0
+        recorded = []
+        for index, t in enumerate(timesteps):
+            for k, window in enumerate(group):  # in order: each window's prior is its predecessor's frames now
+                if window.prior:
+                    source = track[index] if k == 0 else latents[k - 1][:, :, -window.prior :]
+                    latents[k] = torch.cat([source, latents[k][:, :, window.prior :]], dim=2)
             if keep:
-                recorded.append(latents[:, :, window.size - keep :].clone())
-            latents = step(latents, t, window)
+                recorded.append(latents[-1][:, :, last.size - keep :].clone())
+            latents = step(latents, t, group)
             if on_step is not None:
-                on_step(window, index)
-        outputs.append(latents[:, :, window.prior :])
+                for window in group:
+                    on_step(window, index)
+        outputs.extend(part[:, :, window.prior :] for part, window in zip(latents, group))
         track = recorded
     return torch.cat(outputs, dim=2)

@@ -91,6 +91,15 @@ def check_skeletons(frames: torch.Tensor) -> None:
         )
 
 
+def join_unet_inputs(parts: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, dict]:
+    """The UNet inputs of several windows (:func:`control_unet_inputs` of each) side by side in one batch."""
+    if len(parts) == 1:
+        return parts[0]
+    samples, kwargs = zip(*parts)
+    joined = {name: [torch.cat(levels) for levels in zip(*(k[name] for k in kwargs))] for name in kwargs[0]}
+    return torch.cat(samples), joined
+
+
 def render_keypoints(keypoints_per_frame, source_size: tuple[int, int], height: int, width: int):
     """Map COCO-17 keypoints of ``source_size = (width, height)`` frames through the same resize +
     center crop to ``(height, width)`` and draw them: ``(skeleton frames, mapped keypoints)``."""
@@ -237,6 +246,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         pose_check: bool = True,
         window_size: int = DEFAULT_WINDOW,
         window_overlap: int | None = None,
+        window_batch: int = 1,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
@@ -254,7 +264,9 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         ``pose_keypoints`` (one COCO-17 ``(P, 17, 3)`` array per frame, pixels of ``keypoint_size = (width,
         height)`` frames), drawn by :mod:`pose_extraction.skeleton`. ``num_frames`` defaults to the pose length;
         clips up to ``window_size`` frames are denoised in one pass, longer ones window by window reusing the last
-        ``window_overlap`` (default half) frames' noise as prior. ``pose_guidance``: the pose goes to the
+        ``window_overlap`` (default half) frames' noise as prior; ``window_batch`` windows at a time in lockstep, one UNet
+        call per step for them all (:mod:`follow_your_pose.long_video`: the same video, fewer calls, that many windows
+        in memory). ``pose_guidance``: the pose goes to the
         conditional branch only (see the module docstring). ``pose_check``: refuse pose frames that are not our
         skeletons (:mod:`pose_extraction.palette`: a photo or video of a person, another palette's skeletons), which
         the model would take as pixels; False uses any frames as they are. ``latents``: initial latents ``(B, C, num_frames, h,
@@ -292,27 +304,32 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         features: dict[int, ControlEncoderOutput | None] = {}
         done = [0]
 
-        def step(latents: torch.Tensor, t, window) -> torch.Tensor:
-            if window.index not in features:  # encode each window's pose once
+        def step(group_latents: list[torch.Tensor], t, group) -> list[torch.Tensor]:
+            if any(window.index not in features for window in group):  # encode each window's pose once
                 features.clear()
-                pose = None if padded_pose is None else padded_pose[window.start : window.stop]
-                features[window.index] = self.encode_pose(pose, conditioning_scale, batch, guidance, pose_guidance)
-            model_input = self.scheduler.scale_model_input(torch.cat([latents] * 2) if guidance else latents, t)
-            sample, kwargs = control_unet_inputs(model_input, features[window.index])
-            noise = self.predict_noise(sample, t, text, kwargs)
+                for window in group:
+                    pose = None if padded_pose is None else padded_pose[window.start : window.stop]
+                    features[window.index] = self.encode_pose(pose, conditioning_scale, batch, guidance, pose_guidance)
+            latents = torch.cat(group_latents)  # the windows side by side in the batch
+            model_input = self.scheduler.scale_model_input(latents, t)
+            parts = [control_unet_inputs(torch.cat([part] * 2) if guidance else part, features[window.index])
+                     for part, window in zip(model_input.chunk(len(group)), group)]  # fmt: skip
+            sample, kwargs = join_unet_inputs(parts)
+            noise = self.predict_noise(sample, t, text.repeat(len(group), 1, 1), kwargs)
             if guidance:
-                uncond, cond = noise.chunk(2)
-                noise = uncond + guidance_scale * (cond - uncond)
-            latents = self.scheduler.step(noise, t, latents, **step_kwargs).prev_sample
-            if callback_on_step_end is not None:
-                asked = {name: {"latents": latents}[name] for name in callback_on_step_end_tensor_inputs}
-                latents = (callback_on_step_end(self, done[0], t, asked) or {}).get("latents", latents)
-            done[0] += 1
-            return latents
+                uncond, cond = noise.unflatten(0, (len(group), 2, -1)).unbind(1)
+                noise = (uncond + guidance_scale * (cond - uncond)).flatten(0, 1)
+            group_latents = list(self.scheduler.step(noise, t, latents, **step_kwargs).prev_sample.chunk(len(group)))
+            for k in range(len(group)):
+                if callback_on_step_end is not None:
+                    asked = {name: {"latents": group_latents[k]}[name] for name in callback_on_step_end_tensor_inputs}
+                    group_latents[k] = (callback_on_step_end(self, done[0], t, asked) or {}).get("latents", group_latents[k])
+                done[0] += 1
+            return group_latents
 
         make_noise = self._noise_maker(batch, height, width, generator, latents, num_frames)
         with self.progress_bar(total=len(windows) * len(self.scheduler.timesteps)) as bar:
-            latents = sample_windows(windows, self.scheduler.timesteps, make_noise, step, lambda w, i: bar.update())
+            latents = sample_windows(windows, self.scheduler.timesteps, make_noise, step, lambda w, i: bar.update(), window_batch)
         output = self._output(latents[:, :, :num_frames], skeletons, output_type, decode_chunk_size)
         return output if return_dict else (output.frames,)
 

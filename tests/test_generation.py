@@ -108,6 +108,32 @@ def test_long_video_runs_window_by_window_reusing_the_prior_noise(pipe):
     assert (other.frames - first.frames[:, :, :WINDOW]).abs().max() > 1e-3
 
 
+@pytest.mark.slow
+def test_windows_in_lockstep_give_the_same_video_in_fewer_unet_calls(pipe):
+    """``window_batch`` windows denoised together (one UNet call per step for them all) give the video of one window
+    after another: exactly so in float64, where the batch size cannot change the arithmetic."""
+    frames, steps = 3 * WINDOW + 1, 2
+    windows = len(plan_windows(frames, WINDOW, 3))
+    settings = dict(num_inference_steps=steps, guidance_scale=5.0, output_type="latent", window_overlap=3, pose_guidance=True)
+    pipe.to(torch.float64)
+    try:
+        videos, calls = {}, {}
+        for batch in (1, 2, windows):
+            seen: list[int] = []
+            hook = pipe.unet.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+            try:
+                videos[batch] = run(pipe, skeletons(frames), window_batch=batch, **settings).frames
+            finally:
+                hook.remove()
+            calls[batch] = seen
+    finally:
+        pipe.to(torch.float32)
+    assert calls[1] == [2] * windows * steps and calls[windows] == [2 * windows] * steps  # CFG doubles each window
+    assert len(calls[2]) == -(-windows // 2) * steps
+    for batch in (2, windows):
+        torch.testing.assert_close(videos[batch], videos[1], rtol=0, atol=1e-12)
+
+
 def test_pose_guidance_scale_and_round_trip(pipe, tmp_path):
     pose = skeletons(WINDOW)
     out = run(pipe, pose, negative_prompt="blurry")

@@ -1,0 +1,233 @@
+"""Seconds and peak memory per pose-guided video: our pipeline against diffusers' AnimateDiff + ControlNet.
+
+    python -m benchmarks.bench_generation [--frames 16 64] [--size 64] [--steps 4] [--pairs 5] [--window 16] [--threads 1]
+
+The user's alternative in diffusers is ``AnimateDiffControlNetPipeline`` on the same SD-1.x base. Both sides are
+built tiny from the same random SD-shaped folder (:func:`follow_your_pose.tiny.save_tiny_sd`), so they share the
+2-D UNet weights, VAE, text encoder, tokenizer and DDIM scheduler (:mod:`benchmarks.tiny_pipeline`):
+
+- ``ours``: ``FollowYourPosePipeline``, our inflated UNet and pose encoder; clips longer than ``--window`` frames
+  by the paper's noise-reuse windows (stride ``window - overlap``, overlap half the window by default), one after
+  another as it comes, and (``ours_batched``) ``--window-batch`` windows in lockstep, one UNet call per step for
+  them all (``window_batch``: the same video, fewer and larger calls);
+- ``animatediff``: ``UNetMotionModel.from_unet2d`` with a ``MotionAdapter`` built from a config, a
+  ``ControlNetModel.from_unet`` of the same UNet, the same skeleton frames as ``conditioning_frames``; past
+  ``--window`` frames with diffusers' FreeNoise (``enable_free_noise``: context ``--window``, stride
+  ``--context-stride``), its own long-video scheduling.
+
+Same prompt, frames, steps, guidance (CFG 7.5, empty negative), resolution, seed and decode chunk on both sides.
+Each side lives in its own process (:mod:`benchmarks.timing`): a warm-up, then ``--pairs`` interleaved rounds; the
+time ratio is the median of per-round ratios; peak memory is the process's resident-set growth over its runs (CPU;
+the peak mark is reset after the build) or ``max_memory_allocated`` (GPU). ``--threads`` torch threads per process. Before timing, one hooked run per side counts the UNet calls and the frames they
+carried (``frame passes``: batch x frames, CFG doubling included), and the ControlNet's or pose encoder's, because
+equal work is the fair basis. Target: ours not slower (time ratio <= 1) and not larger (memory ratio <= 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+@dataclass(frozen=True)
+class Settings:
+    """What one benchmark run measures (from :func:`parse_args`)."""
+
+    frames: tuple[int, ...]
+    size: int
+    steps: int
+    pairs: int
+    window: int
+    overlap: int | None
+    window_batch: int
+    context_stride: int
+    unet_channels: tuple[int, ...]
+    threads: int
+    device: str
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_generation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, nargs="+", default=[16, 64], help="video lengths (default 16 64)")
+    parser.add_argument("--size", type=int, default=64, help="frame side in pixels, a multiple of 64 (default 64)")
+    parser.add_argument("--steps", type=int, default=4, help="DDIM steps (default 4)")
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved rounds after one warm-up each (default 5)")
+    parser.add_argument("--window", type=int, default=16, help="frames per window (ours) / FreeNoise context (theirs)")
+    parser.add_argument("--overlap", type=int, default=None, help="our window overlap (default half the window)")
+    parser.add_argument("--window-batch", type=int, default=0,
+                        help="windows ours denoises in lockstep in its batched run (default 0: frames / window, so its UNet "
+                             "calls carry as many frames as AnimateDiff's)")
+    parser.add_argument("--context-stride", type=int, default=4, help="FreeNoise context stride (diffusers' default 4)")
+    parser.add_argument("--unet-channels", type=int, nargs=4, default=[32, 64, 64, 64], help="UNet block widths")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per process (default 1: on a busy shared CPU a second thread makes every small "
+                             "op wait for a descheduled partner)")
+    parser.add_argument("--device", default="auto", help="torch device; auto picks cuda when available")
+    args = parser.parse_args(argv)
+    if min(args.frames) < 2 or args.size % 64 or args.steps < 1 or args.pairs < 1 or args.window < 2 or args.context_stride < 1:
+        parser.error("frames >= 2, size a multiple of 64, steps, pairs, context stride >= 1, window >= 2")
+    if args.window_batch < 0 or args.threads < 1:
+        parser.error("window batch >= 0 (0: automatic), threads >= 1")
+    if args.overlap is not None and not 0 <= args.overlap < args.window:
+        parser.error(f"overlap must be in 0..{args.window - 1}")
+    return Settings(tuple(args.frames), args.size, args.steps, args.pairs, args.window, args.overlap, args.window_batch,
+                    args.context_stride, tuple(args.unet_channels), args.threads, args.device)  # fmt: skip
+
+
+def _device(name: str):
+    import torch
+
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+
+
+def setups(settings: Settings, frames: int) -> dict[str, int]:
+    """The measured setups for ``frames`` and the windows each of ours runs in lockstep (0 for AnimateDiff): ours as
+    it comes (one window after another), and past one window also ours batched (``--window-batch``)."""
+    named = {"ours": 1}
+    if frames > settings.window:
+        named["ours_batched"] = settings.window_batch or max(2, frames // settings.window)
+    return {**named, "animatediff": 0}
+
+
+def build_side(side: str, window_batch: int, base: str, settings: Settings, frames: int):
+    """The pipeline of ``side`` on ``base``, set up for ``frames`` frames (FreeNoise past one context), and the call
+    that generates one video."""
+    import torch
+    from PIL import Image
+
+    from benchmarks.tiny_pipeline import build_animatediff_controlnet, build_pipeline, swaying_poses
+
+    torch.set_num_threads(settings.threads)
+    poses = swaying_poses(frames, settings.size)
+    common = dict(num_inference_steps=settings.steps, guidance_scale=7.5, output_type="np", decode_chunk_size=8)
+    if side != "animatediff":
+        pipe = build_pipeline(base, settings.unet_channels).to(_device(settings.device))
+
+        def generate() -> None:
+            pipe("a person dancing", poses, window_size=settings.window, window_overlap=settings.overlap,
+                 window_batch=window_batch, generator=torch.Generator().manual_seed(0), **common)  # fmt: skip
+
+        return pipe, generate
+    pipe = build_animatediff_controlnet(base, motion_max_seq_length=max(32, settings.window)).to(_device(settings.device))
+    if frames > settings.window:
+        pipe.enable_free_noise(context_length=settings.window, context_stride=settings.context_stride)
+    images = [Image.fromarray(frame) for frame in poses]
+
+    def generate() -> None:
+        pipe("a person dancing", num_frames=frames, conditioning_frames=images, height=settings.size, width=settings.size,
+             generator=torch.Generator().manual_seed(0), **common)  # fmt: skip
+
+    return pipe, generate
+
+
+def generation_run(side: str, window_batch: int, base: str, settings: Settings, frames: int):
+    """Worker factory (:class:`benchmarks.timing.Worker`): build ``side`` and return one video's generation. The
+    process's freed heap is trimmed and its peak-RSS mark reset after the build (Linux), so the peak the worker reports is generation's own."""
+    import ctypes
+    import gc
+
+    generate = build_side(side, window_batch, base, settings, frames)[1]
+    gc.collect()
+    if Path("/proc/self/clear_refs").exists():  # Linux: hand freed heap back, then reset the peak mark to now
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    return generate
+
+
+def count_work(side: str, window_batch: int, base: str, settings: Settings, frames: int) -> dict:
+    """One hooked generation of ``side``: calls and frame passes of the UNet and of the pose branch (ControlNet or
+    pose encoder), and how the frames were windowed."""
+    from follow_your_pose.long_video import plan_windows
+
+    pipe, generate = build_side(side, window_batch, base, settings, frames)
+    counts = {"unet": [0, 0], "pose": [0, 0]}
+
+    def counter(name: str):
+        def hook(module, args) -> None:
+            sample = args[0]
+            counts[name][0] += 1
+            counts[name][1] += sample.shape[0] * (sample.shape[2] if sample.ndim == 5 else 1)
+
+        return hook
+
+    pipe.unet.register_forward_pre_hook(counter("unet"))
+    (pipe.controlnet if side == "animatediff" else pipe.pose_encoder).register_forward_pre_hook(counter("pose"))
+    generate()
+    if side != "animatediff":
+        windows = plan_windows(frames, settings.window, settings.overlap)
+        stride = windows[1].start if len(windows) > 1 else frames
+        order = f"{window_batch} at a time in lockstep" if window_batch > 1 else "one after another"
+        scheme = (f"{len(windows)} window(s) of {windows[0].size} frames, stride {stride} (overlap {windows[-1].prior}), "
+                  f"{order}, {settings.steps} steps each")  # fmt: skip
+    elif frames > settings.window:
+        block = next(m for m in pipe.unet.modules() if type(m).__name__ == "FreeNoiseTransformerBlock")
+        contexts = block._get_frame_indices(frames)
+        if contexts[-1][1] != frames:  # diffusers adds a last context ending at the last frame
+            contexts.append((frames - settings.window, frames))
+        scheme = (f"FreeNoise: UNet and ControlNet see all {frames} frames at once; each motion module attends over "
+                  f"{len(contexts)} contexts of {settings.window} frames, stride {settings.context_stride} (pyramid-weighted)")  # fmt: skip
+    else:
+        scheme = f"one pass over all {frames} frames (motion modules attend over all of them)"
+    return {"unet_calls": counts["unet"][0], "unet_frames": counts["unet"][1], "pose_calls": counts["pose"][0],
+            "pose_frames": counts["pose"][1], "scheme": scheme}  # fmt: skip
+
+
+def compare(base: str, settings: Settings, frames: int) -> None:
+    from benchmarks.timing import Worker, interleave, pair_ratio, verdict
+
+    print(f"\n== {frames} frames of {settings.size}x{settings.size}, {settings.steps} DDIM steps, CFG 7.5 ==", flush=True)
+    named = setups(settings, frames)
+    for side, window_batch in named.items():
+        # in a process of its own: spawned workers inherit this process's peak RSS as their floor (Linux keeps the
+        # pre-exec high-water mark), so this one must never grow past theirs
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            work = pool.apply(count_work, (side, window_batch, base, settings, frames))
+        pose_name = "ControlNet" if side == "animatediff" else "pose encoder"
+        print(f"{side:>13}: {work['scheme']}")
+        print(f"{'':>13}  UNet: {work['unet_calls']} calls, {work['unet_frames']} frame passes "
+              f"({work['unet_frames'] / frames:.1f} per output frame); {pose_name}: {work['pose_calls']} calls, "
+              f"{work['pose_frames']} frame passes", flush=True)  # fmt: skip
+    device = str(_device(settings.device))
+    workers = {side: Worker(generation_run, (side, batch, base, settings, frames), device=device) for side, batch in named.items()}
+    try:
+        results = interleave(workers, pairs=settings.pairs)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    print(f"{'setup':>13} {'s/video median (min-max)':>26} {'CPU s/video':>12} {'peak MiB':>9}")
+    for side, timings in results.items():
+        print(f"{side:>13} {str(timings.wall_spread):>26} {timings.cpu_spread.median:>12.2f} {timings.peak_mib:>9.1f}")
+    theirs = results["animatediff"]
+    for side in (name for name in named if name != "animatediff"):
+        ours = results[side]
+        time_ratio = pair_ratio(ours, theirs)
+        memory = "n/a (no growth measured: too small a video)"
+        if theirs.peak_mib > 0:
+            memory = f"{ours.peak_mib / theirs.peak_mib:.2f} ({verdict(ours.peak_mib / theirs.peak_mib, 1.0)})"
+        print(f"{side + '/AD':>16} time {time_ratio} ({verdict(time_ratio.median, 1.0)}), CPU "
+              f"{ours.cpu_spread.median / theirs.cpu_spread.median:.2f}, memory {memory}", flush=True)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    import diffusers
+    import torch
+
+    from benchmarks.timing import machine_header
+    from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
+
+    settings = parse_args(argv)
+    torch.set_num_threads(settings.threads)
+    print("settings:", settings, f"diffusers {diffusers.__version__}")
+    print(machine_header())
+    with tempfile.TemporaryDirectory() as folder:
+        base = str(save_tiny_sd(Path(folder) / "base", TinySDConfig(unet_channels=settings.unet_channels, sample_size=settings.size)))
+        for frames in settings.frames:
+            compare(base, settings, frames)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
