@@ -91,6 +91,9 @@ class GenerateConfig:
     """Frames denoised together; longer videos run window by window."""
     overlap: int | None = None
     """Frames each window reuses from the previous one (default: window // 2, as in the paper; 0: independent windows)."""
+    window_batch: int = 1
+    """Long videos: denoise this many windows together, one UNet call per step for them all (the same video, fewer
+    and larger calls: faster on a CPU or a GPU with room, memory grows with it); 1: one window after another."""
     pose_stride: int = 1
     """Keep every k-th pose frame (after pose_fps's resampling, when given)."""
     pose_fps: float | None = None
@@ -148,8 +151,8 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         if self.frames is not None and self.frames < 1:
             raise ValueError("frames must be positive")
-        if self.steps < 1 or self.window < 2 or self.pose_stride < 1:
-            raise ValueError("steps must be >= 1, window >= 2, pose_stride >= 1")
+        if self.steps < 1 or self.window < 2 or self.pose_stride < 1 or self.window_batch < 1:
+            raise ValueError("steps must be >= 1, window >= 2, pose_stride >= 1, window_batch >= 1")
         if self.overlap is not None and not 0 <= self.overlap < self.window:
             raise ValueError("overlap must be between 0 and window - 1")
         if self.fps is not None and self.fps <= 0:
@@ -320,6 +323,7 @@ def generate(config: GenerateConfig, pipeline=None) -> Path:
         num_inference_steps=config.steps, guidance_scale=config.guidance_scale, negative_prompt=config.negative_prompt,
         eta=config.eta, conditioning_scale=config.conditioning_scale, pose_guidance=config.pose_guidance,
         pose_preprocessing=config.pose_preprocessing, pose_check=False, window_size=config.window, window_overlap=config.overlap,
+        window_batch=config.window_batch,
         generator=generator, output_type="np",
     )  # fmt: skip
     fps = config.fps or pose.fps or DEFAULT_FPS
