@@ -23,10 +23,10 @@ model). Rounds interleave A and B (``benchmarks.timing``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -90,17 +90,36 @@ def whole_job(root: str, new_tokens: int):
     return call
 
 
+@dataclass(frozen=True, kw_only=True)
+class CaptionBenchConfig:
+    """What to measure."""
+
+    videos: int = 6
+    """Source videos made for the run."""
+    seconds: int = 8
+    """Length of each source video."""
+    clip_seconds: int = 2
+    """Length of each clip cut from them."""
+    pairs: int = 5
+    """Interleaved rounds after one warm-up each."""
+    hidden: int = 256
+    """Hidden width of the random BLIP captioner (scaled so the model takes most of the job's time)."""
+    layers: int = 4
+    """Layers of its vision and text parts."""
+    image_size: int = 224
+    """Its input image side."""
+    new_tokens: int = 20
+    """Tokens generated per caption."""
+
+    def __post_init__(self) -> None:
+        if min(self.videos, self.seconds, self.clip_seconds, self.pairs, self.hidden, self.layers, self.new_tokens) < 1:
+            raise ValueError("every count and size must be at least 1")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--videos", type=int, default=6)
-    parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--clip-seconds", type=int, default=2)
-    parser.add_argument("--pairs", type=int, default=5)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--new-tokens", type=int, default=20)
-    args = parser.parse_args(argv)
+    from datasets import cli
+
+    args = cli.parse(CaptionBenchConfig, argv, prog="python -m benchmarks.bench_captioning", description=__doc__.split("\n\n")[0])
 
     from benchmarks.bench_hdvila import make_sources, write_metadata
     from benchmarks.timing import Spread, Worker, interleave, machine_header, verdict

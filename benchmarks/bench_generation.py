@@ -25,56 +25,54 @@ equal work is the fair basis. Target: ours not slower (time ratio <= 1) and not 
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
-    """What one benchmark run measures (from :func:`parse_args`)."""
+    """What one benchmark run measures."""
 
-    frames: tuple[int, ...]
-    size: int
-    steps: int
-    pairs: int
-    window: int
-    overlap: int | None
-    window_batch: int
-    context_stride: int
-    unet_channels: tuple[int, ...]
-    threads: int
-    device: str
+    frames: tuple[int, ...] = (16, 64)
+    """Video lengths."""
+    size: int = 64
+    """Frame side in pixels, a multiple of 64."""
+    steps: int = 4
+    """DDIM steps."""
+    pairs: int = 5
+    """Interleaved rounds after one warm-up each."""
+    window: int = 16
+    """Frames per window (ours) / FreeNoise context (theirs)."""
+    overlap: int | None = None
+    """Our window overlap (None: half the window)."""
+    window_batch: int = 0
+    """Windows ours denoises in lockstep in its batched run (0: frames / window, so its UNet calls carry as many
+    frames as AnimateDiff's)."""
+    context_stride: int = 4
+    """FreeNoise context stride (diffusers' default 4)."""
+    unet_channels: tuple[int, int, int, int] = (32, 64, 64, 64)
+    """UNet block widths."""
+    threads: int = 1
+    """Torch threads per process (1: on a busy shared CPU a second thread makes every small op wait for a
+    descheduled partner)."""
+    device: str = "auto"
+    """Torch device; auto picks cuda when available."""
+
+    def __post_init__(self) -> None:
+        if min(self.frames) < 2 or self.size % 64 or self.steps < 1 or self.pairs < 1 or self.window < 2 or self.context_stride < 1:
+            raise ValueError("frames >= 2, size a multiple of 64, steps, pairs, context stride >= 1, window >= 2")
+        if self.window_batch < 0 or self.threads < 1:
+            raise ValueError("window batch >= 0 (0: automatic), threads >= 1")
+        if self.overlap is not None and not 0 <= self.overlap < self.window:
+            raise ValueError(f"overlap must be in 0..{self.window - 1}")
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_generation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, nargs="+", default=[16, 64], help="video lengths (default 16 64)")
-    parser.add_argument("--size", type=int, default=64, help="frame side in pixels, a multiple of 64 (default 64)")
-    parser.add_argument("--steps", type=int, default=4, help="DDIM steps (default 4)")
-    parser.add_argument("--pairs", type=int, default=5, help="interleaved rounds after one warm-up each (default 5)")
-    parser.add_argument("--window", type=int, default=16, help="frames per window (ours) / FreeNoise context (theirs)")
-    parser.add_argument("--overlap", type=int, default=None, help="our window overlap (default half the window)")
-    parser.add_argument("--window-batch", type=int, default=0,
-                        help="windows ours denoises in lockstep in its batched run (default 0: frames / window, so its UNet "
-                             "calls carry as many frames as AnimateDiff's)")
-    parser.add_argument("--context-stride", type=int, default=4, help="FreeNoise context stride (diffusers' default 4)")
-    parser.add_argument("--unet-channels", type=int, nargs=4, default=[32, 64, 64, 64], help="UNet block widths")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads per process (default 1: on a busy shared CPU a second thread makes every small "
-                             "op wait for a descheduled partner)")
-    parser.add_argument("--device", default="auto", help="torch device; auto picks cuda when available")
-    args = parser.parse_args(argv)
-    if min(args.frames) < 2 or args.size % 64 or args.steps < 1 or args.pairs < 1 or args.window < 2 or args.context_stride < 1:
-        parser.error("frames >= 2, size a multiple of 64, steps, pairs, context stride >= 1, window >= 2")
-    if args.window_batch < 0 or args.threads < 1:
-        parser.error("window batch >= 0 (0: automatic), threads >= 1")
-    if args.overlap is not None and not 0 <= args.overlap < args.window:
-        parser.error(f"overlap must be in 0..{args.window - 1}")
-    return Settings(tuple(args.frames), args.size, args.steps, args.pairs, args.window, args.overlap, args.window_batch,
-                    args.context_stride, tuple(args.unet_channels), args.threads, args.device)  # fmt: skip
+    from datasets import cli
+
+    return cli.parse(Settings, argv, prog="python -m benchmarks.bench_generation", description=__doc__.split("\n\n")[0])
 
 
 def _device(name: str):
