@@ -23,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
-from datasets.clips import displayed_frames, output_times, square_geometry
+from datasets.clips import CropGeometry, displayed_frames, output_times, square_geometry
 from pipelines.hdvila.config import CutConfig
 from pipelines.hdvila.encoding import make_encoder, read_and_remove, temporary_mp4
 from pipelines.hdvila.probe import ClipError, SourceInfo, check_span
@@ -90,24 +90,51 @@ def _decoded(container, stream, info: SourceInfo, start: Fraction) -> Iterator[t
         raise ClipError("undecodable_video", f"decoding failed after {float(previous or 0):.3f} s: {error}") from error
 
 
-def _picked(decoded: Iterator[tuple[Fraction, object]], times: list[Fraction], info: SourceInfo) -> Iterator[np.ndarray]:
-    """For each output time, the RGB array of the source frame on screen then (see :func:`datasets.clips.displayed_frames`)."""
-    index, held, held_time, held_array = 0, None, None, None
+class FrameShaper:
+    """Decoded frame -> the clip's frame: resize to cover and center-crop (:class:`datasets.clips.CropGeometry`).
 
-    def array(frame):
-        return frame.to_ndarray(format="rgb24", width=info.width, height=info.height)
+    The resize happens in libswscale on the decoder's YUV (area averaging when shrinking, like the OpenCV
+    ``INTER_AREA`` of :meth:`CropGeometry.apply`), into full-resolution chroma (``yuv444p``) so a crop at any offset,
+    odd ones included, is exact; the crop is a numpy slice. No RGB frame is made: the encoder takes the ``yuv444p``
+    frame and subsamples its chroma to ``yuv420p``. One reformatter serves the whole clip.
+    """
 
+    def __init__(self, geometry: CropGeometry) -> None:
+        from av.video.reformatter import VideoReformatter
+
+        self.geometry = geometry
+        self._reformatter = VideoReformatter()
+
+    def __call__(self, frame):
+        import av
+
+        width, height = self.geometry.resized
+        shrinking = width < self.geometry.source_width
+        planes = self._reformatter.reformat(
+            frame, format="yuv444p", width=width, height=height, interpolation="AREA" if shrinking else "BILINEAR"
+        ).to_ndarray()
+        x, y = self.geometry.offset
+        crop = planes[:, y : y + self.geometry.height, x : x + self.geometry.width]
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(crop), format="yuv444p")
+
+
+def _picked(decoded: Iterator[tuple[Fraction, object]], times: list[Fraction], info: SourceInfo, shape) -> Iterator:
+    """For each output time, ``shape(frame)`` of the source frame on screen then (see :func:`datasets.clips.displayed_frames`).
+
+    Only frames that are shown are shaped, each once (a frame shown twice when upsampling is shaped once).
+    """
+    index, held, held_time, held_shaped = 0, None, None, None
     for time, frame in decoded:
         while index < len(times) and times[index] < time:
             if held is None:  # the span starts before the first frame: show the first frame
                 held, held_time = frame, time
-            if held_array is None:
-                held_array = array(held)
-            yield held_array
+            if held_shaped is None:
+                held_shaped = shape(held)
+            yield held_shaped
             index += 1
         if index >= len(times):
             return
-        held, held_time, held_array = frame, time, None
+        held, held_time, held_shaped = frame, time, None
     if held is None:
         raise ClipError("truncated_video", "no frame could be decoded in the span")
     shown_until = held_time + info.frame_interval
@@ -116,9 +143,9 @@ def _picked(decoded: Iterator[tuple[Fraction, object]], times: list[Fraction], i
             raise ClipError(
                 "truncated_video", f"frames stop at {float(shown_until):.3f} s, before the span's frame at {float(times[index]):.3f} s"
             )
-        if held_array is None:
-            held_array = array(held)
-        yield held_array
+        if held_shaped is None:
+            held_shaped = shape(held)
+        yield held_shaped
         index += 1
 
 
@@ -128,13 +155,14 @@ def exact_cut(container, stream, info: SourceInfo, start: Fraction, end: Fractio
     fps = config.fps_fraction or info.average_rate
     times = output_times(start, end, fps)
     geometry = square_geometry(info.width, info.height, config.size)
+    if not stream.codec_context.is_open:  # decoder threads: set before the first decode of this container
+        stream.codec_context.thread_count = config.threads
     encoder = make_encoder(geometry.width, geometry.height, fps, config)
     previous_hist, worst = None, 0.0
     try:
-        for number, frame in enumerate(_picked(_decoded(container, stream, info, start), times, info)):
-            frame = geometry.apply(frame)
+        for number, frame in enumerate(_picked(_decoded(container, stream, info, start), times, info, FrameShaper(geometry))):
             if config.scene_check:
-                hist = color_histogram(frame)
+                hist = color_histogram(frame.to_ndarray(format="rgb24"))
                 if previous_hist is not None:
                     distance = histogram_distance(previous_hist, hist)
                     worst = max(worst, distance)
