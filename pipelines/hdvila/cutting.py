@@ -16,6 +16,7 @@ clip covers ``[keyframe, next keyframe)``, recorded as ``cut`` in the annotation
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -63,8 +64,30 @@ def _seek(container, stream, info: SourceInfo, start: Fraction) -> None:
     container.seek(math.floor((info.origin + start) / info.time_base), stream=stream, backward=True, any_frame=False)
 
 
-def _decoded(container, stream, info: SourceInfo, start: Fraction) -> Iterator[tuple[Fraction, object]]:
-    """``(time, frame)`` from the keyframe at or before ``start`` on, in presentation order.
+def shown_pts(info: SourceInfo, times: list[Fraction]) -> frozenset[int]:
+    """The pts (stream ticks) of the source frames shown at ``times`` (see :func:`datasets.clips.displayed_frames`)."""
+    indices = set(displayed_frames(list(info.frame_times), times).tolist())
+    return frozenset(round((info.origin + info.frame_times[i]) / info.time_base) for i in indices)
+
+
+def _frames(container, stream, shown: frozenset[int] | None) -> Iterator:
+    """Decoded frames from the current position. With ``shown`` (the pts of the frames the clip shows), the packet of
+    any other frame is decoded with ``skip_frame`` ``NONREF``: a frame nothing references (most B-frames) is then not
+    decoded at all, which changes no other frame; reference frames are always decoded."""
+    if shown is None:
+        yield from container.decode(stream)
+        return
+    context = stream.codec_context
+    try:
+        for packet in container.demux(stream):
+            context.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in shown else "NONREF"
+            yield from packet.decode()
+    finally:
+        context.skip_frame = "DEFAULT"  # the container serves the video's next clip
+
+
+def _decoded(container, stream, info: SourceInfo, start: Fraction, shown: frozenset[int] | None = None) -> Iterator[tuple[Fraction, object]]:
+    """``(time, frame)`` from the keyframe at or before ``start`` on, in presentation order (see :func:`_frames` for ``shown``).
 
     Should a seek land after ``start`` (a container with a poor index), decoding restarts from the beginning.
     """
@@ -74,7 +97,7 @@ def _decoded(container, stream, info: SourceInfo, start: Fraction) -> Iterator[t
     try:
         for origin in (start, Fraction(0)):
             _seek(container, stream, info, origin)
-            for frame in container.decode(stream):
+            for frame in _frames(container, stream, shown):
                 if frame.pts is None:
                     continue
                 time = frame.pts * info.time_base - info.origin
@@ -137,7 +160,8 @@ def _picked(decoded: Iterator[tuple[Fraction, object]], times: list[Fraction], i
         held, held_time, held_shaped = frame, time, None
     if held is None:
         raise ClipError("truncated_video", "no frame could be decoded in the span")
-    shown_until = held_time + info.frame_interval
+    following = bisect.bisect_right(info.frame_times, held_time)  # the next frame, decoded or skipped (see _frames)
+    shown_until = info.frame_times[following] if following < len(info.frame_times) else held_time + info.frame_interval
     while index < len(times):
         if times[index] >= shown_until:
             raise ClipError(
@@ -155,12 +179,14 @@ def exact_cut(container, stream, info: SourceInfo, start: Fraction, end: Fractio
     fps = config.fps_fraction or info.average_rate
     times = output_times(start, end, fps)
     geometry = square_geometry(info.width, info.height, config.size)
+    shown = shown_pts(info, times)
     if not stream.codec_context.is_open:  # decoder threads: set before the first decode of this container
         stream.codec_context.thread_count = config.threads
     encoder = make_encoder(geometry.width, geometry.height, fps, config)
     previous_hist, worst = None, 0.0
     try:
-        for number, frame in enumerate(_picked(_decoded(container, stream, info, start), times, info, FrameShaper(geometry))):
+        frames = _picked(_decoded(container, stream, info, start, shown), times, info, FrameShaper(geometry))
+        for number, frame in enumerate(frames):
             if config.scene_check:
                 hist = color_histogram(frame.to_ndarray(format="rgb24"))
                 if previous_hist is not None:
