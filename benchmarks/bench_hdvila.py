@@ -49,13 +49,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clip-seconds", type=int, default=5, help="clip length in the shard comparison")
     parser.add_argument("--size", type=int, default=256, help="clip side (resize to cover, center crop)")
     parser.add_argument("--fps", type=int, default=8, help="clip frame rate in the one-clip comparison")
-    parser.add_argument("--span", type=float, nargs=2, default=(1.0, 6.0), metavar=("START", "END"), help="one-clip span, seconds")
+    parser.add_argument("--span", type=float, nargs=2, default=(1.0, 6.0), metavar=("START", "END"), help="one-clip span (s)")
     parser.add_argument("--pairs", type=int, default=5, help="interleaved rounds per comparison")
     parser.add_argument("--epochs", type=int, default=5, help="reading epochs")
     parser.add_argument("--skip-threaded", action="store_true", help="skip the multi-threaded one-clip figures")
     parser.add_argument("--skip-reading", action="store_true", help="skip the ClipDataset comparison")
     args = parser.parse_args(argv)
-    if min(args.videos, args.seconds, args.clip_seconds, args.pairs, args.epochs, args.fps) < 1 or args.seconds < max(args.clip_seconds, 7):
+    counts = (args.videos, args.seconds, args.clip_seconds, args.pairs, args.epochs, args.fps)
+    if min(counts) < 1 or args.seconds < max(args.clip_seconds, 7):
         parser.error("counts must be positive and --seconds at least 7 and at least --clip-seconds")
     if not 0 <= args.span[0] < args.span[1] <= 7.7:
         parser.error("--span must satisfy 0 <= START < END <= 7.7 (the VP9 source's length)")
@@ -113,7 +114,9 @@ def write_metadata(path: Path, ids: list[str], seconds: int, clip_seconds: int) 
             handle.write(json.dumps({"video_id": video_id, "url": "", "clip": clips}) + "\n")
 
 
-def ffmpeg_command(source: str, start: float, end: float, fps: int | None, size: int, out: str, threads: int | None) -> list[str]:
+def ffmpeg_command(
+    source: str, start: float, end: float, fps: int | None, size: int, out: str, threads: int | None
+) -> list[str]:
     """The command a user would write for the same clip (``threads`` 1: one thread per codec and for the filters)."""
     keyint = fps or 30
     filters = ([f"fps={fps}"] if fps else []) + [f"scale={size}:{size}:force_original_aspect_ratio=increase", f"crop={size}:{size}"]
@@ -200,6 +203,13 @@ def compare(workers: dict, pairs: int) -> dict:
     return results
 
 
+def cpu_ratio(a, b) -> str:
+    """The per-round ratios of CPU seconds (which a busy machine disturbs less than wall time)."""
+    from benchmarks.timing import Spread
+
+    return str(Spread(tuple(x / y for x, y in zip(a.cpu, b.cpu))))
+
+
 def one_clip(sources: dict[str, str], args: argparse.Namespace) -> None:
     from benchmarks.timing import Worker, pair_ratio, verdict
 
@@ -207,8 +217,8 @@ def one_clip(sources: dict[str, str], args: argparse.Namespace) -> None:
     settings = [("single-threaded, pinned to one core", 1, 1)]
     if not args.skip_threaded:
         settings.append((f"multi-threaded ({os.cpu_count()} cores)", os.cpu_count() or 1, None))
-    out = os.path.join(tempfile.gettempdir(), "out.mp4")
-    print(f"\n1. one clip [{start:g}, {end:g}) s -> {args.fps} fps {args.size}x{args.size} H.264; peer: {' '.join(ffmpeg_command('SRC', start, end, args.fps, args.size, out, None)[1:])}")
+    peer = " ".join(ffmpeg_command("SRC", start, end, args.fps, args.size, "out.mp4", None)[1:])
+    print(f"\n1. one clip [{start:g}, {end:g}) s -> {args.fps} fps {args.size}x{args.size} H.264; peer: ffmpeg {peer}")
     for label, ours_threads, ffmpeg_threads in settings:
         for name, path in sources.items():
             print(f" {name}, {label}:")
@@ -216,8 +226,9 @@ def one_clip(sources: dict[str, str], args: argparse.Namespace) -> None:
                 "ours (open+probe+exact_cut)": Worker(ours_one_clip, (path, start, end, args.fps, args.size, ours_threads)),
                 "ffmpeg CLI": Worker(ffmpeg_clips, ([path], [(start, end)], args.fps, args.size, ffmpeg_threads)),
             }, args.pairs)  # fmt: skip
-            ratio = pair_ratio(results["ours (open+probe+exact_cut)"], results["ffmpeg CLI"])
-            print(f"  ours / ffmpeg CLI: {ratio} ({verdict(ratio.median, 1.0)})")
+            ours, peer = results["ours (open+probe+exact_cut)"], results["ffmpeg CLI"]
+            ratio = pair_ratio(ours, peer)
+            print(f"  ours / ffmpeg CLI: wall {ratio} ({verdict(ratio.median, 1.0)}); CPU {cpu_ratio(ours, peer)}")
 
 
 def shard(root: Path, ids: list[str], args: argparse.Namespace) -> None:
@@ -236,8 +247,9 @@ def shard(root: Path, ids: list[str], args: argparse.Namespace) -> None:
     for name, timings in results.items():
         seconds = np.median(timings.wall)
         print(f"  {name:28s} {clips / seconds:.2f} clips/s, {clips * args.clip_seconds / seconds:.1f} s of video/s")
-    ratio = pair_ratio(results["builder exact"], results["ffmpeg CLI, a process a clip"])
-    print(f"  builder exact / ffmpeg CLI: {ratio} ({verdict(ratio.median, 1.0)})")
+    exact, peer = results["builder exact"], results["ffmpeg CLI, a process a clip"]
+    ratio = pair_ratio(exact, peer)
+    print(f"  builder exact / ffmpeg CLI: wall {ratio} ({verdict(ratio.median, 1.0)}); CPU {cpu_ratio(exact, peer)}")
     print(f"  builder exact / stream copy: {pair_ratio(results['builder exact'], results['builder stream copy'])}")
 
 

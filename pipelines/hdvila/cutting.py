@@ -86,7 +86,9 @@ def _frames(container, stream, shown: frozenset[int] | None) -> Iterator:
         context.skip_frame = "DEFAULT"  # the container serves the video's next clip
 
 
-def _decoded(container, stream, info: SourceInfo, start: Fraction, shown: frozenset[int] | None = None) -> Iterator[tuple[Fraction, object]]:
+def _decoded(
+    container, stream, info: SourceInfo, start: Fraction, shown: frozenset[int] | None = None
+) -> Iterator[tuple[Fraction, object]]:
     """``(time, frame)`` from the keyframe at or before ``start`` on, in presentation order (see :func:`_frames` for ``shown``).
 
     Should a seek land after ``start`` (a container with a poor index), decoding restarts from the beginning.
@@ -133,12 +135,17 @@ class FrameShaper:
 
         width, height = self.geometry.resized
         shrinking = width < self.geometry.source_width
-        planes = self._reformatter.reformat(
+        resized = self._reformatter.reformat(
             frame, format="yuv444p", width=width, height=height, interpolation="AREA" if shrinking else "BILINEAR"
-        ).to_ndarray()
+        )
         x, y = self.geometry.offset
-        crop = planes[:, y : y + self.geometry.height, x : x + self.geometry.width]
-        return av.VideoFrame.from_ndarray(np.ascontiguousarray(crop), format="yuv444p")
+        clip_width, clip_height = self.geometry.width, self.geometry.height
+        shaped = av.VideoFrame(clip_width, clip_height, "yuv444p")
+        for source, target in zip(resized.planes, shaped.planes):  # plane rows are padded to line_size bytes
+            rows = np.frombuffer(source, np.uint8).reshape(-1, source.line_size)
+            into = np.frombuffer(target, np.uint8).reshape(-1, target.line_size)
+            into[:clip_height, :clip_width] = rows[y : y + clip_height, x : x + clip_width]
+        return shaped
 
 
 def _picked(decoded: Iterator[tuple[Fraction, object]], times: list[Fraction], info: SourceInfo, shape) -> Iterator:
@@ -161,7 +168,8 @@ def _picked(decoded: Iterator[tuple[Fraction, object]], times: list[Fraction], i
     if held is None:
         raise ClipError("truncated_video", "no frame could be decoded in the span")
     following = bisect.bisect_right(info.frame_times, held_time)  # the next frame, decoded or skipped (see _frames)
-    shown_until = info.frame_times[following] if following < len(info.frame_times) else held_time + info.frame_interval
+    last = following >= len(info.frame_times)
+    shown_until = held_time + info.frame_interval if last else info.frame_times[following]
     while index < len(times):
         if times[index] >= shown_until:
             raise ClipError(
