@@ -5,9 +5,12 @@ Exact mode: the span ``[start, end)`` becomes the output times
 :func:`datasets.clips.output_times`); each output frame is the source frame on
 screen at that time (the last one starting at or before it), so resampling to
 a lower, equal or higher rate and variable-frame-rate sources all follow one
-rule. Frames are decoded from the keyframe before ``start`` and streamed
-through resize + center-crop (:class:`datasets.clips.CropGeometry`) into the
-encoder; a clip never holds more than two decoded frames in memory.
+rule. Frames are decoded from the keyframe before ``start`` (frames the clip
+does not show and no other frame references are skipped by the decoder) and
+streamed through resize + center-crop (:class:`datasets.clips.CropGeometry`,
+done in libswscale on the decoder's YUV, see :class:`FrameShaper`) into the
+encoder; a clip never holds more than two decoded frames in memory. Decoder and
+encoder use ``CutConfig.threads`` threads.
 
 Copy mode: packets are copied unchanged from the keyframe at or before
 ``start`` up to (not including) the first keyframe at or after ``end``, so the
