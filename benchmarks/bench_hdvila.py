@@ -28,6 +28,7 @@ Every comparison of 1 and 2 runs each setup in its own process (:mod:`benchmarks
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -54,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=5, help="reading epochs")
     parser.add_argument("--skip-threaded", action="store_true", help="skip the multi-threaded one-clip figures")
     parser.add_argument("--skip-reading", action="store_true", help="skip the ClipDataset comparison")
+    parser.add_argument("--profile", action="store_true", help="only profile the one-clip cut stage by stage")
     args = parser.parse_args(argv)
     counts = (args.videos, args.seconds, args.clip_seconds, args.pairs, args.epochs, args.fps)
     if min(counts) < 1 or args.seconds < max(args.clip_seconds, 7):
@@ -164,6 +166,69 @@ def ffmpeg_clips(sources: list[str], spans: list[tuple[float, float]], fps: int 
             subprocess.run(ffmpeg_command(source, start, end, fps, size, str(folder / f"{index}.mp4"), threads), check=True)
 
     return run
+
+
+STAGES = {
+    "open + probe": "open, demux every packet (frame times, keyframes)",
+    "+ decode all (before)": "decode the span's frames from the keyframe before it, every frame",
+    "+ decode shown/refs (now)": "the same, skipping frames neither shown nor referenced",
+    "+ shape (before)": "decode all + full-size RGB + OpenCV INTER_AREA resize + crop of the shown frames",
+    "+ shape (now)": "decode shown/refs + libswscale yuv444p resize + crop of the shown frames",
+    "whole cut (now)": "open + probe + exact_cut: the above and x264 (crf 20, fast) into mp4 bytes",
+    "ffmpeg -f null": "the ffmpeg command's decoding alone (-ss/-to, no filters, no encoder)",
+    "ffmpeg command": "the whole ffmpeg command",
+}
+
+
+def cut_stage(stage: str, source: str, start: float, end: float, fps: int, size: int):
+    """Benchmark worker: one cumulative stage of the single-threaded one-clip cut (see :data:`STAGES`), pinned."""
+    from datasets.clips import output_times, square_geometry
+    from pipelines.hdvila.config import CutConfig
+    from pipelines.hdvila.cutting import FrameShaper, _decoded, _picked, shown_pts
+    from pipelines.hdvila.probe import open_video, probe_video
+
+    if stage.startswith("ffmpeg"):
+        command = ffmpeg_command(source, start, end, fps, size, str(Path(tempfile.mkdtemp(prefix="bench-ffmpeg-")) / "out.mp4"), 1)
+        if stage == "ffmpeg -f null":
+            command = [*command[: command.index("-vf")], "-f", "null", "-"]
+        _pin(True)
+        return lambda: subprocess.run(command, check=True)
+    if stage == "whole cut (now)":
+        return ours_one_clip(source, start, end, fps, size, 1)
+    _pin(True)
+    span = Fraction(str(start)), Fraction(str(end))
+    times = output_times(*span, Fraction(fps))
+
+    def run() -> None:
+        container, stream = open_video(source)
+        with container:
+            info = probe_video(container, stream, vfr_tolerance=CutConfig().vfr_tolerance)
+            stream.codec_context.thread_count = 1
+            if stage == "open + probe":
+                return
+            geometry = square_geometry(info.width, info.height, size)
+            before = "before" in stage
+            decoded = _decoded(container, stream, info, span[0], None if before else shown_pts(info, times))
+            if "decode" in stage:
+                for _ in itertools.takewhile(lambda item: item[0] < span[1], decoded):
+                    pass
+                return
+            shape = (lambda frame: geometry.apply(frame.to_ndarray(format="rgb24"))) if before else FrameShaper(geometry)
+            for _ in _picked(decoded, times, info, shape):
+                pass
+
+    return run
+
+
+def profile(sources: dict[str, str], args: argparse.Namespace) -> None:
+    from benchmarks.timing import Worker
+
+    print("\nprofile of the single-threaded one-clip cut (cumulative stages, each in its own pinned process):")
+    for name, value in STAGES.items():
+        print(f"  {name:26s} {value}")
+    for source_name, path in sources.items():
+        print(f" {source_name}:")
+        compare({stage: Worker(cut_stage, (stage, path, *args.span, args.fps, args.size)) for stage in STAGES}, args.pairs)
 
 
 def builder_shard(metadata: str, videos: str, cut_options: dict):
@@ -311,7 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         (root / "videos").mkdir()
         ids = make_sources(root / "videos", args.videos, args.seconds)
         write_metadata(root / "meta.jsonl", ids, args.seconds, args.clip_seconds)
-        one_clip({"VP9 1768x994 30 fps": str(vp9_source()), "H.264 640x360 30 fps": str(root / "videos" / f"{ids[0]}.mp4")}, args)
+        sources = {"VP9 1768x994 30 fps": str(vp9_source()), "H.264 640x360 30 fps": str(root / "videos" / f"{ids[0]}.mp4")}
+        if args.profile:
+            profile(sources, args)
+            return 0
+        one_clip(sources, args)
         shard(root, ids, args)
         if not args.skip_reading:
             reading(root, args)
