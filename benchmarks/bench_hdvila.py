@@ -1,27 +1,74 @@
-"""HD-VILA clip builder and clip reader throughput, with ratios measured in the same run.
+"""HD-VILA clip builder and clip reader throughput, against the tools a user would reach for instead, in the same run.
 
-    .venv/bin/python benchmarks/bench_hdvila.py [--videos 3] [--seconds 20] [--clip-seconds 5] [--size 256] [--epochs 5]
+    .venv/bin/python -m benchmarks.bench_hdvila [--videos 3] [--seconds 20] [--clip-seconds 5] [--size 256] [--pairs 5]
 
-1. Cutting, one process, the builder's own stage (:class:`ClipCutter`) on
-   synthetic 640x360 30 fps H.264 sources: clips/s and seconds of video per
-   second for frame-exact cuts (decode, resize + crop to ``--size``, x264
-   re-encode) versus the keyframe-aligned stream copy.
-2. Reading: the exact clips are written as a shard; :class:`ClipDataset`
-   (8 frames at stride 4, frames already at ``--size``) is timed in frames/s
-   against plain decord reading the same mp4 files from disk with the same
-   frame indices (the ratio is the reader's overhead: tar streaming, JSON,
-   tensor conversion).
+1. One clip, ours against the ffmpeg command line: the span ``--span`` (1-6 s) of a 1768x994 30 fps VP9
+   source (made once with the ffmpeg CLI from lavfi ``testsrc2`` + noise, cached in the temp dir) and of a
+   640x360 30 fps H.264 source, cut into a frame-exact ``--fps`` (8) ``--size`` (256) H.264 clip. Ours is
+   what the builder does per video: open, probe, :func:`exact_cut` to mp4 bytes. The peer is one process of
+
+       ffmpeg -ss START -to END -i SRC -vf fps=8,scale=256:256:force_original_aspect_ratio=increase,crop=256:256
+              -c:v libx264 -crf 20 -preset fast -g 8 -pix_fmt yuv420p -an out.mp4
+
+   (the builder's crf, preset, keyframe spacing and pixel format). Single-threaded: both processes pinned to
+   one core (``sched_setaffinity``; ffmpeg inherits it) and one thread per codec (ours ``CutConfig(threads=1)``,
+   which sets the decoder's and the encoder's threads; ffmpeg ``-threads 1`` on the input and the output and
+   ``-filter_threads 1``). Then multi-threaded: no pinning, ours ``threads`` = cores, ffmpeg its defaults.
+   Target: ours / ffmpeg <= 1.
+2. A shard of clips from ``--videos`` 640x360 H.264 sources: the builder's exact cut (:class:`ClipCutter`
+   through ``build_shard``, source rate, ``--size``), its keyframe-aligned stream copy, and a loop of one
+   ffmpeg process per clip (the same command without the fps filter), single-threaded as above.
+3. Reading: :class:`ClipDataset` (8 frames at stride 4) in frames/s against plain decord reading the same mp4
+   files with the same frame indices (the ratio is the reader's overhead: tar streaming, JSON, tensors).
+
+Every comparison of 1 and 2 runs each setup in its own process (:mod:`benchmarks.timing`): a warm-up, then
+``--pairs`` interleaved rounds; CPU time counts the ffmpeg child processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
+import shutil
+import subprocess
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+VP9_SOURCE = "vp9-1768x994-30fps-7.7s.webm"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", type=int, default=3, help="H.264 sources of the shard comparison")
+    parser.add_argument("--seconds", type=int, default=20, help="length of each H.264 source")
+    parser.add_argument("--clip-seconds", type=int, default=5, help="clip length in the shard comparison")
+    parser.add_argument("--size", type=int, default=256, help="clip side (resize to cover, center crop)")
+    parser.add_argument("--fps", type=int, default=8, help="clip frame rate in the one-clip comparison")
+    parser.add_argument("--span", type=float, nargs=2, default=(1.0, 6.0), metavar=("START", "END"), help="one-clip span (s)")
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved rounds per comparison")
+    parser.add_argument("--epochs", type=int, default=5, help="reading epochs")
+    parser.add_argument("--skip-threaded", action="store_true", help="skip the multi-threaded one-clip figures")
+    parser.add_argument("--skip-reading", action="store_true", help="skip the ClipDataset comparison")
+    parser.add_argument("--profile", action="store_true", help="only profile the one-clip cut stage by stage")
+    args = parser.parse_args(argv)
+    counts = (args.videos, args.seconds, args.clip_seconds, args.pairs, args.epochs, args.fps)
+    if min(counts) < 1 or args.seconds < max(args.clip_seconds, 7):
+        parser.error("counts must be positive and --seconds at least 7 and at least --clip-seconds")
+    if not 0 <= args.span[0] < args.span[1] <= 7.7:
+        parser.error("--span must satisfy 0 <= START < END <= 7.7 (the VP9 source's length)")
+    return args
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return shutil.which("ffmpeg") or imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def make_sources(folder: Path, videos: int, seconds: int) -> list[str]:
@@ -41,6 +88,23 @@ def make_sources(folder: Path, videos: int, seconds: int) -> list[str]:
     return ids
 
 
+def vp9_source() -> Path:
+    """A 1768x994 30 fps 7.7 s VP9 webm (testsrc2 overlaid with noise, keyframe every 5 s), made once and cached."""
+    path = Path(tempfile.gettempdir()) / "bench-hdvila-cache" / VP9_SOURCE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial.webm")
+        subprocess.run(
+            [ffmpeg_exe(), "-nostdin", "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=1768x994:rate=30",
+             "-f", "lavfi", "-i", "nullsrc=size=1768x994:rate=30,geq=random(1)*255:128:128",
+             "-filter_complex", "[0][1]blend=all_mode=overlay:all_opacity=0.15,format=yuv420p", "-t", "7.7",
+             "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "4M", "-g", "150", str(partial)],
+            check=True,
+        )  # fmt: skip
+        partial.replace(path)
+    return path
+
+
 def write_metadata(path: Path, ids: list[str], seconds: int, clip_seconds: int) -> None:
     def stamp(t: int) -> str:
         return f"00:{t // 60:02d}:{t % 60:02d}.000"
@@ -52,20 +116,206 @@ def write_metadata(path: Path, ids: list[str], seconds: int, clip_seconds: int) 
             handle.write(json.dumps({"video_id": video_id, "url": "", "clip": clips}) + "\n")
 
 
-def time_cutting(metadata: Path, videos: Path, out: Path, cut) -> tuple[float, int, float]:
-    """Seconds, kept clips and kept seconds of video for one shard built by the real shard code."""
-    from pipelines.hdvila.config import SourceConfig
+def ffmpeg_command(
+    source: str, start: float, end: float, fps: int | None, size: int, out: str, threads: int | None
+) -> list[str]:
+    """The command a user would write for the same clip (``threads`` 1: one thread per codec and for the filters)."""
+    keyint = fps or 30
+    filters = ([f"fps={fps}"] if fps else []) + [f"scale={size}:{size}:force_original_aspect_ratio=increase", f"crop={size}:{size}"]
+    one = ["-threads", "1"] if threads == 1 else []
+    return [
+        ffmpeg_exe(), "-nostdin", "-y", "-loglevel", "error", *one, "-ss", f"{start:g}", "-to", f"{end:g}", "-i", source,
+        "-vf", ",".join(filters), *(["-filter_threads", "1"] if threads == 1 else []), "-c:v", "libx264", "-crf", "20",
+        "-preset", "fast", "-g", str(keyint), "-pix_fmt", "yuv420p", *one, "-an", out,
+    ]  # fmt: skip
+
+
+def _pin(single: bool) -> None:
+    """Single-threaded setups run on one core (the last one allowed); ffmpeg children inherit it."""
+    if single:
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+
+
+def ours_one_clip(source: str, start: float, end: float, fps: int, size: int, threads: int):
+    """Benchmark worker: open, probe and exact-cut one span to mp4 bytes, as the builder does per video."""
+    from pipelines.hdvila.config import CutConfig
+    from pipelines.hdvila.cutting import exact_cut
+    from pipelines.hdvila.probe import open_video, probe_video
+
+    _pin(threads == 1)
+    config = CutConfig(fps=fps, size=size, threads=threads)
+
+    def run() -> None:
+        container, stream = open_video(source)
+        try:
+            info = probe_video(container, stream, vfr_tolerance=config.vfr_tolerance)
+            exact_cut(container, stream, info, Fraction(str(start)), Fraction(str(end)), config)
+        finally:
+            container.close()
+
+    return run
+
+
+def ffmpeg_clips(sources: list[str], spans: list[tuple[float, float]], fps: int | None, size: int, threads: int | None):
+    """Benchmark worker: one ffmpeg process per (source, span), each writing an mp4 to a temp dir."""
+    _pin(threads == 1)
+    folder = Path(tempfile.mkdtemp(prefix="bench-ffmpeg-"))
+
+    def run() -> None:
+        for index, (source, (start, end)) in enumerate((s, span) for s in sources for span in spans):
+            subprocess.run(ffmpeg_command(source, start, end, fps, size, str(folder / f"{index}.mp4"), threads), check=True)
+
+    return run
+
+
+STAGES = {
+    "open + probe": "open, demux every packet (frame times, keyframes)",
+    "+ decode all (before)": "decode the span's frames from the keyframe before it, every frame",
+    "+ decode shown/refs (now)": "the same, skipping frames neither shown nor referenced",
+    "+ shape (before)": "decode all + full-size RGB + OpenCV INTER_AREA resize + crop of the shown frames",
+    "+ shape (now)": "decode shown/refs + libswscale yuv444p resize + crop of the shown frames",
+    "whole cut (now)": "open + probe + exact_cut: the above and x264 (crf 20, fast) into mp4 bytes",
+    "ffmpeg -f null": "the ffmpeg command's decoding alone (-ss/-to, no filters, no encoder)",
+    "ffmpeg command": "the whole ffmpeg command",
+}
+
+
+def cut_stage(stage: str, source: str, start: float, end: float, fps: int, size: int):
+    """Benchmark worker: one cumulative stage of the single-threaded one-clip cut (see :data:`STAGES`), pinned."""
+    from datasets.clips import output_times, square_geometry
+    from pipelines.hdvila.config import CutConfig
+    from pipelines.hdvila.cutting import FrameShaper, _decoded, _picked, shown_pts
+    from pipelines.hdvila.probe import open_video, probe_video
+
+    if stage.startswith("ffmpeg"):
+        command = ffmpeg_command(source, start, end, fps, size, str(Path(tempfile.mkdtemp(prefix="bench-ffmpeg-")) / "out.mp4"), 1)
+        if stage == "ffmpeg -f null":
+            command = [*command[: command.index("-vf")], "-f", "null", "-"]
+        _pin(True)
+        return lambda: subprocess.run(command, check=True)
+    if stage == "whole cut (now)":
+        return ours_one_clip(source, start, end, fps, size, 1)
+    _pin(True)
+    span = Fraction(str(start)), Fraction(str(end))
+    times = output_times(*span, Fraction(fps))
+
+    def run() -> None:
+        container, stream = open_video(source)
+        with container:
+            info = probe_video(container, stream, vfr_tolerance=CutConfig().vfr_tolerance)
+            stream.codec_context.thread_count = 1
+            if stage == "open + probe":
+                return
+            geometry = square_geometry(info.width, info.height, size)
+            before = "before" in stage
+            decoded = _decoded(container, stream, info, span[0], None if before else shown_pts(info, times))
+            if "decode" in stage:
+                for _ in itertools.takewhile(lambda item: item[0] < span[1], decoded):
+                    pass
+                return
+            shape = (lambda frame: geometry.apply(frame.to_ndarray(format="rgb24"))) if before else FrameShaper(geometry)
+            for _ in _picked(decoded, times, info, shape):
+                pass
+
+    return run
+
+
+def profile(sources: dict[str, str], args: argparse.Namespace) -> None:
+    from benchmarks.timing import Worker
+
+    print("\nprofile of the single-threaded one-clip cut (cumulative stages, each in its own pinned process):")
+    for name, value in STAGES.items():
+        print(f"  {name:26s} {value}")
+    for source_name, path in sources.items():
+        print(f" {source_name}:")
+        compare({stage: Worker(cut_stage, (stage, path, *args.span, args.fps, args.size)) for stage in STAGES}, args.pairs)
+
+
+def builder_shard(metadata: str, videos: str, cut_options: dict):
+    """Benchmark worker: one shard of every planned clip, built by the real shard code with :class:`ClipCutter`."""
+    from pipelines.hdvila.config import CutConfig, SourceConfig
     from pipelines.hdvila.metadata import VideoIndex, iter_videos
     from pipelines.hdvila.planning import ClipPlanner
     from pipelines.hdvila.shard import build_shard
     from pipelines.hdvila.stages import ClipCutter
 
-    source = SourceConfig(metadata=str(metadata), videos=str(videos), clips_per_shard=10_000)
+    _pin(True)
+    source = SourceConfig(metadata=metadata, videos=videos, clips_per_shard=10_000)
     plans = list(ClipPlanner(source, VideoIndex.scan(source.videos)).plan(iter_videos(source.metadata)))
-    started = time.perf_counter()
-    stats = [build_shard(plan, out, ClipCutter(cut, source)) for plan in plans]
-    elapsed = time.perf_counter() - started
-    return elapsed, sum(s["counts"]["kept"] for s in stats), sum(s["kept_seconds"] for s in stats)
+    cutter = ClipCutter(CutConfig(threads=1, **cut_options), source)
+
+    def run() -> None:
+        with tempfile.TemporaryDirectory(prefix="bench-shard-") as out:
+            stats = [build_shard(plan, Path(out), cutter) for plan in plans]
+            if sum(s["counts"]["kept"] for s in stats) == 0:
+                raise RuntimeError("the benchmark shard kept no clip")
+
+    return run
+
+
+def compare(workers: dict, pairs: int) -> dict:
+    """Interleave the workers, print their table, and return the timings."""
+    from benchmarks.timing import interleave
+
+    try:
+        results = interleave(workers, pairs=pairs)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    print(f"  {'setup':28s} {'wall s median (min-max)':>26} {'CPU s':>7} {'peak MiB':>9}")
+    for name, timings in results.items():
+        print(f"  {name:28s} {str(timings.wall_spread):>26} {timings.cpu_spread.median:>7.3f} {timings.peak_mib:>9.1f}")
+    return results
+
+
+def cpu_ratio(a, b) -> str:
+    """The per-round ratios of CPU seconds (which a busy machine disturbs less than wall time)."""
+    from benchmarks.timing import Spread
+
+    return str(Spread(tuple(x / y for x, y in zip(a.cpu, b.cpu))))
+
+
+def one_clip(sources: dict[str, str], args: argparse.Namespace) -> None:
+    from benchmarks.timing import Worker, pair_ratio, verdict
+
+    start, end = args.span
+    settings = [("single-threaded, pinned to one core", 1, 1)]
+    if not args.skip_threaded:
+        settings.append((f"multi-threaded ({os.cpu_count()} cores)", os.cpu_count() or 1, None))
+    peer = " ".join(ffmpeg_command("SRC", start, end, args.fps, args.size, "out.mp4", None)[1:])
+    print(f"\n1. one clip [{start:g}, {end:g}) s -> {args.fps} fps {args.size}x{args.size} H.264; peer: ffmpeg {peer}")
+    for label, ours_threads, ffmpeg_threads in settings:
+        for name, path in sources.items():
+            print(f" {name}, {label}:")
+            results = compare({
+                "ours (open+probe+exact_cut)": Worker(ours_one_clip, (path, start, end, args.fps, args.size, ours_threads)),
+                "ffmpeg CLI": Worker(ffmpeg_clips, ([path], [(start, end)], args.fps, args.size, ffmpeg_threads)),
+            }, args.pairs)  # fmt: skip
+            ours, peer = results["ours (open+probe+exact_cut)"], results["ffmpeg CLI"]
+            ratio = pair_ratio(ours, peer)
+            print(f"  ours / ffmpeg CLI: wall {ratio} ({verdict(ratio.median, 1.0)}); CPU {cpu_ratio(ours, peer)}")
+
+
+def shard(root: Path, ids: list[str], args: argparse.Namespace) -> None:
+    from benchmarks.timing import Worker, pair_ratio, verdict
+
+    spans = [(float(t), float(t + args.clip_seconds)) for t in range(0, args.seconds - args.clip_seconds + 1, args.clip_seconds)]
+    clips = len(ids) * len(spans)
+    print(f"\n2. a shard of {clips} clips of {args.clip_seconds} s from {len(ids)} x {args.seconds} s of 640x360 30 fps H.264, "
+          f"exact at the source rate and {args.size}x{args.size}; single-threaded, pinned to one core:")  # fmt: skip
+    metadata, videos = str(root / "meta.jsonl"), str(root / "videos")
+    results = compare({
+        "builder exact": Worker(builder_shard, (metadata, videos, {"size": args.size})),
+        "builder stream copy": Worker(builder_shard, (metadata, videos, {"mode": "copy"})),
+        "ffmpeg CLI, a process a clip": Worker(ffmpeg_clips, ([f"{videos}/{i}.mp4" for i in ids], spans, None, args.size, 1)),
+    }, args.pairs)  # fmt: skip
+    for name, timings in results.items():
+        seconds = np.median(timings.wall)
+        print(f"  {name:28s} {clips / seconds:.2f} clips/s, {clips * args.clip_seconds / seconds:.1f} s of video/s")
+    exact, peer = results["builder exact"], results["ffmpeg CLI, a process a clip"]
+    ratio = pair_ratio(exact, peer)
+    print(f"  builder exact / ffmpeg CLI: wall {ratio} ({verdict(ratio.median, 1.0)}); CPU {cpu_ratio(exact, peer)}")
+    print(f"  builder exact / stream copy: {pair_ratio(results['builder exact'], results['builder stream copy'])}")
 
 
 def time_reading(clips: Path, size: int, epochs: int) -> tuple[float, float]:
@@ -99,32 +349,41 @@ def time_reading(clips: Path, size: int, epochs: int) -> tuple[float, float]:
     return frames / dataset_time, frames / decord_time
 
 
+def reading(root: Path, args: argparse.Namespace) -> None:
+    from pipelines.hdvila.config import CutConfig, SourceConfig
+    from pipelines.hdvila.metadata import VideoIndex, iter_videos
+    from pipelines.hdvila.planning import ClipPlanner
+    from pipelines.hdvila.shard import build_shard
+    from pipelines.hdvila.stages import ClipCutter
+
+    source = SourceConfig(metadata=str(root / "meta.jsonl"), videos=str(root / "videos"), clips_per_shard=10_000)
+    cutter = ClipCutter(CutConfig(size=args.size), source)
+    for plan in ClipPlanner(source, VideoIndex.scan(source.videos)).plan(iter_videos(source.metadata)):
+        build_shard(plan, root / "exact", cutter)
+    dataset_fps, decord_fps = time_reading(root / "exact", args.size, args.epochs)
+    print(f"\n3. read ClipDataset: {dataset_fps:.0f} frames/s; plain decord on the same files: {decord_fps:.0f} frames/s")
+    print(f"  ClipDataset / plain decord: {dataset_fps / decord_fps:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--videos", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--clip-seconds", type=int, default=5)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--epochs", type=int, default=5)
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
+    from benchmarks.timing import machine_header
 
-    from pipelines.hdvila.config import CutConfig
-    from pipelines.hdvila.shard import build_shard  # noqa: F401 - import (webdataset, torch) before any timing
-
+    print(machine_header())
+    print(f"ffmpeg: {ffmpeg_exe()}")
     with tempfile.TemporaryDirectory(prefix="bench-hdvila-") as temp:
         root = Path(temp)
         (root / "videos").mkdir()
         ids = make_sources(root / "videos", args.videos, args.seconds)
         write_metadata(root / "meta.jsonl", ids, args.seconds, args.clip_seconds)
-        print(f"sources: {args.videos} x {args.seconds} s of 640x360 at 30 fps; clips of {args.clip_seconds} s; --size {args.size}")
-        exact = time_cutting(root / "meta.jsonl", root / "videos", root / "exact", CutConfig(size=args.size))
-        copy = time_cutting(root / "meta.jsonl", root / "videos", root / "copy", CutConfig(mode="copy"))
-        for name, (elapsed, clips, seconds) in {"exact": exact, "copy": copy}.items():
-            print(f"cut {name:5s}: {clips} clips in {elapsed:.2f} s = {clips / elapsed:.2f} clips/s, {seconds / elapsed:.1f} s of video/s")
-        print(f"stream copy / exact: {(copy[1] / copy[0]) / (exact[1] / exact[0]):.1f}x clips/s")
-        dataset_fps, decord_fps = time_reading(root / "exact", args.size, args.epochs)
-    print(f"read ClipDataset: {dataset_fps:.0f} frames/s; plain decord on the same files: {decord_fps:.0f} frames/s")
-    print(f"ClipDataset / plain decord: {dataset_fps / decord_fps:.2f}")
+        sources = {"VP9 1768x994 30 fps": str(vp9_source()), "H.264 640x360 30 fps": str(root / "videos" / f"{ids[0]}.mp4")}
+        if args.profile:
+            profile(sources, args)
+            return 0
+        one_clip(sources, args)
+        shard(root, ids, args)
+        if not args.skip_reading:
+            reading(root, args)
     return 0
 
 

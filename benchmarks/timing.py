@@ -4,7 +4,8 @@ This machine's speed swings several-fold when its neighbours are busy, so a sing
 nothing. Every benchmark measures through this module:
 
 - :class:`Worker`: one measured setup in its own process (built once there; peak memory of that process alone:
-  resident-set growth on CPU, ``max_memory_allocated`` on GPU), asked to run one repeat at a time;
+  resident-set growth on CPU, ``max_memory_allocated`` on GPU; CPU time includes its finished child processes, so a
+  setup running a command line tool counts the tool's CPU), asked to run one repeat at a time;
 - :func:`interleave`: a warm-up of each, then ``pairs`` rounds A B C, C B A, A B C, ... so slow spells hit every
   setup alike; wall and process CPU seconds of every repeat;
 - :class:`Spread` (min / median / max), :func:`pair_ratio` (the median of per-round ratios, which cancels most of a
@@ -85,6 +86,12 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (a setup that runs a command line tool)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def _serve(connection, factory: Callable, args: tuple, device: str) -> None:
     """Worker process: build the setup (``factory(*args)`` returns a zero-argument callable), then run it on request."""
     import torch
@@ -97,11 +104,11 @@ def _serve(connection, factory: Callable, args: tuple, device: str) -> None:
         start_gpu = torch.cuda.memory_allocated()
     connection.send("ready")
     while connection.recv() == "run":
-        wall, cpu = time.perf_counter(), time.process_time()
+        wall, cpu = time.perf_counter(), _cpu_seconds()
         run()
         if cuda:
             torch.cuda.synchronize()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
         peak = (torch.cuda.max_memory_allocated() - start_gpu) / 2**20 if cuda else _rss_mib() - start_rss
         connection.send((wall, cpu, peak))
     connection.close()

@@ -90,18 +90,23 @@ class VideoWriter:
         if self.threads is not None:
             self._stream.codec_context.thread_count = self.threads
 
-    def write(self, frame: np.ndarray) -> None:
-        """Encode one RGB uint8 ``(H, W, 3)`` frame."""
+    def write(self, frame: np.ndarray | av.VideoFrame) -> None:
+        """Encode one RGB uint8 ``(H, W, 3)`` frame, or an ``av.VideoFrame`` of any pixel format (no RGB round trip)."""
         import av
 
-        frame = np.asarray(frame)
-        if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"a frame must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
+        if isinstance(frame, av.VideoFrame):
+            video_frame, shape = frame, (frame.height, frame.width)
+        else:
+            frame = np.asarray(frame)
+            if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+                raise ValueError(f"a frame must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
+            video_frame, shape = None, frame.shape[:2]
         if self._stream is None:
-            self._open_stream(frame.shape[1], frame.shape[0])
-        if frame.shape[:2] != self._size[::-1]:
-            raise ValueError(f"frame is {frame.shape}, the video is {self._size[1]}x{self._size[0]} (H x W)")
-        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            self._open_stream(shape[1], shape[0])
+        if shape != self._size[::-1]:
+            raise ValueError(f"frame is {shape} (H x W), the video is {self._size[1]}x{self._size[0]} (H x W)")
+        if video_frame is None:
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         video_frame.pts = self.frames
         self._container.mux(self._stream.encode(video_frame))
         self.frames += 1

@@ -17,7 +17,7 @@ import av
 
 from datasets.clips import CropGeometry, displayed_frames, output_times, square_geometry  # noqa: E402
 from pipelines.hdvila.config import CutConfig  # noqa: E402
-from pipelines.hdvila.cutting import copy_cut, exact_cut  # noqa: E402
+from pipelines.hdvila.cutting import FrameShaper, _decoded, copy_cut, exact_cut, shown_pts  # noqa: E402
 from pipelines.hdvila.metadata import parse_span, parse_timestamp  # noqa: E402
 from pipelines.hdvila.probe import ClipError, open_video, probe_video  # noqa: E402
 
@@ -231,3 +231,41 @@ def test_cut_config_validation():
     with pytest.raises(ValueError):
         CutConfig(x264_preset="warp")
     assert CutConfig(fps=29.97).fps_fraction == Fraction(2997, 100)
+
+
+def test_frames_not_shown_and_not_referenced_are_not_decoded(tmp_path):
+    """Cutting at a lower rate skips decoding unshown B-frames; every clip of one open container stays frame-exact."""
+    path = make_counter_video(tmp_path / "long_gop.mp4", 150, gop=50)
+    container, stream = open_video(str(path))
+    with container:
+        info = probe_video(container, stream, vfr_tolerance=0.05)
+        times = output_times(Fraction(1), Fraction(5), Fraction(5))
+        shown = shown_pts(info, times)
+        every = [time for time, _ in _decoded(container, stream, info, Fraction(1)) if time < 5]
+        decoded = [time for time, _ in _decoded(container, stream, info, Fraction(1), shown) if time < 5]
+        assert len(decoded) < len(every) and len(shown) == len(times) == 20
+        assert {round((info.origin + t) / info.time_base) for t in decoded} >= shown
+        for start, end in (("1", "5"), ("0.3", "2.9"), ("2", "6")):  # one container, clip after clip, as the builder does
+            clip = exact_cut(container, stream, info, Fraction(start), Fraction(end), CutConfig(fps=5, size=64))
+            expected = [int(t * 25) for t in output_times(Fraction(start), Fraction(end), Fraction(5))]
+            assert decode_counters(clip.data) == expected
+        assert str(stream.codec_context.skip_frame) in ("DEFAULT", "AVDiscard.DEFAULT", "Discard.DEFAULT")
+
+
+def test_frame_shaper_crops_at_odd_offsets_like_the_geometry():
+    """The libswscale resize + crop lands where CropGeometry.apply (OpenCV) does, for an odd crop offset too."""
+    image = np.full((112, 200, 3), 60, np.uint8)
+    image[50:58, 140:148] = 255  # an 8x8 white square centred at (144, 54)
+    geometry = square_geometry(200, 112, 64)
+    assert geometry.resized == (114, 64) and geometry.offset == (25, 0)
+    frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+    shaped = FrameShaper(geometry)(frame)
+    assert (shaped.width, shaped.height, shaped.format.name) == (64, 64, "yuv444p")
+    ours, reference = shaped.to_ndarray(format="rgb24"), geometry.apply(frame.to_ndarray(format="rgb24"))
+    assert np.abs(ours.astype(int) - reference.astype(int)).mean() < 2.0
+    centre = geometry.map_points(np.array([[144.0, 54.0]]))[0]
+    for picture in (ours, reference):
+        weights = np.clip(picture[..., 1].astype(float) - 100, 0, None)
+        ys, xs = np.mgrid[0:64, 0:64]
+        assert abs((weights * (xs + 0.5)).sum() / weights.sum() - centre[0]) < 0.25
+        assert abs((weights * (ys + 0.5)).sum() / weights.sum() - centre[1]) < 0.25

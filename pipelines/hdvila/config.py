@@ -36,7 +36,7 @@ class CutConfig:
     keyframe_interval: float = 1.0
     """Seconds between keyframes of the encoded clips (random access for readers)."""
     threads: int = 1
-    """Encoder threads per clip (match the CPUs each Ray task gets)."""
+    """Decoder and encoder threads per clip (match the CPUs each Ray task gets)."""
     scene_check: bool = False
     """Drop clips with a scene cut inside (exact mode): colour-histogram distance of consecutive frames above ``scene_threshold``."""
     scene_threshold: float = 0.5

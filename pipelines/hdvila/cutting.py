@@ -5,9 +5,12 @@ Exact mode: the span ``[start, end)`` becomes the output times
 :func:`datasets.clips.output_times`); each output frame is the source frame on
 screen at that time (the last one starting at or before it), so resampling to
 a lower, equal or higher rate and variable-frame-rate sources all follow one
-rule. Frames are decoded from the keyframe before ``start`` and streamed
-through resize + center-crop (:class:`datasets.clips.CropGeometry`) into the
-encoder; a clip never holds more than two decoded frames in memory.
+rule. Frames are decoded from the keyframe before ``start`` (frames the clip
+does not show and no other frame references are skipped by the decoder) and
+streamed through resize + center-crop (:class:`datasets.clips.CropGeometry`,
+done in libswscale on the decoder's YUV, see :class:`FrameShaper`) into the
+encoder; a clip never holds more than two decoded frames in memory. Decoder and
+encoder use ``CutConfig.threads`` threads.
 
 Copy mode: packets are copied unchanged from the keyframe at or before
 ``start`` up to (not including) the first keyframe at or after ``end``, so the
@@ -16,6 +19,7 @@ clip covers ``[keyframe, next keyframe)``, recorded as ``cut`` in the annotation
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,7 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
-from datasets.clips import displayed_frames, output_times, square_geometry
+from datasets.clips import CropGeometry, displayed_frames, output_times, square_geometry
 from pipelines.hdvila.config import CutConfig
 from pipelines.hdvila.encoding import make_encoder, read_and_remove, temporary_mp4
 from pipelines.hdvila.probe import ClipError, SourceInfo, check_span
@@ -63,8 +67,32 @@ def _seek(container, stream, info: SourceInfo, start: Fraction) -> None:
     container.seek(math.floor((info.origin + start) / info.time_base), stream=stream, backward=True, any_frame=False)
 
 
-def _decoded(container, stream, info: SourceInfo, start: Fraction) -> Iterator[tuple[Fraction, object]]:
-    """``(time, frame)`` from the keyframe at or before ``start`` on, in presentation order.
+def shown_pts(info: SourceInfo, times: list[Fraction]) -> frozenset[int]:
+    """The pts (stream ticks) of the source frames shown at ``times`` (see :func:`datasets.clips.displayed_frames`)."""
+    indices = set(displayed_frames(list(info.frame_times), times).tolist())
+    return frozenset(round((info.origin + info.frame_times[i]) / info.time_base) for i in indices)
+
+
+def _frames(container, stream, shown: frozenset[int] | None) -> Iterator:
+    """Decoded frames from the current position. With ``shown`` (the pts of the frames the clip shows), the packet of
+    any other frame is decoded with ``skip_frame`` ``NONREF``: a frame nothing references (most B-frames) is then not
+    decoded at all, which changes no other frame; reference frames are always decoded."""
+    if shown is None:
+        yield from container.decode(stream)
+        return
+    context = stream.codec_context
+    try:
+        for packet in container.demux(stream):
+            context.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in shown else "NONREF"
+            yield from packet.decode()
+    finally:
+        context.skip_frame = "DEFAULT"  # the container serves the video's next clip
+
+
+def _decoded(
+    container, stream, info: SourceInfo, start: Fraction, shown: frozenset[int] | None = None
+) -> Iterator[tuple[Fraction, object]]:
+    """``(time, frame)`` from the keyframe at or before ``start`` on, in presentation order (see :func:`_frames` for ``shown``).
 
     Should a seek land after ``start`` (a container with a poor index), decoding restarts from the beginning.
     """
@@ -74,7 +102,7 @@ def _decoded(container, stream, info: SourceInfo, start: Fraction) -> Iterator[t
     try:
         for origin in (start, Fraction(0)):
             _seek(container, stream, info, origin)
-            for frame in container.decode(stream):
+            for frame in _frames(container, stream, shown):
                 if frame.pts is None:
                     continue
                 time = frame.pts * info.time_base - info.origin
@@ -90,35 +118,69 @@ def _decoded(container, stream, info: SourceInfo, start: Fraction) -> Iterator[t
         raise ClipError("undecodable_video", f"decoding failed after {float(previous or 0):.3f} s: {error}") from error
 
 
-def _picked(decoded: Iterator[tuple[Fraction, object]], times: list[Fraction], info: SourceInfo) -> Iterator[np.ndarray]:
-    """For each output time, the RGB array of the source frame on screen then (see :func:`datasets.clips.displayed_frames`)."""
-    index, held, held_time, held_array = 0, None, None, None
+class FrameShaper:
+    """Decoded frame -> the clip's frame: resize to cover and center-crop (:class:`datasets.clips.CropGeometry`).
 
-    def array(frame):
-        return frame.to_ndarray(format="rgb24", width=info.width, height=info.height)
+    The resize happens in libswscale on the decoder's YUV (area averaging when shrinking, like the OpenCV
+    ``INTER_AREA`` of :meth:`CropGeometry.apply`), into full-resolution chroma (``yuv444p``) so a crop at any offset,
+    odd ones included, is exact; the crop is a numpy slice. No RGB frame is made: the encoder takes the ``yuv444p``
+    frame and subsamples its chroma to ``yuv420p``. One reformatter serves the whole clip.
+    """
 
+    def __init__(self, geometry: CropGeometry) -> None:
+        from av.video.reformatter import VideoReformatter
+
+        self.geometry = geometry
+        self._reformatter = VideoReformatter()
+
+    def __call__(self, frame):
+        import av
+
+        width, height = self.geometry.resized
+        shrinking = width < self.geometry.source_width
+        resized = self._reformatter.reformat(
+            frame, format="yuv444p", width=width, height=height, interpolation="AREA" if shrinking else "BILINEAR"
+        )
+        x, y = self.geometry.offset
+        clip_width, clip_height = self.geometry.width, self.geometry.height
+        shaped = av.VideoFrame(clip_width, clip_height, "yuv444p")
+        for source, target in zip(resized.planes, shaped.planes):  # plane rows are padded to line_size bytes
+            rows = np.frombuffer(source, np.uint8).reshape(-1, source.line_size)
+            into = np.frombuffer(target, np.uint8).reshape(-1, target.line_size)
+            into[:clip_height, :clip_width] = rows[y : y + clip_height, x : x + clip_width]
+        return shaped
+
+
+def _picked(decoded: Iterator[tuple[Fraction, object]], times: list[Fraction], info: SourceInfo, shape) -> Iterator:
+    """For each output time, ``shape(frame)`` of the source frame on screen then (see :func:`datasets.clips.displayed_frames`).
+
+    Only frames that are shown are shaped, each once (a frame shown twice when upsampling is shaped once).
+    """
+    index, held, held_time, held_shaped = 0, None, None, None
     for time, frame in decoded:
         while index < len(times) and times[index] < time:
             if held is None:  # the span starts before the first frame: show the first frame
                 held, held_time = frame, time
-            if held_array is None:
-                held_array = array(held)
-            yield held_array
+            if held_shaped is None:
+                held_shaped = shape(held)
+            yield held_shaped
             index += 1
         if index >= len(times):
             return
-        held, held_time, held_array = frame, time, None
+        held, held_time, held_shaped = frame, time, None
     if held is None:
         raise ClipError("truncated_video", "no frame could be decoded in the span")
-    shown_until = held_time + info.frame_interval
+    following = bisect.bisect_right(info.frame_times, held_time)  # the next frame, decoded or skipped (see _frames)
+    last = following >= len(info.frame_times)
+    shown_until = held_time + info.frame_interval if last else info.frame_times[following]
     while index < len(times):
         if times[index] >= shown_until:
             raise ClipError(
                 "truncated_video", f"frames stop at {float(shown_until):.3f} s, before the span's frame at {float(times[index]):.3f} s"
             )
-        if held_array is None:
-            held_array = array(held)
-        yield held_array
+        if held_shaped is None:
+            held_shaped = shape(held)
+        yield held_shaped
         index += 1
 
 
@@ -128,13 +190,16 @@ def exact_cut(container, stream, info: SourceInfo, start: Fraction, end: Fractio
     fps = config.fps_fraction or info.average_rate
     times = output_times(start, end, fps)
     geometry = square_geometry(info.width, info.height, config.size)
+    shown = shown_pts(info, times)
+    if not stream.codec_context.is_open:  # decoder threads: set before the first decode of this container
+        stream.codec_context.thread_count = config.threads
     encoder = make_encoder(geometry.width, geometry.height, fps, config)
     previous_hist, worst = None, 0.0
     try:
-        for number, frame in enumerate(_picked(_decoded(container, stream, info, start), times, info)):
-            frame = geometry.apply(frame)
+        frames = _picked(_decoded(container, stream, info, start, shown), times, info, FrameShaper(geometry))
+        for number, frame in enumerate(frames):
             if config.scene_check:
-                hist = color_histogram(frame)
+                hist = color_histogram(frame.to_ndarray(format="rgb24"))
                 if previous_hist is not None:
                     distance = histogram_distance(previous_hist, hist)
                     worst = max(worst, distance)

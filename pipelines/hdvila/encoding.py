@@ -1,9 +1,10 @@
 """H.264 encoders of clip frames into in-memory mp4 files: PyAV's libx264 (the project's
 :class:`datasets.video_io.VideoWriter`), or the ffmpeg binary of imageio-ffmpeg.
 
-Both take RGB uint8 frames of a fixed size one at a time and return the mp4
-bytes (``yuv420p``, constant frame rate, ``+faststart`` so readers can stream
-it, no audio).
+Both take PyAV video frames of a fixed size one at a time (the cutter hands
+them ``yuv444p`` frames, see :class:`pipelines.hdvila.cutting.FrameShaper`) and
+return the mp4 bytes (``yuv420p``, constant frame rate, ``+faststart`` so
+readers can stream it, no audio).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pipelines.hdvila.config import CutConfig
 class ClipEncoder(Protocol):
     frames: int
 
-    def write(self, frame: np.ndarray) -> None: ...
+    def write(self, frame) -> None:
+        """Encode one ``av.VideoFrame`` of the clip's size (any pixel format)."""
 
     def finish(self) -> bytes: ...
 
@@ -58,7 +60,7 @@ def read_and_remove(path: str) -> bytes:
 
 
 class FfmpegEncoder:
-    """The ffmpeg binary shipped by imageio-ffmpeg, fed raw RGB frames on stdin, writing a temporary mp4."""
+    """The ffmpeg binary shipped by imageio-ffmpeg, fed raw ``yuv444p`` frames on stdin, writing a temporary mp4."""
 
     def __init__(self, width: int, height: int, fps: Fraction, config: CutConfig) -> None:
         import imageio_ffmpeg
@@ -69,7 +71,7 @@ class FfmpegEncoder:
         x264 = _x264_options(config, fps)
         command = [
             imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-y", "-loglevel", "error",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+            "-f", "rawvideo", "-pix_fmt", "yuv444p", "-s", f"{width}x{height}",
             "-r", f"{fps.numerator}/{fps.denominator}", "-i", "pipe:0",
             "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", x264["crf"], "-preset", x264["preset"],
             "-g", x264["g"], "-keyint_min", x264["keyint_min"], "-threads", str(config.threads),
@@ -77,11 +79,12 @@ class FfmpegEncoder:
         ]  # fmt: skip
         self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
 
-    def write(self, frame: np.ndarray) -> None:
-        if frame.shape != (self.height, self.width, 3):
-            raise ValueError(f"frame is {frame.shape}, encoder expects {(self.height, self.width, 3)}")
+    def write(self, frame) -> None:
+        if (frame.width, frame.height) != (self.width, self.height):
+            raise ValueError(f"frame is {frame.width}x{frame.height}, encoder expects {self.width}x{self.height}")
+        planes = frame.reformat(format="yuv444p").to_ndarray()  # (3, height, width): the rawvideo layout
         try:
-            self._process.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+            self._process.stdin.write(np.ascontiguousarray(planes).tobytes())
         except BrokenPipeError as error:
             raise RuntimeError(f"ffmpeg exited while encoding: {self._errors()}") from error
         self.frames += 1
