@@ -27,7 +27,6 @@ Every comparison of 1 and 2 runs each setup in its own process (:mod:`benchmarks
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -35,6 +34,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -43,26 +43,45 @@ import numpy as np
 VP9_SOURCE = "vp9-1768x994-30fps-7.7s.webm"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--videos", type=int, default=3, help="H.264 sources of the shard comparison")
-    parser.add_argument("--seconds", type=int, default=20, help="length of each H.264 source")
-    parser.add_argument("--clip-seconds", type=int, default=5, help="clip length in the shard comparison")
-    parser.add_argument("--size", type=int, default=256, help="clip side (resize to cover, center crop)")
-    parser.add_argument("--fps", type=int, default=8, help="clip frame rate in the one-clip comparison")
-    parser.add_argument("--span", type=float, nargs=2, default=(1.0, 6.0), metavar=("START", "END"), help="one-clip span (s)")
-    parser.add_argument("--pairs", type=int, default=5, help="interleaved rounds per comparison")
-    parser.add_argument("--epochs", type=int, default=5, help="reading epochs")
-    parser.add_argument("--skip-threaded", action="store_true", help="skip the multi-threaded one-clip figures")
-    parser.add_argument("--skip-reading", action="store_true", help="skip the ClipDataset comparison")
-    parser.add_argument("--profile", action="store_true", help="only profile the one-clip cut stage by stage")
-    args = parser.parse_args(argv)
-    counts = (args.videos, args.seconds, args.clip_seconds, args.pairs, args.epochs, args.fps)
-    if min(counts) < 1 or args.seconds < max(args.clip_seconds, 7):
-        parser.error("counts must be positive and --seconds at least 7 and at least --clip-seconds")
-    if not 0 <= args.span[0] < args.span[1] <= 7.7:
-        parser.error("--span must satisfy 0 <= START < END <= 7.7 (the VP9 source's length)")
-    return args
+@dataclass(frozen=True, kw_only=True)
+class CutBenchConfig:
+    """What to measure."""
+
+    videos: int = 3
+    """H.264 sources of the shard comparison."""
+    seconds: int = 20
+    """Length of each H.264 source."""
+    clip_seconds: int = 5
+    """Clip length in the shard comparison."""
+    size: int = 256
+    """Clip side (resize to cover, center crop)."""
+    fps: int = 8
+    """Clip frame rate in the one-clip comparison."""
+    span: tuple[float, float] = (1.0, 6.0)
+    """One-clip span: start and end seconds."""
+    pairs: int = 5
+    """Interleaved rounds per comparison."""
+    epochs: int = 5
+    """Reading epochs."""
+    skip_threaded: bool = False
+    """Skip the multi-threaded one-clip figures."""
+    skip_reading: bool = False
+    """Skip the ClipDataset comparison."""
+    profile: bool = False
+    """Only profile the one-clip cut stage by stage."""
+
+    def __post_init__(self) -> None:
+        counts = (self.videos, self.seconds, self.clip_seconds, self.pairs, self.epochs, self.fps)
+        if min(counts) < 1 or self.seconds < max(self.clip_seconds, 7):
+            raise ValueError("counts must be positive and --seconds at least 7 and at least --clip-seconds")
+        if not 0 <= self.span[0] < self.span[1] <= 7.7:
+            raise ValueError("--span must satisfy 0 <= START < END <= 7.7 (the VP9 source's length)")
+
+
+def parse_args(argv: list[str] | None) -> CutBenchConfig:
+    from datasets import cli
+
+    return cli.parse(CutBenchConfig, argv, prog="python -m benchmarks.bench_hdvila", description=__doc__.split("\n\n")[0])
 
 
 def ffmpeg_exe() -> str:
@@ -220,7 +239,7 @@ def cut_stage(stage: str, source: str, start: float, end: float, fps: int, size:
     return run
 
 
-def profile(sources: dict[str, str], args: argparse.Namespace) -> None:
+def profile(sources: dict[str, str], args: CutBenchConfig) -> None:
     from benchmarks.timing import Worker
 
     print("\nprofile of the single-threaded one-clip cut (cumulative stages, each in its own pinned process):")
@@ -275,7 +294,7 @@ def cpu_ratio(a, b) -> str:
     return str(Spread(tuple(x / y for x, y in zip(a.cpu, b.cpu))))
 
 
-def one_clip(sources: dict[str, str], args: argparse.Namespace) -> None:
+def one_clip(sources: dict[str, str], args: CutBenchConfig) -> None:
     from benchmarks.timing import Worker, pair_ratio, verdict
 
     start, end = args.span
@@ -296,7 +315,7 @@ def one_clip(sources: dict[str, str], args: argparse.Namespace) -> None:
             print(f"  ours / ffmpeg CLI: wall {ratio} ({verdict(ratio.median, 1.0)}); CPU {cpu_ratio(ours, peer)}")
 
 
-def shard(root: Path, ids: list[str], args: argparse.Namespace) -> None:
+def shard(root: Path, ids: list[str], args: CutBenchConfig) -> None:
     from benchmarks.timing import Worker, pair_ratio, verdict
 
     spans = [(float(t), float(t + args.clip_seconds)) for t in range(0, args.seconds - args.clip_seconds + 1, args.clip_seconds)]
@@ -349,7 +368,7 @@ def time_reading(clips: Path, size: int, epochs: int) -> tuple[float, float]:
     return frames / dataset_time, frames / decord_time
 
 
-def reading(root: Path, args: argparse.Namespace) -> None:
+def reading(root: Path, args: CutBenchConfig) -> None:
     from pipelines.hdvila.config import CutConfig, SourceConfig
     from pipelines.hdvila.metadata import VideoIndex, iter_videos
     from pipelines.hdvila.planning import ClipPlanner
