@@ -53,14 +53,27 @@ ENTRY_POINTS = {
     "pipelines.build_toy_world": _attribute("pipelines.toy_world.config", "ToyWorldConfig"),
     "pose_extraction.video": _video_command,
     "evaluation.run": _eval_command,
+    "pipelines.build_hdvila_clips recaption": _attribute("pipelines.hdvila.config", "RecaptionConfig"),
+    "benchmarks.bench_model": _attribute("benchmarks.bench_model", "BenchConfig"),
+    "benchmarks.bench_generation": _attribute("benchmarks.bench_generation", "Settings"),
+    "benchmarks.bench_generation_memory": _attribute("benchmarks.bench_generation_memory", "BenchConfig"),
+    "benchmarks.bench_hdvila": _attribute("benchmarks.bench_hdvila", "CutBenchConfig"),
+    "benchmarks.bench_captioning": _attribute("benchmarks.bench_captioning", "CaptionBenchConfig"),
+    "benchmarks.bench_pose": _attribute("benchmarks.bench_pose", "PoseBenchConfig"),
+    "benchmarks.bench_training": _attribute("benchmarks.bench_training", "TrainingBenchConfig"),
+    "benchmarks.bench_evaluation": _attribute("benchmarks.bench_evaluation", "EvaluationBenchConfig"),
+    "benchmarks.bench_laion_pose": _attribute("benchmarks.bench_laion_pose", "LaionBenchConfig"),
+    "benchmarks.toy_table": _attribute("benchmarks.toy_table", "TableConfig"),
 }
+"""Every command users run (``MODULE SUBCOMMAND`` for a subcommand), with its config class."""
 
 
 @pytest.mark.parametrize("module", sorted(ENTRY_POINTS))
 def test_help_lists_config_and_every_field(module, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "120")
+    name, *subcommand = module.split()
     with pytest.raises(SystemExit) as exit_:
-        importlib.import_module(module).main(["--help"])
+        importlib.import_module(name).main([*subcommand, "--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     flags = [f"--{leaf.path.replace('_', '-')}" for leaf in cli.leaves(ENTRY_POINTS[module]())]
