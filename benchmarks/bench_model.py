@@ -8,7 +8,7 @@
    (``UNetMotionModel.from_unet2d`` with a ``MotionAdapter`` of matching widths), for each frame
    count: seconds per step as min/median/max of ``--repeats`` interleaved rounds (:mod:`benchmarks.timing`),
    CPU seconds, peak memory, and each design's ratio to AnimateDiff (target: <= 1; the time ratio is the
-   median of per-round ratios). Each model lives in its own process, so its peak memory is its own:
+   median of per-round wall ratios; the per-round CPU ratio beside it is steadier on a busy machine). Each model lives in its own process, so its peak memory is its own:
    ``torch.cuda.max_memory_allocated`` on GPU, resident-set growth over the steps on CPU.
 2. Generation (pipeline, pose-guided, CFG) seconds per frame for each ``--gen-frames`` length
    with the noise-reuse windows; the ratio longest / shortest shows flatness (each window of T
@@ -21,6 +21,7 @@ The models are tiny random SD-1.x-shaped ones by default (``--unet-channels``); 
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -45,7 +46,8 @@ class BenchConfig:
     window: int = 8
     """Frames per window in the generation benchmark."""
     repeats: int = 5
-    """Interleaved rounds per training-step comparison (after one warm-up each); the generation runs once per length."""
+    """Interleaved rounds per training-step comparison (after one warm-up each; at least 5); the generation runs once
+    per length."""
     unet_channels: tuple[int, ...] = (32, 64, 64, 64)
     """UNet block widths of the random SD-1.x-shaped model."""
     device: str = "auto"
@@ -58,8 +60,8 @@ class BenchConfig:
             raise ValueError("frames must be >= 2 and gen_frames >= 1")
         if self.latent_size % 8 or self.gen_latent_size % 8:
             raise ValueError("latent sizes must be multiples of 8")
-        if self.repeats < 1 or self.steps < 1 or self.window < 2:
-            raise ValueError("repeats and steps must be positive, window >= 2")
+        if self.repeats < 5 or self.steps < 1 or self.window < 2:
+            raise ValueError("repeats must be >= 5 (interleaved pairs), steps positive, window >= 2")
 
 
 def _device(name: str):
@@ -119,7 +121,7 @@ def training_step(kind: str, base: str, frames: int, latent: int, device_name: s
 
 def compare_training(base: str, config: BenchConfig) -> None:
     """Ours, the release's design and AnimateDiff, each in its own process, interleaved, per frame count."""
-    from benchmarks.timing import Worker, interleave, pair_ratio, verdict
+    from benchmarks.timing import Spread, Worker, interleave, pair_ratio, verdict
 
     print(f"{'frames':>6} {'model':>12} {'s/step median (min-max)':>26} {'CPU s/step':>11} {'peak MiB':>9}")
     for frames in config.frames:
@@ -135,8 +137,10 @@ def compare_training(base: str, config: BenchConfig) -> None:
         for kind in ("ours", "release"):
             time_ratio = pair_ratio(results[kind], reference)
             memory_ratio = results[kind].peak_mib / max(reference.peak_mib, 1e-6)
+            cpu_ratio = Spread(tuple(x / y for x, y in zip(results[kind].cpu, reference.cpu)))
             print(f"{frames:>6} {kind + '/AD':>12} time {time_ratio} ({verdict(time_ratio.median, 1.0)}), "
-                  f"memory {memory_ratio:.2f} ({verdict(memory_ratio, 1.0)})")  # fmt: skip
+                  f"CPU {cpu_ratio}, memory {memory_ratio:.2f} ({verdict(memory_ratio, 1.0)})")  # fmt: skip
+        print(f"{'':>6} load average after {frames} frames: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def measure_generation(base: str, config: BenchConfig) -> list[dict]:

@@ -7,12 +7,19 @@ from dataclasses import asdict
 
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from safetensors.torch import load_file
 
 from follow_your_pose.models import ControlEncoder, fold_frames, control_unet_inputs, unfold_frames
-from follow_your_pose.models.attention import CrossFrameAttnProcessor
+from follow_your_pose.models.attention import (
+    CrossFrameAttnProcessor,
+    LowRankTemporalConv,
+    TemporalAttention,
+    TemporalConv,
+    frame_positions,
+)
 from follow_your_pose.models.clip_norm import ClipGroupNorm
 from follow_your_pose.models.inflated_unet import (
     RELEASE_STAGE2_TRAINABLE,
@@ -115,6 +122,34 @@ def test_cross_frame_attention_keys_come_from_first_and_previous_frame():
     torch.testing.assert_close(cross, torch.cat(expected), rtol=1e-5, atol=1e-6)
     # identical frames: cross-frame attention is plain self-attention
     torch.testing.assert_close(cross_same, plain_same, rtol=1e-5, atol=1e-6)
+
+
+def test_temporal_layers_compute_their_time_major_definition():
+    """The temporal layers work on the folded ``(B*F, N, C)`` layout through views; they compute what they are defined
+    as on the time-major ``(B*N, F, C)`` layout: attention over frames and Conv1d over frames, with random weights."""
+    torch.manual_seed(0)
+    for frames, tokens, positions in ((4, 5, False), (3, 2, True), (40, 2, False)):  # 40: past the explicit-softmax cut
+        x = torch.randn(2 * frames, tokens, 16)
+        time_major = x.view(2, frames, tokens, 16).transpose(1, 2).reshape(-1, frames, 16)
+        back = lambda y: y.view(2, tokens, frames, 16).transpose(1, 2).reshape(x.shape)  # noqa: E731
+        attention, conv, low = TemporalAttention(16, 2, positions), TemporalConv(16), LowRankTemporalConv(16, 6)
+        layers = {"temporal_a": attention, "temporal_c": conv, "temporal_l": low}
+        randomise_temporal(torch.nn.ModuleDict({"block": torch.nn.ModuleDict(layers)}), 0.5)
+        with torch.no_grad():
+            y = attention.norm(time_major)
+            if positions:
+                y = y + frame_positions(frames, 16, y.device, y.dtype)
+            heads = lambda t: t.view(t.shape[0], frames, 2, 8).transpose(1, 2)  # noqa: E731
+            o = F.scaled_dot_product_attention(*(heads(p(y)) for p in (attention.attn.to_q, attention.attn.to_k, attention.attn.to_v)))
+            expected = time_major + attention.attn.to_out[0](o.transpose(1, 2).reshape(-1, frames, 16))
+            torch.testing.assert_close(attention(x, frames), back(expected), rtol=1e-5, atol=1e-5)
+            y = conv.conv2(conv.act(conv.conv1(conv.norm(time_major).transpose(1, 2)))).transpose(1, 2)
+            torch.testing.assert_close(conv(x, frames), back(time_major + y), rtol=1e-5, atol=1e-5)
+            y = low.up(low.down(time_major.transpose(1, 2))).transpose(1, 2)
+            torch.testing.assert_close(low(x, frames), back(time_major + y), rtol=1e-5, atol=1e-5)
+    attention.attn.set_processor(AttnProcessor2_0())  # it would attend over tokens of each frame: refused
+    with pytest.raises(TypeError, match="TemporalAttnProcessor"):
+        attention(x, 40)
 
 
 def test_identical_frames_give_the_2d_unet_output(tiny_dir, unet2d, clip):

@@ -11,15 +11,19 @@ transformer block and attention processor. Pieces:
   ``num_frames`` keyword so the shared kwargs reach ``attn1`` without warnings.
 - :class:`TemporalAttention`: pre-LayerNorm self-attention over frames at each spatial position,
   residual, output projection zero-initialised; optional sinusoidal frame positions (off by default,
-  as in the reference code).
+  as in the reference code). Its :class:`TemporalAttnProcessor` works on the folded layout directly
+  (strided views, no transposes to a time-major layout).
 - :class:`TemporalConv`: pre-LayerNorm 1D conv residual over frames (kernel 3), last conv zero-init
   (our design); :class:`LowRankTemporalConv`: the release's ``x + up(down(x))``, two bias-free kernel-3
-  convs through rank ``r``, no norm, no activation, ``up`` zero-initialised.
+  convs through rank ``r``, no norm, no activation, ``up`` zero-initialised. Both keep ``nn.Conv1d``
+  weights and run them as ``k x 1`` 2D convs on a channels-last view of the folded layout (no copies).
 - :class:`InflatedTransformerBlock`: ``BasicTransformerBlock`` whose ``forward`` runs the stock block
   (cross-frame self-attention, text cross-attention, FFN) then the temporal attention and conv. It
   keeps the stock parameter names, so SD checkpoints and LoRAs load unchanged.
 
-All attention runs through ``torch.nn.functional.scaled_dot_product_attention``.
+Spatial and text attention run through ``torch.nn.functional.scaled_dot_product_attention``; temporal attention
+over up to :data:`MANUAL_ATTENTION_MAX_FRAMES` frames is an explicit ``softmax(q k^T) v`` (faster for its many tiny
+sequences), SDPA beyond. Where the time of a training step goes: ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -65,7 +69,9 @@ def _finish(attn: Attention, out: torch.Tensor, residual: torch.Tensor, shape) -
         out = out.transpose(-1, -2).reshape(shape)
     if attn.residual_connection:
         out = out + residual
-    return out / attn.rescale_output_factor
+    if attn.rescale_output_factor != 1.0:  # 1 in every SD block: skip a full-size division by one
+        out = out / attn.rescale_output_factor
+    return out
 
 
 class FrameAttnProcessor:
@@ -95,7 +101,13 @@ class FrameAttnProcessor:
 
 
 class CrossFrameAttnProcessor(FrameAttnProcessor):
-    """Self-attention whose keys/values for frame ``i`` are those of frame 0 and frame ``i-1``."""
+    """Self-attention whose keys/values for frame ``i`` are those of frame 0 and frame ``i-1``.
+
+    Every frame attends to ``2 x tokens`` keys in one batched call, frames 0 and 1 included (they see frame 0's keys
+    twice, which softmax makes identical to seeing them once): a still clip's frames then stay bit-identical, which
+    the clip-wide GroupNorm of the release's design needs (its low-resolution groups amplify any frame-to-frame
+    rounding difference).
+    """
 
     def __call__(
         self,
@@ -115,27 +127,76 @@ class CrossFrameAttnProcessor(FrameAttnProcessor):
         bf, tokens, _ = hidden_states.shape
         if bf % num_frames:
             raise ValueError(f"batch {bf} is not a multiple of num_frames={num_frames}")
-        first = torch.zeros(num_frames, dtype=torch.long, device=hidden_states.device)
-        previous = (torch.arange(num_frames, device=hidden_states.device) - 1).clamp(min=0)
 
-        def gather(x: torch.Tensor) -> torch.Tensor:
+        def first_and_previous(x: torch.Tensor) -> torch.Tensor:  # slices and one concatenation, no index gather
             x = x.view(bf // num_frames, num_frames, tokens, -1)
-            return torch.cat([x[:, first], x[:, previous]], dim=2).flatten(0, 1)
+            first = x[:, :1].expand(-1, num_frames, -1, -1)
+            previous = torch.cat([x[:, :1], x[:, :-1]], dim=1)
+            return torch.cat([first, previous], dim=2).flatten(0, 1)
 
-        out = _sdpa(attn, attn.to_q(hidden_states), gather(attn.to_k(hidden_states)), gather(attn.to_v(hidden_states)))
+        key, value = first_and_previous(attn.to_k(hidden_states)), first_and_previous(attn.to_v(hidden_states))
+        out = _sdpa(attn, attn.to_q(hidden_states), key, value)
         return _finish(attn, out, residual, shape)
 
 
-def _to_time_major(x: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """``(B*F, N, C)`` to ``(B*N, F, C)``."""
+MANUAL_ATTENTION_MAX_FRAMES = 32
+"""Temporal attention over at most this many frames runs as an explicit ``softmax(q k^T) v``: with many very short
+sequences (one per spatial position) it is faster on CPU than SDPA's flash kernel and its ``F x F`` scores are small;
+longer clips use SDPA, which never holds the scores."""
+
+
+class TemporalAttnProcessor(FrameAttnProcessor):
+    """Self-attention over the frames at each spatial position, on tokens with frames folded in the batch.
+
+    Takes and returns ``(B*F, N, C)``: the projections run per token in that layout and the attention sees
+    ``(B, N, heads, F, d)`` strided views of it, so no transpose to and from a time-major layout is needed.
+    """
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        num_frames: int = 1,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3:
+            raise ValueError("temporal attention takes (B*F, tokens, C) hidden states only, without context or mask")
+        bf, tokens, _ = hidden_states.shape
+        if bf % num_frames:
+            raise ValueError(f"batch {bf} is not a multiple of num_frames={num_frames}")
+
+        def frames_last(x: torch.Tensor) -> torch.Tensor:  # (B*F, N, C) -> (B, N, heads, F, d), a view
+            return x.view(bf // num_frames, num_frames, tokens, attn.heads, -1).permute(0, 2, 3, 1, 4)
+
+        query, key, value = (frames_last(p(hidden_states)) for p in (attn.to_q, attn.to_k, attn.to_v))
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        if num_frames <= MANUAL_ATTENTION_MAX_FRAMES:
+            out = torch.softmax((query @ key.transpose(-1, -2)) * attn.scale, dim=-1) @ value
+        else:
+            out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False, scale=attn.scale)
+        out = out.permute(0, 3, 1, 2, 4).reshape(bf, tokens, -1)
+        return _finish(attn, attn.to_out[1](attn.to_out[0](out)), hidden_states, None)
+
+
+def _frames_channels_last(x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """``(B*F, N, C)`` as ``(B, C, F, N)``: a view whose memory is channels-last, which a 2D conv reads as it is."""
     bf, n, c = x.shape
-    return x.view(bf // num_frames, num_frames, n, c).transpose(1, 2).reshape(-1, num_frames, c)
+    return x.view(bf // num_frames, num_frames, n, c).permute(0, 3, 1, 2)
 
 
-def _from_time_major(x: torch.Tensor, num_frames: int, tokens: int) -> torch.Tensor:
-    """``(B*N, F, C)`` back to ``(B*F, N, C)``."""
-    bn, f, c = x.shape
-    return x.view(bn // tokens, tokens, f, c).transpose(1, 2).reshape(-1, tokens, c)
+def _folded(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, F, N)`` channels-last back to ``(B*F, N, C)`` (a view when ``x`` is channels-last)."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[3], x.shape[1])
+
+
+def _conv_over_frames(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """``conv`` (a Conv1d over frames) applied to ``(B, C, F, N)`` as the same kernel along F: a ``k x 1`` 2D conv."""
+    return F.conv2d(x, conv.weight.unsqueeze(-1), conv.bias, padding=(conv.padding[0], 0))
 
 
 def frame_positions(num_frames: int, dim: int, device, dtype) -> torch.Tensor:
@@ -159,18 +220,19 @@ class TemporalAttention(nn.Module):
         self.positional_encoding = positional_encoding
         self.norm = nn.LayerNorm(dim)
         self.attn = Attention(query_dim=dim, heads=heads, dim_head=dim // heads, bias=False, out_bias=True)
-        self.attn.set_processor(FrameAttnProcessor())
+        self.attn.set_processor(TemporalAttnProcessor())
         nn.init.zeros_(self.attn.to_out[0].weight)
         nn.init.zeros_(self.attn.to_out[0].bias)
 
     def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
-        tokens = hidden_states.shape[1]
-        x = _to_time_major(hidden_states, num_frames)
-        y = self.norm(x)
+        if not isinstance(self.attn.processor, TemporalAttnProcessor):
+            raise TypeError(f"temporal attention needs a TemporalAttnProcessor, not {type(self.attn.processor).__name__}")
+        y = self.norm(hidden_states)
         if self.positional_encoding:
-            y = y + frame_positions(num_frames, y.shape[-1], y.device, y.dtype)
-        x = x + self.attn(y)
-        return _from_time_major(x, num_frames, tokens)
+            bf, tokens, channels = y.shape
+            positions = frame_positions(num_frames, channels, y.device, y.dtype)[:, None]
+            y = (y.view(bf // num_frames, num_frames, tokens, channels) + positions).view(bf, tokens, channels)
+        return hidden_states + self.attn(y, num_frames=num_frames)
 
 
 class TemporalConv(nn.Module):
@@ -188,11 +250,9 @@ class TemporalConv(nn.Module):
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
-        tokens = hidden_states.shape[1]
-        x = _to_time_major(hidden_states, num_frames)
-        y = self.norm(x).transpose(1, 2)
-        y = self.conv2(self.act(self.conv1(y))).transpose(1, 2)
-        return _from_time_major(x + y, num_frames, tokens)
+        y = _frames_channels_last(self.norm(hidden_states), num_frames)
+        y = _conv_over_frames(self.act(_conv_over_frames(y, self.conv1)), self.conv2)
+        return hidden_states + _folded(y)
 
 
 def low_rank(dim: int, rank: int) -> int:
@@ -217,10 +277,8 @@ class LowRankTemporalConv(nn.Module):
         nn.init.zeros_(self.up.weight)
 
     def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
-        tokens = hidden_states.shape[1]
-        x = _to_time_major(hidden_states, num_frames)
-        y = self.up(self.down(x.transpose(1, 2))).transpose(1, 2)
-        return _from_time_major(x + y, num_frames, tokens)
+        y = _conv_over_frames(_conv_over_frames(_frames_channels_last(hidden_states, num_frames), self.down), self.up)
+        return hidden_states + _folded(y)
 
 
 class InflatedTransformerBlock(BasicTransformerBlock):

@@ -40,6 +40,7 @@ from follow_your_pose.models.attention import (
     CrossFrameAttnProcessor,
     FrameAttnProcessor,
     InflatedTransformerBlock,
+    TemporalAttnProcessor,
 )
 from follow_your_pose.models.clip_norm import FrameCount, use_clip_norms
 from follow_your_pose.models.control_encoder import (
@@ -163,11 +164,15 @@ class InflatedUNet(UNet2DConditionModel):
         return self
 
     def set_frame_processors(self, *, cross_frame: bool = True) -> None:
-        """SDPA processors everywhere; cross-frame attention on every transformer block's ``attn1``."""
+        """SDPA processors everywhere; cross-frame attention on every transformer block's ``attn1``; attention over
+        frames in the temporal attentions."""
         processors = {}
         for name in self.attn_processors:
             is_self = name.endswith("attn1.processor") and "transformer_blocks" in name
-            processors[name] = CrossFrameAttnProcessor() if (cross_frame and is_self) else FrameAttnProcessor()
+            if ".temporal_attention." in name:
+                processors[name] = TemporalAttnProcessor()
+            else:
+                processors[name] = CrossFrameAttnProcessor() if (cross_frame and is_self) else FrameAttnProcessor()
         self.set_attn_processor(processors)
 
     def _keep_frame_processors(self, what: str, call):
