@@ -1,6 +1,6 @@
 """Captioning stage alone vs the whole HD-VILA job with captioning, measured in the same run.
 
-    .venv/bin/python benchmarks/bench_captioning.py [--videos 6] [--seconds 8] [--clip-seconds 2] [--pairs 5]
+    .venv/bin/python -m benchmarks.bench_captioning [--videos 6] [--seconds 8] [--clip-seconds 2] [--pairs 5]
         [--hidden 256] [--layers 4] [--image-size 224] [--new-tokens 20]
 
 Input: synthetic 640x360 30 fps H.264 sources (``bench_hdvila.make_sources``), cut into clips of
@@ -28,6 +28,8 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from benchmarks.bench_hdvila import SourcesConfig, make_sources, write_metadata
+from benchmarks.timing import RoundsConfig
 
 
 def _caption_config(model: Path, new_tokens: int):
@@ -91,17 +93,11 @@ def whole_job(root: str, new_tokens: int):
 
 
 @dataclass(frozen=True, kw_only=True)
-class CaptionBenchConfig:
+class CaptionBenchConfig(RoundsConfig):
     """What to measure."""
 
-    videos: int = 6
-    """Source videos made for the run."""
-    seconds: int = 8
-    """Length of each source video."""
-    clip_seconds: int = 2
-    """Length of each clip cut from them."""
-    pairs: int = 5
-    """Interleaved rounds after one warm-up each."""
+    sources: SourcesConfig = SourcesConfig(videos=6, seconds=8, clip_seconds=2)
+    """The clips: 24 of 2 s."""
     hidden: int = 256
     """Hidden width of the random BLIP captioner (scaled so the model takes most of the job's time)."""
     layers: int = 4
@@ -112,7 +108,7 @@ class CaptionBenchConfig:
     """Tokens generated per caption."""
 
     def __post_init__(self) -> None:
-        if min(self.videos, self.seconds, self.clip_seconds, self.pairs, self.hidden, self.layers, self.new_tokens) < 1:
+        if min(self.pairs, self.hidden, self.layers, self.new_tokens) < 1:
             raise ValueError("every count and size must be at least 1")
 
 
@@ -121,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
 
     args = cli.parse(CaptionBenchConfig, argv, prog="python -m benchmarks.bench_captioning", description=__doc__.split("\n\n")[0])
 
-    from benchmarks.bench_hdvila import make_sources, write_metadata
     from benchmarks.timing import Spread, Worker, interleave, machine_header, verdict
     from tests.test_hdvila_captioning import save_tiny_blip
 
@@ -129,18 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-caption-", dir="/tmp") as temp:
         root = Path(temp)
         (root / "videos").mkdir()
-        ids = make_sources(root / "videos", args.videos, args.seconds)
-        write_metadata(root / "meta.jsonl", ids, args.seconds, args.clip_seconds)
+        ids = make_sources(root / "videos", args.sources.videos, args.sources.seconds)
+        write_metadata(root / "meta.jsonl", ids, args.sources.seconds, args.sources.clip_seconds)
         save_tiny_blip(root / "model", hidden=args.hidden, layers=args.layers, image_size=args.image_size)
-        clips = args.videos * (args.seconds // args.clip_seconds)
-        print(f"{clips} clips of {args.clip_seconds} s (8 fps, 128 px) from {args.videos} sources; random BLIP hidden "
+        clips = args.sources.clips
+        print(f"{clips} clips of {args.sources.clip_seconds} s (8 fps, 128 px) from {args.sources.videos} sources; random BLIP hidden "
               f"{args.hidden}, {args.layers} layers, {args.image_size} px, {args.new_tokens} new tokens; {args.pairs} rounds")  # fmt: skip
         workers = {"alone": Worker(captioner_alone, (temp, args.new_tokens)), "job": Worker(whole_job, (temp, args.new_tokens))}
-        try:
-            timings = interleave(workers, pairs=args.pairs, warmup=1)
-        finally:
-            for worker in workers.values():
-                worker.close()
+        timings = interleave(workers, pairs=args.pairs, warmup=1)
         steady = [json.loads(line) for line in (root / "steady.jsonl").read_text().splitlines()][1:]  # without warm-up
     alone, job = timings["alone"], timings["job"]
     steady_s = Spread(tuple(s["steady_s"] for s in steady))

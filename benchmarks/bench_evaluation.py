@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from benchmarks.timing import TorchRoundsConfig
 
 ROWS = (("clip",), ("frame_consistency",), ("clip", "frame_consistency"), ("pose_ap",), ("temporal_flickering",), ("warping_error",))
 CLIP_METRICS = ("clip", "frame_consistency")
@@ -148,11 +149,7 @@ def compare_row(metrics: tuple[str, ...], root: Path, args) -> None:
     setups = ("evaluator", "metrics", "bare-clip") if any(m in CLIP_METRICS for m in metrics) else ("evaluator", "metrics")
     frames = args.videos * args.frames
     workers = {s: Worker(evaluation_run, (s, metrics, str(root), frames, args.batch, args.threads)) for s in setups}
-    try:
-        results = interleave(workers, pairs=args.pairs)
-    finally:
-        for worker in workers.values():
-            worker.close()
+    results = interleave(workers, pairs=args.pairs)
     name = "+".join(metrics)
     print(f"\n== {name}: {frames} frames per repeat ==")
     print(f"{'setup':>10} {'s/repeat median (min-max)':>26} {'CPU s':>7} {'frames/s':>9} {'peak MiB':>9}")
@@ -172,7 +169,7 @@ def compare_row(metrics: tuple[str, ...], root: Path, args) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvaluationBenchConfig:
+class EvaluationBenchConfig(TorchRoundsConfig):
     """What to measure."""
 
     videos: int = 2
@@ -183,10 +180,6 @@ class EvaluationBenchConfig:
     """Frame side in pixels."""
     batch: int = 16
     """CLIP frames per forward pass (and pose frames per call)."""
-    pairs: int = 5
-    """Interleaved rounds after one warm-up of each setup."""
-    threads: int = 1
-    """Torch threads per worker (0: torch's default)."""
     metrics: tuple[str, ...] | None = None
     """Rows to measure, named as the table prints them (None: all)."""
 
@@ -199,22 +192,10 @@ class EvaluationBenchConfig:
             raise ValueError(f"unknown metrics row(s) {', '.join(unknown)}; choose from {', '.join(rows)}")
 
 
-def parse_args(argv: list[str] | None) -> EvaluationBenchConfig:
-    from datasets import cli
-
-    return cli.parse(EvaluationBenchConfig, argv, prog="python -m benchmarks.bench_evaluation", description=__doc__.split("\n\n")[0])
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    import torch
+    from benchmarks.timing import start
 
-    from benchmarks.timing import machine_header
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print("config:", vars(args))
-    print(machine_header())
+    args = start(EvaluationBenchConfig, argv, prog="python -m benchmarks.bench_evaluation", doc=__doc__)
     root = Path(tempfile.mkdtemp(prefix="bench_evaluation_"))
     try:
         (root / "videos").mkdir()

@@ -30,9 +30,10 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from benchmarks.timing import RoundsConfig
 
 @dataclass(frozen=True, kw_only=True)
-class Settings:
+class Settings(RoundsConfig):
     """What one benchmark run measures."""
 
     frames: tuple[int, ...] = (16, 64)
@@ -41,8 +42,6 @@ class Settings:
     """Frame side in pixels, a multiple of 64."""
     steps: int = 4
     """DDIM steps."""
-    pairs: int = 5
-    """Interleaved rounds after one warm-up each."""
     window: int = 16
     """Frames per window (ours) / FreeNoise context (theirs)."""
     overlap: int | None = None
@@ -174,7 +173,7 @@ def count_work(side: str, window_batch: int, base: str, settings: Settings, fram
 
 
 def compare(base: str, settings: Settings, frames: int) -> None:
-    from benchmarks.timing import Worker, interleave, pair_ratio, verdict
+    from benchmarks.timing import Worker, interleave, pair_ratio, print_timings, verdict
 
     print(f"\n== {frames} frames of {settings.size}x{settings.size}, {settings.steps} DDIM steps, CFG 7.5 ==", flush=True)
     named = setups(settings, frames)
@@ -190,14 +189,8 @@ def compare(base: str, settings: Settings, frames: int) -> None:
               f"{work['pose_frames']} frame passes", flush=True)  # fmt: skip
     device = str(_device(settings.device))
     workers = {side: Worker(generation_run, (side, batch, base, settings, frames), device=device) for side, batch in named.items()}
-    try:
-        results = interleave(workers, pairs=settings.pairs)
-    finally:
-        for worker in workers.values():
-            worker.close()
-    print(f"{'setup':>13} {'s/video median (min-max)':>26} {'CPU s/video':>12} {'peak MiB':>9}")
-    for side, timings in results.items():
-        print(f"{side:>13} {str(timings.wall_spread):>26} {timings.cpu_spread.median:>12.2f} {timings.peak_mib:>9.1f}")
+    results = interleave(workers, pairs=settings.pairs)
+    print_timings(results, per="video")
     theirs = results["animatediff"]
     for side in (name for name in named if name != "animatediff"):
         ours = results[side]

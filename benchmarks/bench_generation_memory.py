@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 SETUPS = ("plain", "vae_slicing", "vae_tiling", "bfloat16", "model_offload")
@@ -65,23 +65,14 @@ def generation_run(setup: str, base: str, config: BenchConfig):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.timing import Worker, interleave, machine_header, pair_ratio
+    from benchmarks.timing import Worker, interleave, pair_ratio, start
     from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
-    from datasets import cli
 
-    config = cli.parse(
-        BenchConfig, argv, defaults=BenchConfig(), description=__doc__.split("\n\n")[0], prog="python -m benchmarks.bench_generation_memory",
-    )
-    print("config:", asdict(config))
-    print(machine_header())
+    config = start(BenchConfig, argv, prog="python -m benchmarks.bench_generation_memory", doc=__doc__)
     with tempfile.TemporaryDirectory() as folder:
         base = str(save_tiny_sd(Path(folder) / "base", TinySDConfig(unet_channels=config.unet_channels, sample_size=config.size)))
         workers = {setup: Worker(generation_run, (setup, base, config)) for setup in SETUPS}
-        try:
-            results = interleave(workers, pairs=config.rounds)
-        finally:
-            for worker in workers.values():
-                worker.close()
+        results = interleave(workers, pairs=config.rounds)
     plain = results["plain"]
     print(f"\n{config.frames} frames of {config.size}x{config.size}, {config.steps} DDIM steps with guidance")
     print(f"{'setup':>14} {'s/video median (min-max)':>26} {'peak MiB':>9} {'time / plain':>13} {'memory / plain':>15}")

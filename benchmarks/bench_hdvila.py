@@ -39,28 +39,43 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from benchmarks.timing import RoundsConfig
 
 VP9_SOURCE = "vp9-1768x994-30fps-7.7s.webm"
 
 
 @dataclass(frozen=True, kw_only=True)
-class CutBenchConfig:
-    """What to measure."""
+class SourcesConfig:
+    """The synthetic 640x360 30 fps H.264 sources a clip benchmark makes (:func:`make_sources`), and its clip length."""
 
     videos: int = 3
-    """H.264 sources of the shard comparison."""
+    """Source videos made for the run."""
     seconds: int = 20
-    """Length of each H.264 source."""
+    """Length of each source video."""
     clip_seconds: int = 5
-    """Clip length in the shard comparison."""
+    """Length of each clip cut from them (:func:`write_metadata` tiles the sources with clips)."""
+
+    def __post_init__(self) -> None:
+        if min(self.videos, self.seconds, self.clip_seconds) < 1 or self.seconds < self.clip_seconds:
+            raise ValueError("sources: counts must be positive and seconds at least clip_seconds")
+
+    @property
+    def clips(self) -> int:
+        return self.videos * (self.seconds // self.clip_seconds)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CutBenchConfig(RoundsConfig):
+    """What to measure."""
+
+    sources: SourcesConfig = SourcesConfig()
+    """The H.264 sources of the shard comparison (the one-clip comparison also cuts the first)."""
     size: int = 256
     """Clip side (resize to cover, center crop)."""
     fps: int = 8
     """Clip frame rate in the one-clip comparison."""
     span: tuple[float, float] = (1.0, 6.0)
     """One-clip span: start and end seconds."""
-    pairs: int = 5
-    """Interleaved rounds per comparison."""
     epochs: int = 5
     """Reading epochs."""
     skip_threaded: bool = False
@@ -71,9 +86,8 @@ class CutBenchConfig:
     """Only profile the one-clip cut stage by stage."""
 
     def __post_init__(self) -> None:
-        counts = (self.videos, self.seconds, self.clip_seconds, self.pairs, self.epochs, self.fps)
-        if min(counts) < 1 or self.seconds < max(self.clip_seconds, 7):
-            raise ValueError("counts must be positive and --seconds at least 7 and at least --clip-seconds")
+        if min(self.pairs, self.epochs, self.fps) < 1 or self.sources.seconds < 7:
+            raise ValueError("pairs, epochs and fps must be positive and --sources.seconds at least 7")
         if not 0 <= self.span[0] < self.span[1] <= 7.7:
             raise ValueError("--span must satisfy 0 <= START < END <= 7.7 (the VP9 source's length)")
 
@@ -274,16 +288,10 @@ def builder_shard(metadata: str, videos: str, cut_options: dict):
 
 def compare(workers: dict, pairs: int) -> dict:
     """Interleave the workers, print their table, and return the timings."""
-    from benchmarks.timing import interleave
+    from benchmarks.timing import interleave, print_timings
 
-    try:
-        results = interleave(workers, pairs=pairs)
-    finally:
-        for worker in workers.values():
-            worker.close()
-    print(f"  {'setup':28s} {'wall s median (min-max)':>26} {'CPU s':>7} {'peak MiB':>9}")
-    for name, timings in results.items():
-        print(f"  {name:28s} {str(timings.wall_spread):>26} {timings.cpu_spread.median:>7.3f} {timings.peak_mib:>9.1f}")
+    results = interleave(workers, pairs=pairs)
+    print_timings(results, indent="  ")
     return results
 
 
@@ -318,9 +326,9 @@ def one_clip(sources: dict[str, str], args: CutBenchConfig) -> None:
 def shard(root: Path, ids: list[str], args: CutBenchConfig) -> None:
     from benchmarks.timing import Worker, pair_ratio, verdict
 
-    spans = [(float(t), float(t + args.clip_seconds)) for t in range(0, args.seconds - args.clip_seconds + 1, args.clip_seconds)]
+    spans = [(float(t), float(t + args.sources.clip_seconds)) for t in range(0, args.sources.seconds - args.sources.clip_seconds + 1, args.sources.clip_seconds)]
     clips = len(ids) * len(spans)
-    print(f"\n2. a shard of {clips} clips of {args.clip_seconds} s from {len(ids)} x {args.seconds} s of 640x360 30 fps H.264, "
+    print(f"\n2. a shard of {clips} clips of {args.sources.clip_seconds} s from {len(ids)} x {args.sources.seconds} s of 640x360 30 fps H.264, "
           f"exact at the source rate and {args.size}x{args.size}; single-threaded, pinned to one core:")  # fmt: skip
     metadata, videos = str(root / "meta.jsonl"), str(root / "videos")
     results = compare({
@@ -330,7 +338,7 @@ def shard(root: Path, ids: list[str], args: CutBenchConfig) -> None:
     }, args.pairs)  # fmt: skip
     for name, timings in results.items():
         seconds = np.median(timings.wall)
-        print(f"  {name:28s} {clips / seconds:.2f} clips/s, {clips * args.clip_seconds / seconds:.1f} s of video/s")
+        print(f"  {name:28s} {clips / seconds:.2f} clips/s, {clips * args.sources.clip_seconds / seconds:.1f} s of video/s")
     exact, peer = results["builder exact"], results["ffmpeg CLI, a process a clip"]
     ratio = pair_ratio(exact, peer)
     print(f"  builder exact / ffmpeg CLI: wall {ratio} ({verdict(ratio.median, 1.0)}); CPU {cpu_ratio(exact, peer)}")
@@ -393,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-hdvila-") as temp:
         root = Path(temp)
         (root / "videos").mkdir()
-        ids = make_sources(root / "videos", args.videos, args.seconds)
-        write_metadata(root / "meta.jsonl", ids, args.seconds, args.clip_seconds)
+        ids = make_sources(root / "videos", args.sources.videos, args.sources.seconds)
+        write_metadata(root / "meta.jsonl", ids, args.sources.seconds, args.sources.clip_seconds)
         sources = {"VP9 1768x994 30 fps": str(vp9_source()), "H.264 640x360 30 fps": str(root / "videos" / f"{ids[0]}.mp4")}
         if args.profile:
             profile(sources, args)

@@ -65,6 +65,7 @@ from pipelines.laion_pose.pose_stage import PoseAnnotator, decode_rgb
 from pipelines.ray_runtime import RayConfig, ray_session
 from datasets.shards import ProgressLogger
 from pose_extraction.backends import PoseConfig
+from benchmarks.timing import RoundsConfig
 
 JOBS = {"job-1w": (1, 2), "job-2w": (2, 2), "job-1w-1core": (1, 1)}
 """Job setups: (pose workers, CPUs of the local Ray)."""
@@ -296,21 +297,14 @@ def report(results: dict, work: Path, images: int) -> None:
 
 
 def interleaved(factory, setups: dict[str, tuple], pairs: int) -> dict:
-    """Start a worker per setup (``factory`` and its arguments), interleave them, close every one started."""
-    from benchmarks.timing import Worker, interleave
+    """Start a non-daemonic worker per setup (they start Ray and process pools), interleave them, close them all."""
+    from benchmarks.timing import interleave_setups
 
-    workers = {}
-    try:  # non-daemonic workers (they start Ray, process pools): every one started is closed below
-        for name, args in setups.items():
-            workers[name] = Worker(factory, args, daemon=False)
-        return interleave(workers, pairs=pairs)
-    finally:
-        for worker in workers.values():
-            worker.close()
+    return interleave_setups(factory, setups, pairs, daemon=False)
 
 
 @dataclass(frozen=True, kw_only=True)
-class LaionBenchConfig:
+class LaionBenchConfig(RoundsConfig):
     """What to measure."""
 
     backend: str = "mediapipe"
@@ -320,8 +314,6 @@ class LaionBenchConfig:
     """Input rows (the bundled sample replicated)."""
     shard_size: int = 10
     """Rows per shard."""
-    pairs: int = 5
-    """Interleaved rounds after one warm-up of each setup."""
     skip_download_compare: bool = False
     """Skip the in-actor download vs ``img2dataset.download()`` comparison."""
 

@@ -25,7 +25,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -126,11 +126,7 @@ def compare_training(base: str, config: BenchConfig) -> None:
     print(f"{'frames':>6} {'model':>12} {'s/step median (min-max)':>26} {'CPU s/step':>11} {'peak MiB':>9}")
     for frames in config.frames:
         workers = {kind: Worker(training_step, (kind, base, frames, config.latent_size, config.device), device=str(_device(config.device))) for kind in MODELS}
-        try:
-            results = interleave(workers, pairs=config.repeats)
-        finally:
-            for worker in workers.values():
-                worker.close()
+        results = interleave(workers, pairs=config.repeats)
         for kind, timings in results.items():
             print(f"{frames:>6} {kind:>12} {str(timings.wall_spread):>26} {timings.cpu_spread.median:>11.3f} {timings.peak_mib:>9.1f}")
         reference = results["animatediff"]
@@ -161,16 +157,11 @@ def measure_generation(base: str, config: BenchConfig) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.timing import machine_header
-    from datasets import cli
+    from benchmarks.timing import start
     from follow_your_pose.long_video import plan_windows
     from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
 
-    config = cli.parse(
-        BenchConfig, argv, defaults=BenchConfig(), description=__doc__.split("\n\n")[0], prog="python -m benchmarks.bench_model",
-    )
-    print("config:", asdict(config))
-    print(machine_header())
+    config = start(BenchConfig, argv, prog="python -m benchmarks.bench_model", doc=__doc__)
     with tempfile.TemporaryDirectory() as folder:
         sample = max(64, -(-max(config.latent_size, config.gen_latent_size) * 8 // 64) * 64)
         base = str(save_tiny_sd(Path(folder) / "base", TinySDConfig(unet_channels=config.unet_channels, sample_size=sample)))

@@ -26,24 +26,21 @@ import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from benchmarks.timing import TorchRoundsConfig
 
 
 @dataclass(frozen=True, kw_only=True)
-class PoseBenchConfig:
+class PoseBenchConfig(TorchRoundsConfig):
     """What to measure."""
 
     crops: int = 32
     """Person boxes sent through HRNet per timed repeat."""
     batch_size: int = 16
     """HRNet crops per forward pass of our batched run."""
-    pairs: int = 5
-    """Interleaved rounds per comparison, after one warm-up of each setup."""
     flip_test: bool = False
     """Run HRNet with flip test (the shipped config's default; doubles its cost)."""
     device: str = "auto"
     """Torch device for HRNet (``auto``: cuda when there is one)."""
-    threads: int = 1
-    """Torch CPU threads in every worker (0 keeps torch's default)."""
     skip_mediapipe: bool = False
     """Measure HRNet only."""
     skip_hrnet: bool = False
@@ -124,11 +121,7 @@ def compare(title: str, workers: dict, pairs: int, unit: str, count: int, target
     """Interleave ``workers`` (the first is ours, the last the backend alone) and print their figures."""
     from benchmarks.timing import interleave, pair_ratio, verdict
 
-    try:
-        results = interleave(workers, pairs=pairs)
-    finally:
-        for worker in workers.values():
-            worker.close()
+    results = interleave(workers, pairs=pairs)
     print(f"\n== {title} ==")
     print(f"{'setup':>12} {'s/pass median (min-max)':>26} {'CPU s/pass':>11} {unit + '/s':>10} {'peak MiB':>9}")
     for name, timings in results.items():

@@ -28,6 +28,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
+from benchmarks.timing import TorchRoundsConfig
 
 SETUPS = ("trainer", "trainer+ckpt", "bare", "loader")
 
@@ -113,25 +114,17 @@ def export_stage1(root: str, resolution: int | None) -> None:
 def compare_stage(stage_number: int, root: Path, args) -> None:
     import multiprocessing
 
-    from benchmarks.timing import Worker, interleave, pair_ratio, verdict
+    from benchmarks.timing import interleave_setups, pair_ratio, print_timings, verdict
 
     if stage_number == 2:  # in a process of its own, like every setup
         process = multiprocessing.get_context("spawn").Process(target=export_stage1, args=(str(root), args.resolution))
         process.start()
         process.join()
     run_args = (str(root), args.steps, args.threads, args.resolution)
-    workers = {}
-    try:  # non-daemonic workers (their DataLoaders start processes): every one started is closed below
-        for setup in SETUPS:
-            workers[setup] = Worker(training_run, (stage_number, setup, *run_args), daemon=False)
-        results = interleave(workers, pairs=args.pairs)
-    finally:
-        for worker in workers.values():
-            worker.close()
+    setups = {setup: (stage_number, setup, *run_args) for setup in SETUPS}
+    results = interleave_setups(training_run, setups, args.pairs, daemon=False)  # their DataLoaders start processes
     print(f"\n== stage {stage_number}: {args.steps} optimiser steps (loader: batches) per repeat ==")
-    print(f"{'setup':>13} {'s/repeat median (min-max)':>26} {'CPU s':>7} {'peak MiB':>9}")
-    for setup, timings in results.items():
-        print(f"{setup:>13} {str(timings.wall_spread):>26} {timings.cpu_spread.median:>7.2f} {timings.peak_mib:>9.1f}")
+    print_timings(results)
     trainer = results["trainer"]
     bare, loader, ckpt = (pair_ratio(trainer, results[name]) for name in ("bare", "loader", "trainer+ckpt"))
     print(f"stage {stage_number}: trainer / bare loop time {bare}  {verdict(bare.median, 1.1)}")
@@ -141,15 +134,11 @@ def compare_stage(stage_number: int, root: Path, args) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainingBenchConfig:
+class TrainingBenchConfig(TorchRoundsConfig):
     """What to measure."""
 
     steps: int = 8
     """Optimiser steps (loader: batches) per timed repeat."""
-    pairs: int = 5
-    """Interleaved rounds after one warm-up of each setup."""
-    threads: int = 1
-    """Torch intra-op threads per worker (0: torch's default)."""
     resolution: int | None = None
     """Override the tiny preset's 64 px (a multiple of 64), e.g. 256 to see activation memory."""
     stages: tuple[Literal[1, 2], ...] = (1, 2)
@@ -160,25 +149,13 @@ class TrainingBenchConfig:
             raise ValueError("steps and pairs must be at least 1, threads at least 0, resolution a positive multiple of 64")
 
 
-def parse_args(argv: list[str] | None) -> TrainingBenchConfig:
-    from datasets import cli
-
-    return cli.parse(TrainingBenchConfig, argv, prog="python -m benchmarks.bench_training", description=__doc__.split("\n\n")[0])
-
-
 def main(argv: list[str] | None = None) -> int:
     import tempfile
 
-    import torch
-
-    from benchmarks.timing import machine_header
+    from benchmarks.timing import start
     from follow_your_pose.tiny import save_tiny_sd
 
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print("config:", vars(args))
-    print(machine_header())
+    args = start(TrainingBenchConfig, argv, prog="python -m benchmarks.bench_training", doc=__doc__)
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         root = Path(tmp)
         save_tiny_sd(root / "tiny-base")

@@ -25,6 +25,23 @@ from pathlib import Path
 from typing import Callable
 
 
+@dataclass(frozen=True, kw_only=True)
+class RoundsConfig:
+    """What every benchmark's config starts with (each adds what it measures)."""
+
+    pairs: int = 5
+    """Interleaved rounds after one warm-up of each setup."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TorchRoundsConfig(RoundsConfig):
+    """A benchmark whose setups run torch on the CPU."""
+
+    threads: int = 1
+    """Torch threads per worker (0: torch's default; 1 on a shared 2-core machine, where a second thread makes every
+    small op wait for a descheduled partner)."""
+
+
 @dataclass(frozen=True)
 class Spread:
     """Min / median / max of repeated measurements."""
@@ -144,19 +161,46 @@ class Worker:
 
 
 def interleave(workers: dict[str, Worker], pairs: int = 5, warmup: int = 1) -> dict[str, Timings]:
-    """Warm each worker up, then run them in alternating order for ``pairs`` rounds; every repeat is kept."""
+    """Warm each worker up, then run them in alternating order for ``pairs`` rounds; every repeat is kept. Every
+    worker is closed afterwards, also when a run fails."""
     names = list(workers)
-    for name in names:
-        for _ in range(warmup):
-            workers[name].run()
-    results = {name: Timings() for name in names}
-    for round_index in range(pairs):
-        for name in names if round_index % 2 == 0 else reversed(names):
-            wall, cpu, peak = workers[name].run()
-            results[name].wall.append(wall)
-            results[name].cpu.append(cpu)
-            results[name].peak_mib = max(results[name].peak_mib, peak)
-    return results
+    try:
+        for name in names:
+            for _ in range(warmup):
+                workers[name].run()
+        results = {name: Timings() for name in names}
+        for round_index in range(pairs):
+            for name in names if round_index % 2 == 0 else reversed(names):
+                wall, cpu, peak = workers[name].run()
+                results[name].wall.append(wall)
+                results[name].cpu.append(cpu)
+                results[name].peak_mib = max(results[name].peak_mib, peak)
+        return results
+    finally:
+        for worker in workers.values():
+            worker.close()
+
+
+def interleave_setups(factory: Callable, setups: dict[str, tuple], pairs: int = 5, **worker_options) -> dict[str, Timings]:
+    """A :class:`Worker` per setup (``factory`` and that setup's arguments), :func:`interleave`d; every worker started
+    is closed, also when a later one fails to start (``daemon=False`` for setups that start processes)."""
+    workers: dict[str, Worker] = {}
+    try:
+        for name, args in setups.items():
+            workers[name] = Worker(factory, args, **worker_options)
+    except BaseException:
+        for worker in workers.values():
+            worker.close()
+        raise
+    return interleave(workers, pairs=pairs)
+
+
+def print_timings(results: dict[str, Timings], per: str = "repeat", indent: str = "") -> None:
+    """One row per setup: wall seconds per ``per`` median (min-max), CPU seconds median, peak MiB."""
+    width = max(13, *(len(name) for name in results))
+    print(f"{indent}{'setup':>{width}} {'s/' + per + ' median (min-max)':>26} {'CPU s':>7} {'peak MiB':>9}")
+    for name, timings in results.items():
+        print(f"{indent}{name:>{width}} {str(timings.wall_spread):>26} {timings.cpu_spread.median:>7.3f} {timings.peak_mib:>9.1f}")
 
 
 def pair_ratio(a: Timings, b: Timings) -> Spread:
@@ -167,6 +211,24 @@ def pair_ratio(a: Timings, b: Timings) -> Spread:
 def verdict(value: float, target: float, *, at_most: bool = True) -> str:
     met = value <= target if at_most else value >= target
     return f"target {'<=' if at_most else '>='} {target:g}: {'met' if met else 'MISSED'}"
+
+
+def start(config_class, argv: list[str] | None, *, prog: str, doc: str | None):
+    """A benchmark's opening: its config from the command line (:func:`datasets.cli.parse`: ``--help``, ``--config``),
+    torch's threads set from a ``threads`` option (0 keeps torch's default), the config and :func:`machine_header`
+    printed. Returns the config."""
+    import dataclasses
+
+    import torch
+
+    from datasets import cli
+
+    config = cli.parse(config_class, argv, prog=prog, description=(doc or "").split("\n\n")[0])
+    if getattr(config, "threads", 0):
+        torch.set_num_threads(config.threads)
+    print("config:", dataclasses.asdict(config))
+    print(machine_header())
+    return config
 
 
 def machine_header() -> str:

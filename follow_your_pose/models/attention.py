@@ -75,7 +75,8 @@ def _finish(attn: Attention, out: torch.Tensor, residual: torch.Tensor, shape) -
 
 
 class FrameAttnProcessor:
-    """Plain SDPA attention (self or cross) that accepts, and ignores, ``num_frames``."""
+    """Plain SDPA attention (self or cross) that accepts, and ignores, ``num_frames``; the base of the frame-aware
+    processors, which override :meth:`attend`."""
 
     def __call__(
         self,
@@ -85,6 +86,13 @@ class FrameAttnProcessor:
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
         num_frames: int = 1,
+    ) -> torch.Tensor:
+        """diffusers' processor call; every processor here implements :meth:`attend`."""
+        return self.attend(attn, hidden_states, encoder_hidden_states, attention_mask, temb, num_frames)
+
+    def attend(
+        self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None,
+        attention_mask: torch.Tensor | None, temb: torch.Tensor | None, num_frames: int,
     ) -> torch.Tensor:
         residual = hidden_states
         hidden_states, shape = _prepare(attn, hidden_states, temb)
@@ -109,17 +117,12 @@ class CrossFrameAttnProcessor(FrameAttnProcessor):
     rounding difference).
     """
 
-    def __call__(
-        self,
-        attn: Attention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        num_frames: int = 1,
+    def attend(
+        self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None,
+        attention_mask: torch.Tensor | None, temb: torch.Tensor | None, num_frames: int,
     ) -> torch.Tensor:
         if encoder_hidden_states is not None or num_frames == 1:
-            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, num_frames)
+            return super().attend(attn, hidden_states, encoder_hidden_states, attention_mask, temb, num_frames)
         if attention_mask is not None:
             raise ValueError("cross-frame self-attention does not take an attention mask")
         residual = hidden_states
@@ -152,14 +155,9 @@ class TemporalAttnProcessor(FrameAttnProcessor):
     ``(B, N, heads, F, d)`` strided views of it, so no transpose to and from a time-major layout is needed.
     """
 
-    def __call__(
-        self,
-        attn: Attention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        num_frames: int = 1,
+    def attend(
+        self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None,
+        attention_mask: torch.Tensor | None, temb: torch.Tensor | None, num_frames: int,
     ) -> torch.Tensor:
         if encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3:
             raise ValueError("temporal attention takes (B*F, tokens, C) hidden states only, without context or mask")
