@@ -28,7 +28,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from benchmarks.bench_hdvila import SourcesConfig, make_sources, write_metadata
+from benchmarks.clip_sources import SourcesConfig, make_sources, write_metadata
 from benchmarks.timing import RoundsConfig
 
 

@@ -23,11 +23,14 @@ import os
 import tempfile
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from datasets.atomic import atomic_path, temporary_path
+
+if TYPE_CHECKING:
+    import av
 
 Source = str | Path | bytes
 

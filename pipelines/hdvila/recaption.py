@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import json
 import logging
 import tarfile
