@@ -46,10 +46,6 @@ class ConfigFileError(ValueError):
     """A ``--config`` file that cannot be read as a mapping of the config's fields."""
 
 
-class UsageError(ValueError):
-    """A command line tyro rejected, as one line (the flag and why)."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Leaf:
     """One settable field: its dotted path, type hint and command-line alias."""
@@ -127,11 +123,13 @@ def _values_after(argv: Sequence[str], start: int) -> int:
 
 
 def translate(cls, argv: Sequence[str], renamed: Mapping[str, str] | None = None) -> list[str]:
-    """``argv`` in the canonical spelling tyro reads (``--dotted.path VALUE ...``); unknown flags pass as they are."""
+    """``argv`` in the canonical spelling tyro reads (``--dotted.path VALUE ...``); unknown flags pass as they are.
+    A list option given twice (``--allow-host A --allow-host B``) is given once with all the values."""
     renamed = dict(renamed or {})
     short = {old: new for old, new in renamed.items() if not old.startswith("--")}
     table = _names(cls, tuple(sorted((old, new) for old, new in renamed.items() if old.startswith("--"))))
-    out: list[str] = []
+    out: list[str | list[str]] = []
+    sequences: dict[str, list[str]] = {}  # a list option's values, held by reference inside ``out``
     i = 0
     while i < len(argv):
         token = argv[i]
@@ -148,10 +146,15 @@ def translate(cls, argv: Sequence[str], renamed: Mapping[str, str] | None = None
         leaf = table.get(_canonical(name)) or (table.get(_canonical(name[3:])) if negated else None)
         if leaf is None:
             out += [token, *argv[i + 1 : end]]
+        elif leaf.kind == "sequence" and leaf.path in sequences:
+            sequences[leaf.path] += values
         else:
-            out += [f"--{leaf.path}", *_translate_values(leaf, values, negated=negated and _canonical(name) not in table)]
+            values = _translate_values(leaf, values, negated=negated and _canonical(name) not in table)
+            if leaf.kind == "sequence":
+                sequences[leaf.path] = values
+            out += [f"--{leaf.path}", values]
         i = end
-    return out
+    return [token for item in out for token in ([item] if isinstance(item, str) else item)]
 
 
 def _translate_values(leaf: Leaf, values: list[str], *, negated: bool) -> list[str]:

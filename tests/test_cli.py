@@ -64,6 +64,7 @@ def test_flags_in_every_spelling_users_type():
     assert (job.revision, job.sizes, job.kind, job.options, job.steps) == (None, (32, 48), "fast", {"max_persons": 2}, 0)
     assert parse(["--ema", "yes", "--flip", "false", "--optim.lr", "2"]) == Job(ema=True, flip=False, optim=Optim(lr=2.0))
     assert parse(["--old-steps", "3", "-q"], renamed={"--old-steps": "steps", "-q": "ema"}) == Job(steps=3, ema=True)
+    assert parse(["--sizes", "8", "--steps", "2", "--sizes", "16", "24"]).sizes == (8, 16, 24)  # a repeated list option adds up
 
 
 def test_config_files_nest_like_the_dataclasses_and_flags_override_them(tmp_path):

@@ -35,30 +35,9 @@ RENAMED = {
 
 
 def _old_spellings(argv: list[str]) -> list[str]:
-    """``--ignore-robots-tag`` as the field it inverts; a repeated list option (``--allow-file-root A
-    --allow-file-root B``) as one (``--download.allowed_file_roots A B``)."""
-    argv = [token for arg in argv for token in (
+    """``--ignore-robots-tag`` as the field it inverts (the other old flags are in :data:`RENAMED`)."""
+    return [token for arg in argv for token in (
         ["--download.honour_robots_tag", "false"] if arg == "--ignore-robots-tag" else [arg])]  # fmt: skip
-    tokens = cli.translate(CommandConfig, argv, RENAMED)
-    sequences = {f"--{leaf.path}" for leaf in cli.leaves(CommandConfig) if leaf.kind == "sequence"}
-    merged: list[str] = []
-    first: dict[str, int] = {}
-    i = 0
-    while i < len(tokens):
-        end = i + 1
-        while end < len(tokens) and not tokens[end].startswith("--"):
-            end += 1
-        if tokens[i] in sequences and tokens[i] in first:
-            at = first[tokens[i]] + 1
-            while at < len(merged) and not merged[at].startswith("--"):
-                at += 1
-            merged[at:at] = tokens[i + 1 : end]
-        else:
-            if tokens[i] in sequences:
-                first[tokens[i]] = len(merged)
-            merged += tokens[i:end]
-        i = end
-    return merged
 
 
 def parse_command(argv: list[str] | None = None) -> CommandConfig:
