@@ -32,8 +32,6 @@ from pipelines.hdvila.stages import batch_to_rows, rows_to_batch
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
-
 
 def frame_positions(total: int, count: int) -> np.ndarray:
     """Indices of ``count`` frames of a ``total``-frame clip: the centres of ``count`` equal parts (fewer for short clips)."""
@@ -55,7 +53,7 @@ def resolve_dtype(name: str, device: str):
     import torch
 
     if name != "auto":
-        return getattr(torch, _DTYPES[name])
+        return getattr(torch, name)  # float32, float16 or bfloat16: CaptionConfig checks the name
     if not device.startswith("cuda"):
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
