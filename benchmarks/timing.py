@@ -8,6 +8,8 @@ nothing. Every benchmark measures through this module:
   setup running a command line tool counts the tool's CPU), asked to run one repeat at a time;
 - :func:`interleave`: a warm-up of each, then ``pairs`` rounds A B C, C B A, A B C, ... so slow spells hit every
   setup alike; wall and process CPU seconds of every repeat;
+- :func:`memory_in_use`: a setup's peak memory per run in a process of its own whose allocator hands freed blocks
+  straight back to the system, so the figure is what the run holds, not what glibc happened to keep;
 - :class:`Spread` (min / median / max), :func:`pair_ratio` (the median of per-round ratios, which cancels most of a
   slow spell), :func:`verdict` (a figure against its target) and :func:`machine_header` (torch threads and load
   average at the start, with a warning when the machine was already busy).
@@ -103,16 +105,39 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _return_freed_memory() -> bool:
+    """Make glibc hand every freed block of 64 KiB or more back to the system at once (a fixed mmap threshold, which
+    also stops glibc raising it as it goes, and a low trim threshold). By default glibc keeps freed blocks in its heap,
+    so a process's resident-set growth depends on the order of its allocations: the same generation measured 31-53
+    MiB in repeated identical runs. With this it tracks the bytes in use, the figure ``max_memory_allocated`` gives on
+    a GPU. False where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 64 * 1024)) and bool(mallopt(m_trim_threshold, 128 * 1024))
+
+
 def _cpu_seconds() -> float:
     """CPU seconds of this process and of its finished children (a setup that runs a command line tool)."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def _serve(connection, factory: Callable, args: tuple, device: str) -> None:
-    """Worker process: build the setup (``factory(*args)`` returns a zero-argument callable), then run it on request."""
+def _serve(connection, factory: Callable, args: tuple, device: str, per_run_peak: bool = False) -> None:
+    """Worker process: build the setup (``factory(*args)`` returns a zero-argument callable), then run it on request.
+    ``per_run_peak``: freed memory goes back to the system at once and each run's peak is its own (measured from the
+    run's start) instead of the highest since the build."""
     import torch
 
+    if per_run_peak and not _return_freed_memory():
+        connection.send("no glibc: memory in use cannot be told from freed heap here")
+        return
     run = factory(*args)
     cuda = torch.device(device).type == "cuda"
     start_rss = _rss_mib("VmRSS") if _reset_peak_rss() else _rss_mib()
@@ -121,6 +146,11 @@ def _serve(connection, factory: Callable, args: tuple, device: str) -> None:
         start_gpu = torch.cuda.memory_allocated()
     connection.send("ready")
     while connection.recv() == "run":
+        if per_run_peak:
+            start_rss = _rss_mib("VmRSS") if _reset_peak_rss() else _rss_mib()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+                start_gpu = torch.cuda.memory_allocated()
         wall, cpu = time.perf_counter(), _cpu_seconds()
         run()
         if cuda:
@@ -137,14 +167,18 @@ class Worker:
     ``daemon=False`` for a setup that starts processes of its own (DataLoader workers, a process pool): a daemonic
     process may not have children; close such a worker (``try``/``finally``) or the benchmark waits for it at exit."""
 
-    def __init__(self, factory: Callable, args: tuple = (), *, device: str = "cpu", daemon: bool = True) -> None:
+    def __init__(
+        self, factory: Callable, args: tuple = (), *, device: str = "cpu", daemon: bool = True, per_run_peak: bool = False
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, factory, args, str(device)), daemon=daemon)
+        target_args = (child, factory, args, str(device), per_run_peak)
+        self._process = context.Process(target=_serve, args=target_args, daemon=daemon)
         self._process.start()
         child.close()  # only the worker holds its end now: if it dies, recv() below raises instead of waiting forever
-        if self._connection.recv() != "ready":
-            raise RuntimeError("benchmark worker failed to start")
+        if (answer := self._connection.recv()) != "ready":
+            self.close()
+            raise RuntimeError(f"benchmark worker failed to start: {answer}")
 
     def run(self) -> tuple[float, float, float]:
         """One repeat: ``(wall seconds, CPU seconds, peak MiB so far)``."""
@@ -179,6 +213,18 @@ def interleave(workers: dict[str, Worker], pairs: int = 5, warmup: int = 1) -> d
     finally:
         for worker in workers.values():
             worker.close()
+
+
+def memory_in_use(factory: Callable, args: tuple = (), *, runs: int = 3, device: str = "cpu") -> Spread:
+    """Peak memory each of ``runs`` runs of a setup had in use (MiB, after a warm-up), in a worker of its own whose
+    freed memory goes straight back to the system (:func:`_return_freed_memory`; ``max_memory_allocated`` on GPU).
+    A separate pass from the timed one: returning memory at once costs time (page faults)."""
+    worker = Worker(factory, args, device=device, per_run_peak=True)
+    try:
+        worker.run()
+        return Spread(tuple(worker.run()[2] for _ in range(runs)))
+    finally:
+        worker.close()
 
 
 def interleave_setups(factory: Callable, setups: dict[str, tuple], pairs: int = 5, **worker_options) -> dict[str, Timings]:

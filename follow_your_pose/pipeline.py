@@ -219,7 +219,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         for video in latents:
             flat = video.permute(1, 0, 2, 3) / self.vae.config.scaling_factor
             images = [self.vae.decode(part.to(self.vae.dtype)).sample.float() for part in flat.split(chunk)]
-            videos.append((torch.cat(images) / 2 + 0.5).clamp(0, 1))
+            videos.append(torch.cat(images).div_(2).add_(0.5).clamp_(0, 1))  # in place: one video-sized tensor
         return torch.stack(videos)
 
     _callback_tensor_inputs = ["latents"]
@@ -330,6 +330,7 @@ class FollowYourPosePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         make_noise = self._noise_maker(batch, height, width, generator, latents, num_frames)
         with self.progress_bar(total=len(windows) * len(self.scheduler.timesteps)) as bar:
             latents = sample_windows(windows, self.scheduler.timesteps, make_noise, step, lambda w, i: bar.update(), window_batch)
+        features.clear()  # the pose features are not needed while decoding
         output = self._output(latents[:, :, :num_frames], skeletons, output_type, decode_chunk_size)
         return output if return_dict else (output.frames,)
 
