@@ -5,11 +5,14 @@
 1. Stage-2 training step (forward + backward, base frozen, temporal parts trainable) of our inflated
    UNet, of the same UNet in the release's design (low-rank temporal conv, clip-wide GroupNorm, its
    trainable set) and of diffusers' AnimateDiff ``UNetMotionModel`` built from the same 2D UNet
-   (``UNetMotionModel.from_unet2d`` with a ``MotionAdapter`` of matching widths), for each frame
+   (``UNetMotionModel.from_unet2d`` with a ``MotionAdapter`` of matching widths), and ours with cross-frame attention
+   from level 1 (``--level1-variant``: per-frame self-attention at full latent resolution), for each frame
    count: seconds per step as min/median/max of ``--repeats`` interleaved rounds (:mod:`benchmarks.timing`),
    CPU seconds, peak memory, and each design's ratio to AnimateDiff (target: <= 1; the time ratio is the
-   median of per-round wall ratios; the per-round CPU ratio beside it is steadier on a busy machine). Each model lives in its own process, so its peak memory is its own:
-   ``torch.cuda.max_memory_allocated`` on GPU, resident-set growth over the steps on CPU.
+   median of per-round wall ratios; the per-round CPU ratio beside it is steadier on a busy machine). Each model lives in its own process, so its peak memory is its own;
+   the verdict is on the memory a step has in use at its peak (:func:`benchmarks.timing.memory_in_use`: a process
+   whose freed memory goes straight back to the system; ``max_memory_allocated`` on GPU), the timed processes'
+   resident-set growth is printed beside it.
 2. Generation (pipeline, pose-guided, CFG) seconds per frame for each ``--gen-frames`` length
    with the noise-reuse windows; the ratio longest / shortest shows flatness (each window of T
    frames yields T/2 new ones, so UNet calls per frame tend to 2/T: a ratio near the printed
@@ -54,6 +57,9 @@ class BenchConfig:
     """Torch device; auto picks cuda when available."""
     skip_generation: bool = False
     """Only run the training-step comparison."""
+    level1_variant: bool = True
+    """Also measure ours with ``cross_frame_from_level=1`` (per-frame self-attention at full latent resolution), the
+    option that trades the finest level's cross-frame link for speed."""
 
     def __post_init__(self) -> None:
         if not self.frames or min(self.frames) < 2 or not self.gen_frames or min(self.gen_frames) < 1:
@@ -70,7 +76,7 @@ def _device(name: str):
     return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
 
 
-MODELS = ("ours", "release", "animatediff")
+MODELS = ("ours", "ours_level1", "release", "animatediff")
 
 
 def _build(kind: str, base: str, device):
@@ -81,8 +87,8 @@ def _build(kind: str, base: str, device):
     from follow_your_pose.models.inflated_unet import RELEASE_STAGE2_TRAINABLE, InflationConfig
 
     torch.manual_seed(0)
-    if kind == "ours":
-        model = InflatedUNet.from_pretrained(base, subfolder="unet").inflate()
+    if kind in ("ours", "ours_level1"):
+        model = InflatedUNet.from_pretrained(base, subfolder="unet").inflate(InflationConfig(cross_frame_from_level=int(kind != "ours")))
         freeze_for_stage2(model)
     elif kind == "release":
         model = InflatedUNet.from_pretrained(base, subfolder="unet").inflate(InflationConfig.release())
@@ -120,22 +126,26 @@ def training_step(kind: str, base: str, frames: int, latent: int, device_name: s
 
 
 def compare_training(base: str, config: BenchConfig) -> None:
-    """Ours, the release's design and AnimateDiff, each in its own process, interleaved, per frame count."""
-    from benchmarks.timing import Spread, Worker, interleave, pair_ratio, verdict
+    """Ours (and its level-1 variant), the release's design and AnimateDiff, each in its own process, interleaved,
+    per frame count; then each one's memory in use (:func:`benchmarks.timing.memory_in_use`)."""
+    from benchmarks.timing import Spread, Worker, interleave, memory_in_use, pair_ratio, verdict
 
-    print(f"{'frames':>6} {'model':>12} {'s/step median (min-max)':>26} {'CPU s/step':>11} {'peak MiB':>9}")
+    device = str(_device(config.device))
+    kinds = [kind for kind in MODELS if config.level1_variant or kind != "ours_level1"]
+    print(f"{'frames':>6} {'model':>12} {'s/step median (min-max)':>26} {'CPU s/step':>11} {'in use MiB':>11} {'resident':>9}")
     for frames in config.frames:
-        workers = {kind: Worker(training_step, (kind, base, frames, config.latent_size, config.device), device=str(_device(config.device))) for kind in MODELS}
-        results = interleave(workers, pairs=config.repeats)
+        setup = {kind: (kind, base, frames, config.latent_size, config.device) for kind in kinds}
+        results = interleave({kind: Worker(training_step, args, device=device) for kind, args in setup.items()}, pairs=config.repeats)
+        in_use = {kind: memory_in_use(training_step, args, device=device).median for kind, args in setup.items()}
         for kind, timings in results.items():
-            print(f"{frames:>6} {kind:>12} {str(timings.wall_spread):>26} {timings.cpu_spread.median:>11.3f} {timings.peak_mib:>9.1f}")
+            print(f"{frames:>6} {kind:>12} {str(timings.wall_spread):>26} {timings.cpu_spread.median:>11.3f} {in_use[kind]:>11.1f} {timings.peak_mib:>9.1f}")
         reference = results["animatediff"]
-        for kind in ("ours", "release"):
+        for kind in (kind for kind in kinds if kind != "animatediff"):
             time_ratio = pair_ratio(results[kind], reference)
-            memory_ratio = results[kind].peak_mib / max(reference.peak_mib, 1e-6)
+            memory_ratio = in_use[kind] / max(in_use["animatediff"], 1e-6)
             cpu_ratio = Spread(tuple(x / y for x, y in zip(results[kind].cpu, reference.cpu)))
             print(f"{frames:>6} {kind + '/AD':>12} time {time_ratio} ({verdict(time_ratio.median, 1.0)}), "
-                  f"CPU {cpu_ratio}, memory {memory_ratio:.2f} ({verdict(memory_ratio, 1.0)})")  # fmt: skip
+                  f"CPU {cpu_ratio}, memory in use {memory_ratio:.2f} ({verdict(memory_ratio, 1.0)})")  # fmt: skip
         print(f"{'':>6} load average after {frames} frames: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -162,6 +162,32 @@ def test_identical_frames_give_the_2d_unet_output(tiny_dir, unet2d, clip):
     torch.testing.assert_close(fold_frames(out), batch, rtol=0, atol=1e-5)
 
 
+def test_cross_frame_from_a_level_leaves_the_finer_levels_per_frame(tiny_dir, clip, tmp_path):
+    latents, text = clip
+    depth = len(TINY.unet_channels) - 1
+    outputs = {}
+    for level in (0, 1, depth + 1):
+        unet = inflated(tiny_dir, cross_frame_from_level=level)
+        cross = {name for name, p in unet.attn_processors.items() if isinstance(p, CrossFrameAttnProcessor)}
+        full_resolution = {n for n in unet.attn_processors if n.startswith(("down_blocks.0.", f"up_blocks.{depth}.")) and ".attn1." in n}
+        assert full_resolution and (full_resolution <= cross) == (level == 0) and not (full_resolution & cross and level > 0)
+        assert bool(cross) == (level <= depth)
+        with torch.no_grad():
+            outputs[level] = unet(latents, 10, text).sample
+    # past the deepest level nothing is cross-frame: the plain per-frame design, exactly
+    with torch.no_grad():
+        plain = inflated(tiny_dir, cross_frame_attention=False)(latents, 10, text).sample
+    torch.testing.assert_close(outputs[depth + 1], plain, rtol=0, atol=0)
+    # from level 1: neither the full design nor the plain one; frame 0 is the same in all (it attends to itself)
+    assert (outputs[1] - outputs[0]).abs().max() > 1e-4 and (outputs[1] - plain).abs().max() > 1e-4
+    torch.testing.assert_close(outputs[1][:, :, 0], outputs[0][:, :, 0], rtol=0, atol=1e-5)
+    # the level rides in the saved config and comes back with the model
+    unet.save_pretrained(tmp_path / "level")
+    assert InflatedUNet.from_pretrained(tmp_path / "level").inflation.cross_frame_from_level == depth + 1
+    with pytest.raises(ValueError, match="cross_frame_from_level"):
+        InflationConfig(cross_frame_from_level=-1)
+
+
 def test_stage2_backward_reaches_only_the_named_parameters(tiny_dir, clip):
     latents, text = clip
     unet = inflated(tiny_dir)

@@ -81,4 +81,9 @@ def test_an_init_of_another_design_is_refused_naming_the_flag(release_model, cli
     with pytest.raises(SystemExit) as exit_info:
         stage2.main(argv)
     assert exit_info.value.code == 2
-    assert "--model.inflation release" in capsys.readouterr().err
+    assert "--model.inflation release --model.cross-frame-from-level 0" in capsys.readouterr().err
+    # the right design at another cross-frame level is another design too
+    with pytest.raises(SystemExit) as exit_info:
+        stage2.main([*argv, "--model.inflation", "release", "--model.cross-frame-from-level", "1"])
+    assert exit_info.value.code == 2
+    assert "--model.inflation release --model.cross-frame-from-level 0" in capsys.readouterr().err

@@ -100,6 +100,10 @@ class VideoModelConfig(ModelConfig):
     all temporal layers trained; ``release``: the released model's (low-rank bias-free temporal conv, GroupNorm
     statistics over the clip's frames, temporal attention's LayerNorm frozen), so what stage 2 trains is
     interchangeable with the release's weights. An --init folder that already holds a stage-2 UNet must match it."""
+    cross_frame_from_level: int = 0
+    """Resolution level from which the spatial self-attention is cross-frame (keys of frame 0 and frame i-1): 0,
+    every block, the paper's design; 1 leaves the full-resolution blocks per-frame, about 20% faster per step (see
+    docs/benchmarks.md), untested for quality. Changes no weight; an --init stage-2 UNet must match it."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -275,6 +275,20 @@ class PoseImageStage(DiffusionStage):
         write_base_reference(folder, self.pretrained, self.config.model.revision)
 
 
+def inflation_flags(inflation) -> str:
+    """The stage-2 command line flags that ask for ``inflation`` (an :class:`InflationConfig`), or what it is when no
+    flags can."""
+    from dataclasses import replace
+
+    from follow_your_pose.models.inflated_unet import INFLATIONS
+
+    level = inflation.cross_frame_from_level
+    for name, design in INFLATIONS.items():
+        if replace(design, cross_frame_from_level=level) == inflation:
+            return f"--model.inflation {name} --model.cross-frame-from-level {level}"
+    return f"nothing: it is a custom design ({inflation})"
+
+
 class VideoStage(DiffusionStage):
     """Stage 2: pose-free clips; the inflated UNet's temporal and cross-frame parts are trainable, all else frozen."""
 
@@ -292,6 +306,8 @@ class VideoStage(DiffusionStage):
         check_resolution(self.config.data.resolution, self.pretrained, self.revision)
 
     def setup(self, accelerator) -> None:
+        from dataclasses import replace
+
         from safetensors.torch import load_file
 
         from follow_your_pose.models.inflated_unet import (
@@ -309,14 +325,14 @@ class VideoStage(DiffusionStage):
             unet.conv_in.load_state_dict(weights)
         torch.manual_seed(self.config.seed)
         design = self.config.model.inflation
+        wanted = replace(INFLATIONS[design], cross_frame_from_level=self.config.model.cross_frame_from_level)
         if (self.init / "unet").is_dir():  # a stage-2 model (ours or the converted release): train on from it
             unet = load_inflated(self.init / "unet", base=self.pretrained)
-            if unet.inflation != INFLATIONS[design]:
-                found = next((name for name, value in INFLATIONS.items() if value == unet.inflation), "a custom one")
-                raise ConfigError(f"--init {self.init} holds a stage-2 UNet of the {found} design; --model.inflation is {design}: pass --model.inflation {found}")
+            if unet.inflation != wanted:
+                raise ConfigError(f"--init {self.init} holds a stage-2 UNet of another design than asked for: pass {inflation_flags(unet.inflation)}")
             unet.requires_grad_(False).eval()
         else:
-            unet.inflate(INFLATIONS[design])
+            unet.inflate(wanted)
         dtype = {"torch_dtype": self.weight_dtype} if self.weight_dtype != torch.float32 else {}
         self.pose_encoder = ControlEncoder.from_pretrained(self.init / "pose_encoder", **dtype).to(self.device)
         trainable_set = RELEASE_STAGE2_TRAINABLE if design == "release" else STAGE2_TRAINABLE

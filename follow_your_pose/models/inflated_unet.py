@@ -65,6 +65,11 @@ class InflationConfig:
 
     cross_frame_attention: bool = True
     """attn1 keys/values from frame 0 and frame i-1 (False: plain per-frame self-attention)."""
+    cross_frame_from_level: int = 0
+    """UNet resolution level from which attn1 is cross-frame: 0, every block (the paper's and the release's design);
+    1, not in the blocks at full latent resolution, whose attention costs the most (4x the tokens of level 1, and
+    cross-frame attention doubles its keys): about 20% of a stage-2 step at 8 frames on the benchmark's tiny UNet,
+    at the price of the finest level's frame-to-frame link. Changes no weight, only which processor runs."""
     temporal_attention: bool = True
     """Add self-attention over frames after each transformer block's FFN (zero-initialised output)."""
     temporal_conv: bool = True
@@ -93,6 +98,8 @@ class InflationConfig:
             raise ValueError(f"temporal_conv_kind must be full or low_rank, got {self.temporal_conv_kind!r}")
         if self.temporal_conv_rank < 1:
             raise ValueError("temporal_conv_rank must be positive")
+        if self.cross_frame_from_level < 0:
+            raise ValueError("cross_frame_from_level must be >= 0")
 
     @classmethod
     def release(cls) -> InflationConfig:
@@ -159,21 +166,34 @@ class InflatedUNet(UNet2DConditionModel):
         if config.clip_group_norm:
             self.clip_frames = FrameCount()  # the clip norms read it; forward sets it
             use_clip_norms(self, self.clip_frames)
-        self.set_frame_processors(cross_frame=config.cross_frame_attention)
+        self.set_frame_processors(cross_frame=config.cross_frame_attention, from_level=config.cross_frame_from_level)
         self.register_to_config(inflation=asdict(config))
         return self
 
-    def set_frame_processors(self, *, cross_frame: bool = True) -> None:
-        """SDPA processors everywhere; cross-frame attention on every transformer block's ``attn1``; attention over
-        frames in the temporal attentions."""
+    def set_frame_processors(self, *, cross_frame: bool = True, from_level: int = 0) -> None:
+        """SDPA processors everywhere; cross-frame attention on the ``attn1`` of every transformer block at resolution
+        level ``from_level`` or deeper (:meth:`level_of`); attention over frames in the temporal attentions."""
         processors = {}
         for name in self.attn_processors:
             is_self = name.endswith("attn1.processor") and "transformer_blocks" in name
             if ".temporal_attention." in name:
                 processors[name] = TemporalAttnProcessor()
+            elif cross_frame and is_self and self.level_of(name) >= from_level:
+                processors[name] = CrossFrameAttnProcessor()
             else:
-                processors[name] = CrossFrameAttnProcessor() if (cross_frame and is_self) else FrameAttnProcessor()
+                processors[name] = FrameAttnProcessor()
         self.set_attn_processor(processors)
+
+    def level_of(self, name: str) -> int:
+        """The resolution level of a submodule by its dotted name: 0 at full latent resolution (``down_blocks.0``, the
+        last up block), one more per downsampling; the mid block is the deepest."""
+        parts = name.split(".")
+        depth = len(self.config.block_out_channels) - 1
+        if parts[0] == "down_blocks":
+            return int(parts[1])
+        if parts[0] == "up_blocks":
+            return depth - int(parts[1])
+        return depth
 
     def _keep_frame_processors(self, what: str, call):
         """Run ``call()``; if it left attention processors that are not frame-aware (xformers, sliced, stock ones),
@@ -200,7 +220,7 @@ class InflatedUNet(UNet2DConditionModel):
         """An inflated UNet's default processors are its frame processors (diffusers' would drop cross-frame attention)."""
         if self.inflation is None:
             return super().set_default_attn_processor()
-        self.set_frame_processors(cross_frame=self.inflation.cross_frame_attention)
+        self.set_frame_processors(cross_frame=self.inflation.cross_frame_attention, from_level=self.inflation.cross_frame_from_level)
 
     def set_use_memory_efficient_attention_xformers(self, valid: bool, attention_op=None) -> None:
         return self._keep_frame_processors(
