@@ -3,8 +3,9 @@
     python -m benchmarks.bench_generation_memory [--frames 16] [--size 256] [--rounds 3] [--device auto]
 
 Every setup is the same tiny random SD-shaped pipeline (``FollowYourPosePipeline``, 4 DDIM steps, classifier-free
-guidance, a pose) in its own process (:mod:`benchmarks.timing`): its peak memory is its own, resident-set growth
-over the runs on CPU, ``max_memory_allocated`` on GPU. Setups: ``plain``, ``vae_slicing`` (one frame decoded at a
+guidance, a pose) in its own process (:mod:`benchmarks.timing`): its peak memory is its own, what a run has in use
+at its peak (:func:`benchmarks.timing.memory_in_use`, a separate pass whose freed memory goes straight back to the
+system; ``max_memory_allocated`` on GPU), with the timed processes' resident-set growth beside it. Setups: ``plain``, ``vae_slicing`` (one frame decoded at a
 time), ``vae_tiling`` (with tiles of half the frame, so they engage at this size), ``bfloat16`` weights, and
 ``model_offload`` (diffusers' model CPU offload). On a CPU the offload has nothing to offload to: its figure only
 shows what it costs; the GPU memory it saves needs a GPU to measure.
@@ -65,7 +66,7 @@ def generation_run(setup: str, base: str, config: BenchConfig):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.timing import Worker, interleave, pair_ratio, start
+    from benchmarks.timing import Worker, interleave, memory_in_use, pair_ratio, start
     from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
 
     config = start(BenchConfig, argv, prog="python -m benchmarks.bench_generation_memory", doc=__doc__)
@@ -73,14 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         base = str(save_tiny_sd(Path(folder) / "base", TinySDConfig(unet_channels=config.unet_channels, sample_size=config.size)))
         workers = {setup: Worker(generation_run, (setup, base, config)) for setup in SETUPS}
         results = interleave(workers, pairs=config.rounds)
+        in_use = {setup: memory_in_use(generation_run, (setup, base, config)) for setup in SETUPS}
     plain = results["plain"]
     print(f"\n{config.frames} frames of {config.size}x{config.size}, {config.steps} DDIM steps with guidance")
-    print(f"{'setup':>14} {'s/video median (min-max)':>26} {'peak MiB':>9} {'time / plain':>13} {'memory / plain':>15}")
+    print(f"{'setup':>14} {'s/video median (min-max)':>26} {'in use MiB (min-max)':>24} {'resident':>9} {'time / plain':>13} {'memory / plain':>15}")
     for setup, timings in results.items():
-        print(f"{setup:>14} {str(timings.wall_spread):>26} {timings.peak_mib:>9.1f} {pair_ratio(timings, plain).median:>13.2f} "
-              f"{timings.peak_mib / max(plain.peak_mib, 1e-6):>15.2f}")  # fmt: skip
+        print(f"{setup:>14} {str(timings.wall_spread):>26} {str(in_use[setup]):>24} {timings.peak_mib:>9.1f} "
+              f"{pair_ratio(timings, plain).median:>13.2f} {in_use[setup].median / max(in_use['plain'].median, 1e-6):>15.2f}")  # fmt: skip
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
