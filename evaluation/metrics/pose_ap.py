@@ -226,12 +226,12 @@ def _accumulated(evaluation, entries: list) -> dict[str, float | None]:
 
 @dataclass(frozen=True)
 class _VideoMatches:
-    """One video's match record as ``accumulate`` reads it: detection scores, true and false positives per
-    OKS threshold (ignored detections are neither), and the number of ground-truth people not ignored."""
+    """One video's match record as ``accumulate`` reads it: detection scores, then per OKS threshold which
+    detections are true positives (rows ``0..T-1``) and false positives (rows ``T..2T-1``; an ignored detection is
+    neither), and the number of ground-truth people not ignored."""
 
     scores: np.ndarray
-    true: np.ndarray
-    false: np.ndarray
+    outcomes: np.ndarray
     people: int
 
     @classmethod
@@ -241,7 +241,7 @@ class _VideoMatches:
         matched, ignored = entry["dtMatches"], entry["dtIgnore"]
         true = np.logical_and(matched, np.logical_not(ignored))
         false = np.logical_and(np.logical_not(matched), np.logical_not(ignored))
-        return cls(entry["dtScores"], true, false, int(np.count_nonzero(entry["gtIgnore"] == 0)))
+        return cls(entry["dtScores"], np.concatenate([true, false]), int(np.count_nonzero(entry["gtIgnore"] == 0)))
 
 
 def _resample_figures(params, videos: list) -> dict[str, float | None]:
@@ -254,16 +254,13 @@ def _resample_figures(params, videos: list) -> dict[str, float | None]:
     if people == 0:
         return {figure: None for figure in FIGURES}
     order = np.argsort(-np.concatenate([v.scores for v in videos]), kind="mergesort")
-    true = np.cumsum(np.concatenate([v.true for v in videos], axis=1)[:, order], axis=1).astype(float)
-    false = np.cumsum(np.concatenate([v.false for v in videos], axis=1)[:, order], axis=1).astype(float)
+    ranked = np.concatenate([v.outcomes for v in videos], axis=1)[:, order]
+    true, false = np.split(np.cumsum(ranked, axis=1).astype(float), 2)
     recall = true / people
-    precision = true / (false + true + np.spacing(1))
-    precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
-    curve = np.zeros((len(params.iouThrs), len(params.recThrs)))
-    for threshold, (reached, kept) in enumerate(zip(recall, precision)):
-        at = np.searchsorted(reached, params.recThrs, side="left")
-        inside = at < len(kept)
-        curve[threshold, inside] = kept[at[inside]]
+    precision = np.maximum.accumulate((true / (false + true + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
+    precision = np.concatenate([precision, np.zeros((len(precision), 1))], axis=1)  # read as 0 past the end
+    at = np.stack([np.searchsorted(reached, params.recThrs, side="left") for reached in recall])
+    curve = np.take_along_axis(precision, at, axis=1)
     rows = {"pose_ap": slice(None), "pose_ap50": params.iouThrs == 0.5, "pose_ap75": params.iouThrs == 0.75}
     out = {}
     for figure, row in rows.items():
