@@ -188,8 +188,8 @@ def compare_row(metrics: tuple[str, ...], root: Path, args) -> None:
     print(f"{name}: evaluator / decode+metric time {peer}  {verdict(peer.median, 1.25)}"
           f"{'  (the verdict of this model-free row)' if model_free else ''}")  # fmt: skip
     if model_free:
-        print(f"{name}: evaluator / metric alone time {alone}  (frames already decoded: the decoding the evaluator "
-              f"cannot skip against a metric of a few ms; no verdict)")  # fmt: skip
+        print(f"{name}: evaluator / metric alone time {alone}  (on frames already decoded; no verdict: decoding is "
+              f"part of any use of a model-free metric)")  # fmt: skip
     else:
         print(f"{name}: evaluator / metric alone time {alone}  {verdict(alone.median, 1.25)}  (the verdict of this row)")
     if "bare-clip" in results:

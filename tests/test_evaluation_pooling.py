@@ -78,8 +78,8 @@ def test_pose_ap_bootstrap_interval_equals_a_full_coco_evaluation_of_every_resam
 
 
 def test_frames_convert_to_the_same_pixels_as_pyav_per_frame(tmp_path, people_photos):
-    frames = drifting(people_photos["camera"], 6, 5)
-    path = video_io.write_video(tmp_path / "camera.mp4", frames, fps=8)
+    frames = drifting(people_photos["astronaut"], 6, 5)
+    path = video_io.write_video(tmp_path / "astronaut.mp4", frames, fps=8)
     ours = video_io.read_video(path)
     per_frame, _ = datasets_video_io.read_video(path)  # frame.to_ndarray(format="rgb24"), one context per frame
     assert ours.dtype == np.uint8 and ours.shape == frames.shape
