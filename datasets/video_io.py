@@ -198,10 +198,21 @@ def _name(source: Source) -> str:
     return "the video bytes" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
 
 
+def rgb_converter():
+    """``frame -> (H, W, 3) uint8 RGB array`` through one swscale context, on the calling thread. Make one per video:
+    PyAV's ``frame.to_ndarray(format="rgb24")`` sets up a new context, with a pool of threads, for every frame, which
+    costs more than decoding a small frame (the pixels are the same)."""
+    from av.video.reformatter import VideoReformatter
+
+    reformatter = VideoReformatter()
+    return lambda frame: reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+
+
 def iter_frames(source: Source, *, threads: int | None = None) -> Iterator[np.ndarray]:
     """Yield the frames of a path or mp4 bytes one by one as RGB uint8 ``(H, W, 3)`` arrays."""
+    to_rgb = rgb_converter()
     for frame in _decoded(source, threads):
-        yield frame.to_ndarray(format="rgb24")
+        yield to_rgb(frame)
 
 
 def open_video(source: Source, threads: int | None = None):
@@ -245,11 +256,11 @@ def read_video(source: Source, stride: int = 1, limit: int | None = None) -> tup
     stream's average frame rate (None if unknown). A video without a decodable frame raises :class:`VideoError`."""
     if stride < 1:
         raise ValueError(f"stride must be at least 1, got {stride}")
-    frames, info = [], {}
+    frames, info, to_rgb = [], {}, rgb_converter()
     if limit is None or limit > 0:
         for index, frame in enumerate(_decoded(source, info=info)):
             if index % stride == 0:
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(to_rgb(frame))
             if limit is not None and len(frames) >= limit:
                 break
     if not frames:
@@ -272,9 +283,10 @@ def decode_frames(data: bytes, indices: np.ndarray, *, decoder: str = "decord", 
         return reader.get_batch([int(i) for i in indices]).asnumpy()
     wanted = {int(i): n for n, i in enumerate(indices)}
     frames: list[np.ndarray | None] = [None] * len(indices)
+    to_rgb = rgb_converter()
     for number, frame in enumerate(_decoded(data, threads)):
         if number in wanted:
-            frames[wanted[number]] = frame.to_ndarray(format="rgb24")
+            frames[wanted[number]] = to_rgb(frame)
         if number >= indices[-1]:
             break
     if any(f is None for f in frames):

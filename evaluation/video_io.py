@@ -1,14 +1,11 @@
 """Read and write the mp4 files of generated videos, and make their previews.
 
-Encoding and opening are :mod:`datasets.video_io`'s (a file that cannot be
-opened or holds no video stream raises :class:`VideoError` with the file name and
-FFmpeg's reason, so a caller can turn it into a rejection row instead of a crash);
-this module keeps evaluation's settings: mp4 at crf 18 preset veryfast, GIF
-previews. :func:`read_video` converts every frame to RGB uint8 ``(T, H, W, 3)``
-through one swscale context per video, on the calling thread: PyAV's
-``frame.to_ndarray(format=...)`` sets up a new context, with its own pool of
-threads, for every frame, which costs more than decoding the frame (the pixels
-are the same; a test checks it).
+Encoding and decoding are :mod:`datasets.video_io`'s (every frame comes back as
+RGB uint8 ``(T, H, W, 3)``, converted through one swscale context per video; a
+file that cannot be opened or holds no video stream raises :class:`VideoError`
+with the file name and FFmpeg's reason, so a caller can turn it into a rejection
+row instead of a crash); this module keeps evaluation's settings: mp4 at crf 18
+preset veryfast, GIF previews.
 """
 
 from __future__ import annotations
@@ -27,19 +24,7 @@ __all__ = ["VideoError", "count_frames", "iter_frames", "read_video", "thumbnail
 
 def read_video(path: str | Path) -> np.ndarray:
     """All frames of ``path``: RGB uint8 ``(T, H, W, 3)``. An empty video raises :class:`VideoError`."""
-    import av
-    from av.video.reformatter import VideoReformatter
-
-    container, stream = video_io.open_video(path)
-    to_rgb = VideoReformatter()  # one conversion context for the whole video (see the module doc)
-    try:
-        with container:
-            frames = [to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray() for frame in container.decode(stream)]
-    except av.error.FFmpegError as error:
-        raise VideoError(f"{path} could not be decoded: {error}") from error
-    if not frames:
-        raise VideoError(f"{path} holds no decodable frame")
-    return np.stack(frames)
+    return video_io.read_video(path)[0]
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int = 18) -> Path:

@@ -78,9 +78,15 @@ def test_pose_ap_bootstrap_interval_equals_a_full_coco_evaluation_of_every_resam
 
 
 def test_frames_convert_to_the_same_pixels_as_pyav_per_frame(tmp_path, people_photos):
+    import av
+
     frames = drifting(people_photos["astronaut"], 6, 5)
     path = video_io.write_video(tmp_path / "astronaut.mp4", frames, fps=8)
     ours = video_io.read_video(path)
-    per_frame, _ = datasets_video_io.read_video(path)  # frame.to_ndarray(format="rgb24"), one context per frame
+    with av.open(str(path)) as container:  # PyAV's own conversion: a new context for every frame
+        per_frame = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
     assert ours.dtype == np.uint8 and ours.shape == frames.shape
     np.testing.assert_array_equal(ours, per_frame)
+    some = datasets_video_io.decode_frames(path.read_bytes(), np.array([1, 4]), decoder="pyav")
+    np.testing.assert_array_equal(some, per_frame[[1, 4]])
+    np.testing.assert_array_equal(np.stack(list(datasets_video_io.iter_frames(path))), per_frame)
