@@ -276,8 +276,8 @@ class PoseImageStage(DiffusionStage):
 
 
 def inflation_flags(inflation) -> str:
-    """The stage-2 command line flags that ask for ``inflation`` (an :class:`InflationConfig`), or what it is when no
-    flags can."""
+    """What to pass to stage 2 to train on from a UNet of design ``inflation`` (an :class:`InflationConfig`): its
+    flags, or why none will do."""
     from dataclasses import replace
 
     from follow_your_pose.models.inflated_unet import INFLATIONS
@@ -285,8 +285,8 @@ def inflation_flags(inflation) -> str:
     level = inflation.cross_frame_from_level
     for name, design in INFLATIONS.items():
         if replace(design, cross_frame_from_level=level) == inflation:
-            return f"--model.inflation {name} --model.cross-frame-from-level {level}"
-    return f"nothing: it is a custom design ({inflation})"
+            return f"pass --model.inflation {name} --model.cross-frame-from-level {level}"
+    return f"it is a custom design that no --model flags ask for ({inflation})"
 
 
 class VideoStage(DiffusionStage):
@@ -329,7 +329,7 @@ class VideoStage(DiffusionStage):
         if (self.init / "unet").is_dir():  # a stage-2 model (ours or the converted release): train on from it
             unet = load_inflated(self.init / "unet", base=self.pretrained)
             if unet.inflation != wanted:
-                raise ConfigError(f"--init {self.init} holds a stage-2 UNet of another design than asked for: pass {inflation_flags(unet.inflation)}")
+                raise ConfigError(f"--init {self.init} holds a stage-2 UNet of another design than asked for: {inflation_flags(unet.inflation)}")
             unet.requires_grad_(False).eval()
         else:
             unet.inflate(wanted)
