@@ -28,6 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from datasets.clips import CropGeometry, displayed_frames, output_times, square_geometry
+from datasets.video_io import rgb_converter
 from pipelines.hdvila.config import CutConfig
 from pipelines.hdvila.encoding import make_encoder, read_and_remove, temporary_mp4
 from pipelines.hdvila.probe import ClipError, SourceInfo, check_span
@@ -194,12 +195,12 @@ def exact_cut(container, stream, info: SourceInfo, start: Fraction, end: Fractio
     if not stream.codec_context.is_open:  # decoder threads: set before the first decode of this container
         stream.codec_context.thread_count = config.threads
     encoder = make_encoder(geometry.width, geometry.height, fps, config)
-    previous_hist, worst = None, 0.0
+    previous_hist, worst, to_rgb = None, 0.0, rgb_converter()
     try:
         frames = _picked(_decoded(container, stream, info, start, shown), times, info, FrameShaper(geometry))
         for number, frame in enumerate(frames):
             if config.scene_check:
-                hist = color_histogram(frame.to_ndarray(format="rgb24"))
+                hist = color_histogram(to_rgb(frame))
                 if previous_hist is not None:
                     distance = histogram_distance(previous_hist, hist)
                     worst = max(worst, distance)
