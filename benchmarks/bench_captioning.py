@@ -113,14 +113,10 @@ class CaptionBenchConfig(RoundsConfig):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from datasets import cli
-
-    args = cli.parse(CaptionBenchConfig, argv, prog="python -m benchmarks.bench_captioning", description=__doc__.split("\n\n")[0])
-
-    from benchmarks.timing import Spread, Worker, interleave, machine_header, verdict
+    from benchmarks.timing import Spread, Worker, interleave, start, verdict
     from tests.test_hdvila_captioning import save_tiny_blip
 
-    print(machine_header())
+    args = start(CaptionBenchConfig, argv, prog="python -m benchmarks.bench_captioning", doc=__doc__)
     with tempfile.TemporaryDirectory(prefix="bench-caption-", dir="/tmp") as temp:
         root = Path(temp)
         (root / "videos").mkdir()

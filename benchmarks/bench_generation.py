@@ -71,16 +71,12 @@ class Settings(RoundsConfig):
             raise ValueError(f"overlap must be in 0..{self.window - 1}")
 
 
-def parse_args(argv: list[str] | None = None) -> Settings:
-    from datasets import cli
-
-    return cli.parse(Settings, argv, prog="python -m benchmarks.bench_generation", description=__doc__.split("\n\n")[0])
-
-
 def _device(name: str):
     import torch
 
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+    from pose_extraction.estimator import resolve_device
+
+    return torch.device(resolve_device(name))
 
 
 def setups(settings: Settings, frames: int) -> dict[str, int]:
@@ -125,15 +121,15 @@ def build_side(side: str, window_batch: int, base: str, settings: Settings, fram
 
 def generation_run(side: str, window_batch: int, base: str, settings: Settings, frames: int):
     """Worker factory (:class:`benchmarks.timing.Worker`): build ``side`` and return one video's generation. The
-    process's freed heap is trimmed and its peak-RSS mark reset after the build (Linux), so the peak the worker reports is generation's own."""
+    process's freed heap is trimmed after the build (Linux; the worker then resets its peak-RSS mark), so the peak the
+    worker reports is generation's own."""
     import ctypes
     import gc
 
     generate = build_side(side, window_batch, base, settings, frames)[1]
     gc.collect()
-    if Path("/proc/self/clear_refs").exists():  # Linux: hand freed heap back, then reset the peak mark to now
+    if Path("/proc/self/clear_refs").exists():  # Linux (glibc): hand the build's freed heap back
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-        Path("/proc/self/clear_refs").write_text("5")
     return generate
 
 
@@ -208,15 +204,12 @@ def compare(base: str, settings: Settings, frames: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     import diffusers
-    import torch
 
-    from benchmarks.timing import machine_header
+    from benchmarks.timing import start
     from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
 
-    settings = parse_args(argv)
-    torch.set_num_threads(settings.threads)
-    print("settings:", settings, f"diffusers {diffusers.__version__}")
-    print(machine_header())
+    settings = start(Settings, argv, prog="python -m benchmarks.bench_generation", doc=__doc__)
+    print(f"diffusers {diffusers.__version__}")
     with tempfile.TemporaryDirectory() as folder:
         base = str(save_tiny_sd(Path(folder) / "base", TinySDConfig(unet_channels=settings.unet_channels, sample_size=settings.size)))
         for frames in settings.frames:

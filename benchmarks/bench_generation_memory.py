@@ -44,8 +44,9 @@ def generation_run(setup: str, base: str, config: BenchConfig):
     import torch
 
     from benchmarks.tiny_pipeline import build_pipeline, swaying_poses
+    from pose_extraction.estimator import resolve_device
 
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else ("cpu" if config.device == "auto" else config.device))
+    device = torch.device(resolve_device(config.device))
     pipe = build_pipeline(base, config.unet_channels, torch.bfloat16 if setup == "bfloat16" else torch.float32)
     if setup == "vae_slicing":
         pipe.enable_vae_slicing()

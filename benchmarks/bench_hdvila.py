@@ -69,12 +69,6 @@ class CutBenchConfig(RoundsConfig):
             raise ValueError("--span must satisfy 0 <= START < END <= 7.7 (the VP9 source's length)")
 
 
-def parse_args(argv: list[str] | None) -> CutBenchConfig:
-    from datasets import cli
-
-    return cli.parse(CutBenchConfig, argv, prog="python -m benchmarks.bench_hdvila", description=__doc__.split("\n\n")[0])
-
-
 def ffmpeg_command(
     source: str, start: float, end: float, fps: int | None, size: int, out: str, threads: int | None
 ) -> list[str]:
@@ -319,10 +313,9 @@ def reading(root: Path, args: CutBenchConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from benchmarks.timing import machine_header
+    from benchmarks.timing import start
 
-    print(machine_header())
+    args = start(CutBenchConfig, argv, prog="python -m benchmarks.bench_hdvila", doc=__doc__)
     print(f"ffmpeg: {ffmpeg_exe()}")
     with tempfile.TemporaryDirectory(prefix="bench-hdvila-") as temp:
         root = Path(temp)

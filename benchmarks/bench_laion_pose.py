@@ -296,13 +296,6 @@ def report(results: dict, work: Path, images: int) -> None:
     print(f"start-up per job (not in the rates): {Spread(tuple(startup))} s")
 
 
-def interleaved(factory, setups: dict[str, tuple], pairs: int) -> dict:
-    """Start a non-daemonic worker per setup (they start Ray and process pools), interleave them, close them all."""
-    from benchmarks.timing import interleave_setups
-
-    return interleave_setups(factory, setups, pairs, daemon=False)
-
-
 @dataclass(frozen=True, kw_only=True)
 class LaionBenchConfig(RoundsConfig):
     """What to measure."""
@@ -324,20 +317,12 @@ class LaionBenchConfig(RoundsConfig):
             raise ValueError("rows, shard size and pairs must be at least 1")
 
 
-def parse_args(argv: list[str] | None) -> LaionBenchConfig:
-    from datasets import cli
-
-    return cli.parse(LaionBenchConfig, argv, prog="python -m benchmarks.bench_laion_pose", description=__doc__.split("\n\n")[0])
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from benchmarks.timing import machine_header, pair_ratio, verdict
+    from benchmarks.timing import interleave_setups, pair_ratio, start, verdict
 
+    args = start(LaionBenchConfig, argv, prog="python -m benchmarks.bench_laion_pose", doc=__doc__)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    print("config:", vars(args))
-    print(machine_header())
     work = Path(tempfile.mkdtemp(prefix="bench-laion-pose-"))
     try:
         parquet = replicate_sample(work, args.rows)
@@ -345,11 +330,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"backend {args.backend}; input: {args.rows} rows, {len(images)} reach the pose model, shards of {args.shard_size}")
         setups = ("pose-alone", *JOBS, "pose-alone-x2")
         run_args = (images, str(parquet), str(work), args.shard_size, args.backend)
-        results = interleaved(bench_run, {setup: (setup, *run_args) for setup in setups}, args.pairs)
+        # non-daemonic workers: they start Ray and process pools
+        results = interleave_setups(bench_run, {setup: (setup, *run_args) for setup in setups}, args.pairs, daemon=False)
         report(results, work, len(images))
         if not args.skip_download_compare:
             setups = {setup: (setup, str(parquet), str(work), args.shard_size) for setup in ("in-actor", "img2dataset")}
-            results = interleaved(download_run, setups, args.pairs)
+            results = interleave_setups(download_run, setups, args.pairs, daemon=False)
             ratio = pair_ratio(results["in-actor"], results["img2dataset"])
             print(f"one shard of {args.shard_size} rows: in-actor {results['in-actor'].wall_spread} s, "
                   f"img2dataset.download() {results['img2dataset'].wall_spread} s; in-actor / img2dataset time {ratio}  "

@@ -73,7 +73,9 @@ class BenchConfig:
 def _device(name: str):
     import torch
 
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+    from pose_extraction.estimator import resolve_device
+
+    return torch.device(resolve_device(name))
 
 
 MODELS = ("ours", "ours_level1", "release", "animatediff")

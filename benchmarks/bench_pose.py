@@ -23,7 +23,7 @@ OpenMP threads collapse under oversubscription).
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from benchmarks.timing import TorchRoundsConfig
@@ -135,19 +135,10 @@ def compare(title: str, workers: dict, pairs: int, unit: str, count: int, target
         print(line + (f"  {verdict(ratio.median, target)}" if name == names[0] else ""))
 
 
-def parse_args(argv: list[str] | None) -> PoseBenchConfig:
-    from datasets import cli
-
-    return cli.parse(PoseBenchConfig, argv, prog="python -m benchmarks.bench_pose", description=__doc__.split("\n\n")[0])
-
-
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv)
-    from benchmarks.timing import Worker, machine_header
+    from benchmarks.timing import Worker, start
 
-    print("config:", asdict(config))
-    _set_threads(config.threads)
-    print(machine_header())
+    config = start(PoseBenchConfig, argv, prog="python -m benchmarks.bench_pose", doc=__doc__)
     if not config.skip_mediapipe:
         workers = {setup: Worker(mediapipe_run, (setup, config.threads)) for setup in ("ours", "mediapipe")}
         compare("MediaPipe BlazePose full, 3 photos per pass: our estimator vs MediaPipe alone", workers, config.pairs,

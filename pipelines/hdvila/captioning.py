@@ -29,6 +29,7 @@ from datasets.video_io import decode_frames
 from pipelines.hdvila.caption_gate import ClipSimilarity, check_text
 from pipelines.hdvila.config import CaptionConfig
 from pipelines.hdvila.stages import batch_to_rows, rows_to_batch
+from pose_extraction.estimator import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +38,6 @@ def frame_positions(total: int, count: int) -> np.ndarray:
     """Indices of ``count`` frames of a ``total``-frame clip: the centres of ``count`` equal parts (fewer for short clips)."""
     count = max(1, min(count, total))
     return np.floor((np.arange(count) + 0.5) * total / count).astype(np.int64)
-
-
-def resolve_device(name: str) -> str:
-    """``auto``: ``cuda`` when torch sees a GPU (inside a Ray actor: the one Ray assigned), else ``cpu``."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def resolve_dtype(name: str, device: str):
