@@ -5,7 +5,7 @@
 
 Input: synthetic 640x360 30 fps H.264 sources (``bench_hdvila.make_sources``), cut into clips of
 ``--clip-seconds`` at 8 fps and 128x128, 4 clips per shard. The captioner is the tests' random BLIP
-(``tests.test_hdvila_captioning.save_tiny_blip``) scaled up (``--hidden``, ``--layers``, ``--image-size``) so
+(``pipelines.hdvila.tiny_captioner.save_tiny_blip``) scaled up (``--hidden``, ``--layers``, ``--image-size``) so
 that the model takes most of the time, as a real captioner does; it is saved to a folder and loaded with
 ``from_pretrained`` like a hub model. One torch thread in both setups (Ray gives the caption actor one CPU).
 
@@ -114,7 +114,7 @@ class CaptionBenchConfig(RoundsConfig):
 
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.timing import Spread, Worker, interleave, start, verdict
-    from tests.test_hdvila_captioning import save_tiny_blip
+    from pipelines.hdvila.tiny_captioner import save_tiny_blip
 
     args = start(CaptionBenchConfig, argv, prog="python -m benchmarks.bench_captioning", doc=__doc__)
     with tempfile.TemporaryDirectory(prefix="bench-caption-", dir="/tmp") as temp:

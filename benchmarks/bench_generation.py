@@ -34,6 +34,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from benchmarks.timing import RoundsConfig
+from benchmarks.tiny_pipeline import SHAPES
 
 @dataclass(frozen=True, kw_only=True)
 class Settings(RoundsConfig):
@@ -54,8 +55,9 @@ class Settings(RoundsConfig):
     frames as AnimateDiff's)."""
     context_stride: int = 4
     """FreeNoise context stride (diffusers' default 4)."""
-    unet_channels: tuple[int, int, int, int] = (32, 64, 64, 64)
-    """UNet block widths."""
+    shape: str = "tiny"
+    """UNet shape (:data:`benchmarks.tiny_pipeline.SHAPES`): tiny, sd-scaled (SD 1.4's proportions at a quarter of
+    its widths; with ``--size 256`` its attention weighs as SD's at 512x512) or sd."""
     threads: int = 1
     """Torch threads per process (1: on a busy shared CPU a second thread makes every small op wait for a
     descheduled partner)."""
@@ -67,6 +69,8 @@ class Settings(RoundsConfig):
             raise ValueError("frames >= 2, size a multiple of 64, steps, pairs, context stride >= 1, window >= 2")
         if self.window_batch < 0 or self.threads < 1:
             raise ValueError("window batch >= 0 (0: automatic), threads >= 1")
+        if self.shape not in SHAPES:
+            raise ValueError(f"shape must be one of {', '.join(SHAPES)}, not {self.shape!r}")
         if self.overlap is not None and not 0 <= self.overlap < self.window:
             raise ValueError(f"overlap must be in 0..{self.window - 1}")
 
@@ -100,7 +104,7 @@ def build_side(side: str, window_batch: int, base: str, settings: Settings, fram
     poses = swaying_poses(frames, settings.size)
     common = dict(num_inference_steps=settings.steps, guidance_scale=7.5, output_type="np", decode_chunk_size=8)
     if side != "animatediff":
-        pipe = build_pipeline(base, settings.unet_channels).to(_device(settings.device))
+        pipe = build_pipeline(base).to(_device(settings.device))
 
         def generate() -> None:
             pipe("a person dancing", poses, window_size=settings.window, window_overlap=settings.overlap,
@@ -206,12 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     import diffusers
 
     from benchmarks.timing import start
-    from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
+    from benchmarks.tiny_pipeline import save_base
 
     settings = start(Settings, argv, prog="python -m benchmarks.bench_generation", doc=__doc__)
     print(f"diffusers {diffusers.__version__}")
     with tempfile.TemporaryDirectory() as folder:
-        base = str(save_tiny_sd(Path(folder) / "base", TinySDConfig(unet_channels=settings.unet_channels, sample_size=settings.size)))
+        base = str(save_base(Path(folder) / "base", settings.shape, settings.size))
         for frames in settings.frames:
             compare(base, settings, frames)
     return 0

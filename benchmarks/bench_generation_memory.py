@@ -33,10 +33,16 @@ class BenchConfig:
     """DDIM steps."""
     rounds: int = 3
     """Interleaved rounds per setup, after one warm-up each."""
-    unet_channels: tuple[int, ...] = (32, 64, 64, 64)
-    """UNet block widths of the random SD-1.x-shaped model."""
+    shape: str = "tiny"
+    """UNet shape (:data:`benchmarks.tiny_pipeline.SHAPES`): tiny, sd-scaled or sd."""
     device: str = "auto"
     """Torch device; auto picks cuda when available."""
+
+    def __post_init__(self) -> None:
+        from benchmarks.tiny_pipeline import SHAPES
+
+        if self.shape not in SHAPES:
+            raise ValueError(f"shape must be one of {', '.join(SHAPES)}, not {self.shape!r}")
 
 
 def generation_run(setup: str, base: str, config: BenchConfig):
@@ -47,7 +53,7 @@ def generation_run(setup: str, base: str, config: BenchConfig):
     from pose_extraction.estimator import resolve_device
 
     device = torch.device(resolve_device(config.device))
-    pipe = build_pipeline(base, config.unet_channels, torch.bfloat16 if setup == "bfloat16" else torch.float32)
+    pipe = build_pipeline(base, torch.bfloat16 if setup == "bfloat16" else torch.float32)
     if setup == "vae_slicing":
         pipe.enable_vae_slicing()
     if setup == "vae_tiling":
@@ -68,11 +74,11 @@ def generation_run(setup: str, base: str, config: BenchConfig):
 
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.timing import Worker, interleave, memory_in_use, pair_ratio, start
-    from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
+    from benchmarks.tiny_pipeline import save_base
 
     config = start(BenchConfig, argv, prog="python -m benchmarks.bench_generation_memory", doc=__doc__)
     with tempfile.TemporaryDirectory() as folder:
-        base = str(save_tiny_sd(Path(folder) / "base", TinySDConfig(unet_channels=config.unet_channels, sample_size=config.size)))
+        base = str(save_base(Path(folder) / "base", config.shape, config.size))
         workers = {setup: Worker(generation_run, (setup, base, config)) for setup in SETUPS}
         results = interleave(workers, pairs=config.rounds)
         in_use = {setup: memory_in_use(generation_run, (setup, base, config)) for setup in SETUPS}

@@ -18,8 +18,10 @@
    frames yields T/2 new ones, so UNet calls per frame tend to 2/T: a ratio near the printed
    "ideal" is flat).
 
-The models are tiny random SD-1.x-shaped ones by default (``--unet-channels``); pass SD sizes
-(``--unet-channels 320 640 1280 1280 --latent-size 64``) on a GPU for real figures.
+The models are random SD-1.x-shaped ones (``--shape``, :data:`benchmarks.tiny_pipeline.SHAPES`). The default,
+``sd-scaled``, is SD 1.4 at a quarter of its widths, whose attention and per-token layers weigh in a step at 32x32
+latents as SD's do at the paper's 512x512; ``tiny`` (the tests' model) overweights attention 2.5x; ``sd`` is SD 1.4's
+own widths (``--shape sd --latent-size 64`` on a GPU).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from benchmarks.tiny_pipeline import SHAPES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,8 +55,8 @@ class BenchConfig:
     repeats: int = 5
     """Interleaved rounds per training-step comparison (after one warm-up each; at least 5); the generation runs once
     per length."""
-    unet_channels: tuple[int, ...] = (32, 64, 64, 64)
-    """UNet block widths of the random SD-1.x-shaped model."""
+    shape: str = "sd-scaled"
+    """UNet shape: sd-scaled (SD 1.4's proportions at a quarter of its widths), tiny (the tests' model) or sd."""
     device: str = "auto"
     """Torch device; auto picks cuda when available."""
     skip_generation: bool = False
@@ -68,6 +72,8 @@ class BenchConfig:
             raise ValueError("latent sizes must be multiples of 8")
         if self.repeats < 5 or self.steps < 1 or self.window < 2:
             raise ValueError("repeats must be >= 5 (interleaved pairs), steps positive, window >= 2")
+        if self.shape not in SHAPES:
+            raise ValueError(f"shape must be one of {', '.join(SHAPES)}, not {self.shape!r}")
 
 
 def _device(name: str):
@@ -156,7 +162,7 @@ def measure_generation(base: str, config: BenchConfig) -> list[dict]:
 
     from benchmarks.tiny_pipeline import build_pipeline, swaying_poses
 
-    pipe = build_pipeline(base, config.unet_channels).to(_device(config.device))
+    pipe = build_pipeline(base).to(_device(config.device))
     poses = swaying_poses(max(config.gen_frames), config.gen_latent_size * 8)
     results = []
     for index, frames in enumerate((min(config.gen_frames), *config.gen_frames)):  # the first run warms up
@@ -171,12 +177,12 @@ def measure_generation(base: str, config: BenchConfig) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.timing import start
     from follow_your_pose.long_video import plan_windows
-    from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
+    from benchmarks.tiny_pipeline import save_base
 
     config = start(BenchConfig, argv, prog="python -m benchmarks.bench_model", doc=__doc__)
     with tempfile.TemporaryDirectory() as folder:
         sample = max(64, -(-max(config.latent_size, config.gen_latent_size) * 8 // 64) * 64)
-        base = str(save_tiny_sd(Path(folder) / "base", TinySDConfig(unet_channels=config.unet_channels, sample_size=sample)))
+        base = str(save_base(Path(folder) / "base", config.shape, sample))
         print("\n== stage-2 training step (forward + backward): ours, the release's design, AnimateDiff UNetMotionModel ==")
         compare_training(base, config)
         if not config.skip_generation:

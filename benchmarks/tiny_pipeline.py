@@ -3,8 +3,33 @@ the generation benchmarks share."""
 
 from __future__ import annotations
 
+SHAPES = {
+    "tiny": {"unet_channels": (32, 64, 64, 64), "attention_heads": 2, "norm_num_groups": 32, "cross_attention_dim": 32},
+    "sd-scaled": {"unet_channels": (80, 160, 320, 320), "attention_heads": 2, "norm_num_groups": 8, "cross_attention_dim": 192},
+    "sd": {"unet_channels": (320, 640, 1280, 1280), "attention_heads": 8, "norm_num_groups": 32, "cross_attention_dim": 768},
+}
+"""The random SD-1.x-shaped UNets the benchmarks build (:class:`follow_your_pose.tiny.TinySDConfig` fields):
 
-def build_pipeline(base: str, unet_channels: tuple[int, ...], dtype=None):
+- ``tiny``: the tests' model; cheap, but at 32x32 latents its finest level has 32 tokens per channel against SD's
+  12.8 at 512x512, so attention weighs 2.5x what it does at full size;
+- ``sd-scaled``: SD 1.4 at a quarter of its widths: SD's head widths (40/80/160) and channels per group, and at
+  32x32 latents (256 px) SD's tokens per channel at every level at the paper's 512x512 (1024 / 80 = 4096 / 320).
+  Attention cost grows with tokens x channels and the per-token layers' with channels squared, so the two weigh in a
+  step as they do at full size: the CPU-sized stand-in for SD 1.4;
+- ``sd``: SD 1.4's own widths (for a GPU).
+"""
+
+
+def save_base(folder, shape: str, sample_size: int):
+    """A random SD-shaped model folder of ``shape`` (:data:`SHAPES`) for ``sample_size``-pixel images; its path."""
+    from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
+
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {', '.join(SHAPES)}, not {shape!r}")
+    return save_tiny_sd(folder, TinySDConfig(**SHAPES[shape], sample_size=sample_size))
+
+
+def build_pipeline(base: str, dtype=None):
     """``FollowYourPosePipeline`` on the tiny SD-shaped ``base`` folder (random pose encoder), weights in ``dtype``."""
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler
@@ -15,13 +40,14 @@ def build_pipeline(base: str, unet_channels: tuple[int, ...], dtype=None):
 
     dtype = dtype or torch.float32
     torch.manual_seed(0)
+    unet = InflatedUNet.from_pretrained(base, subfolder="unet", torch_dtype=dtype).inflate()
     pipe = FollowYourPosePipeline(
         vae=AutoencoderKL.from_pretrained(base, subfolder="vae", torch_dtype=dtype),
         text_encoder=CLIPTextModel.from_pretrained(base, subfolder="text_encoder", torch_dtype=dtype),
         tokenizer=CLIPTokenizer.from_pretrained(base, subfolder="tokenizer"),
-        unet=InflatedUNet.from_pretrained(base, subfolder="unet", torch_dtype=dtype).inflate(),
+        unet=unet,
         scheduler=DDIMScheduler.from_pretrained(base, subfolder="scheduler"),
-        pose_encoder=ControlEncoder(channels=unet_channels).to(dtype),
+        pose_encoder=ControlEncoder(channels=tuple(unet.config.block_out_channels)).to(dtype),
     )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     return pipe

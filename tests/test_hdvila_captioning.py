@@ -20,34 +20,8 @@ from pipelines.hdvila.caption_gate import ClipSimilarity, check_text
 from pipelines.hdvila.captioning import Captioner, ClipCaptioner, frame_positions
 from pipelines.hdvila.config import CaptionConfig, CutConfig
 from pipelines.hdvila.stages import ClipCutter, batch_to_rows, rows_to_batch
+from pipelines.hdvila.tiny_captioner import WORDS, save_tiny_blip
 from tests.test_hdvila_job import _entry, _job_inputs, _plan, _span, ray_cluster, videos  # noqa: F401  # fixtures
-
-WORDS = "a man woman child dancing walking jumping in the room on stage street park with red blue shirt".split()
-
-
-def save_tiny_blip(folder: Path, *, hidden: int = 32, layers: int = 1, image_size: int = 32) -> Path:
-    """A random BLIP captioner (BertTokenizer over :data:`WORDS`); its special tokens are never generated, so every
-    caption has words. ``hidden``/``layers``/``image_size`` scale it (the benchmark makes it take most of the time)."""
-    import torch
-    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
-    vocab = {token: index for index, token in enumerate(specials + WORDS)}
-    tokenizer = BertTokenizerFast(vocab=vocab, bos_token="[DEC]")  # as the real BLIP tokenizer declares it
-    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": image_size, "width": image_size}), tokenizer=tokenizer)
-    shape = dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=2)
-    config = BlipConfig(
-        vision_config=dict(**shape, image_size=image_size, patch_size=8),
-        text_config=dict(**shape, vocab_size=len(vocab), encoder_hidden_size=hidden, bos_token_id=5, sep_token_id=3, pad_token_id=0, eos_token_id=3),
-        projection_dim=hidden,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = BlipForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        model.text_decoder.cls.predictions.bias[: len(specials)] = -1e4
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 def save_tiny_llava(folder: Path) -> Path:

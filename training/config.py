@@ -102,7 +102,7 @@ class VideoModelConfig(ModelConfig):
     interchangeable with the release's weights. An --init folder that already holds a stage-2 UNet must match it."""
     cross_frame_from_level: int = 0
     """Resolution level from which the spatial self-attention is cross-frame (keys of frame 0 and frame i-1): 0,
-    every block, the paper's design; 1 leaves the full-resolution blocks per-frame, about 20% faster per step (see
+    every block, the paper's design; 1 leaves the full-resolution blocks per-frame, 15-25% faster per step (see
     docs/benchmarks.md), untested for quality. Changes no weight; an --init stage-2 UNet must match it."""
 
 

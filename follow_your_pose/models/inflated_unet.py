@@ -68,7 +68,7 @@ class InflationConfig:
     cross_frame_from_level: int = 0
     """UNet resolution level from which attn1 is cross-frame: 0, every block (the paper's and the release's design);
     1, not in the blocks at full latent resolution, whose attention costs the most (4x the tokens of level 1, and
-    cross-frame attention doubles its keys): about 20% of a stage-2 step at 8 frames on the benchmark's tiny UNet,
+    cross-frame attention doubles its keys): 15-20% of a stage-2 step at SD 1.4's proportions (docs/benchmarks.md),
     at the price of the finest level's frame-to-frame link. Changes no weight, only which processor runs."""
     temporal_attention: bool = True
     """Add self-attention over frames after each transformer block's FFN (zero-initialised output)."""
