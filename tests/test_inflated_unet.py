@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict
 
@@ -101,27 +102,28 @@ def test_zero_init_temporal_layers_equal_the_2d_unet_frame_by_frame(tiny_dir, un
 
 
 def test_cross_frame_attention_keys_come_from_first_and_previous_frame():
+    """Both ways of running it (frames 0 and 1 on frame 0's keys twice in one call, or once in a second call) compute
+    the definition, for each clip of a batch of two."""
     torch.manual_seed(0)
     attn = Attention(query_dim=16, heads=2, dim_head=8).eval()
-    frames = torch.randn(4, 5, 16)  # 4 frames of 5 tokens
+    frames = torch.randn(2, 4, 5, 16)  # 2 clips of 4 frames of 5 tokens
+    heads = lambda x: x.view(1, -1, 2, 8).transpose(1, 2)  # noqa: E731
     with torch.no_grad():
         attn.set_processor(AttnProcessor2_0())
-        plain_same = attn(frames[:1].repeat(4, 1, 1))
-        # keys for frame i: frame 0 and frame i-1, concatenated along tokens
-        expected = []
-        for i in range(4):
-            context = torch.cat([frames[0], frames[max(i - 1, 0)]])[None]
-            q = attn.to_q(frames[i : i + 1])
-            k, v = attn.to_k(context), attn.to_v(context)
-            heads = lambda x: x.view(1, -1, 2, 8).transpose(1, 2)  # noqa: E731
+        plain_same = attn(frames[0, :1].repeat(4, 1, 1))
+        expected = []  # keys for frame i: frame 0 and frame i-1, concatenated along tokens
+        for clip, i in itertools.product(range(2), range(4)):
+            context = torch.cat([frames[clip, 0], frames[clip, max(i - 1, 0)]])[None]
+            q, k, v = attn.to_q(frames[clip, i : i + 1]), attn.to_k(context), attn.to_v(context)
             o = torch.nn.functional.scaled_dot_product_attention(heads(q), heads(k), heads(v))
             expected.append(attn.to_out[0](o.transpose(1, 2).reshape(1, -1, 16)))
-        attn.set_processor(CrossFrameAttnProcessor())
-        cross = attn(frames, num_frames=4)
-        cross_same = attn(frames[:1].repeat(4, 1, 1), num_frames=4)
-    torch.testing.assert_close(cross, torch.cat(expected), rtol=1e-5, atol=1e-6)
-    # identical frames: cross-frame attention is plain self-attention
-    torch.testing.assert_close(cross_same, plain_same, rtol=1e-5, atol=1e-6)
+        for first_frames_once in (False, True):
+            attn.set_processor(CrossFrameAttnProcessor(first_frames_once))
+            cross = attn(frames.flatten(0, 1), num_frames=4)
+            cross_same = attn(frames[0, :1].repeat(4, 1, 1), num_frames=4)
+            torch.testing.assert_close(cross, torch.cat(expected), rtol=1e-5, atol=1e-6)
+            # identical frames: cross-frame attention is plain self-attention
+            torch.testing.assert_close(cross_same, plain_same, rtol=1e-5, atol=1e-6)
 
 
 def test_temporal_layers_compute_their_time_major_definition():
@@ -171,7 +173,7 @@ def test_cross_frame_from_a_level_leaves_the_finer_levels_per_frame(tiny_dir, cl
         cross = {name for name, p in unet.attn_processors.items() if isinstance(p, CrossFrameAttnProcessor)}
         full_resolution = {n for n in unet.attn_processors if n.startswith(("down_blocks.0.", f"up_blocks.{depth}.")) and ".attn1." in n}
         assert full_resolution and (full_resolution <= cross) == (level == 0) and not (full_resolution & cross and level > 0)
-        assert bool(cross) == (level <= depth)
+        assert bool(cross) == (level <= depth) and all(unet.attn_processors[n].first_frames_once for n in cross)  # no clip norm
         with torch.no_grad():
             outputs[level] = unet(latents, 10, text).sample
     # past the deepest level nothing is cross-frame: the plain per-frame design, exactly
@@ -282,6 +284,7 @@ def test_clip_group_norm_equals_the_2d_unet_on_one_frame_and_on_identical_frames
     latents, text = clip
     unet = inflated(tiny_dir, **asdict(InflationConfig.release()))
     assert sum(isinstance(m, ClipGroupNorm) for m in unet.modules()) == 2 * sum(1 for _ in resnets(unet)) + 1
+    assert {p.first_frames_once for p in unet.attn_processors.values() if isinstance(p, CrossFrameAttnProcessor)} == {False}
     still = latents[:, :, :1].repeat(1, 1, FRAMES, 1, 1)
     with torch.no_grad():
         out_still = unet(still, 10, text).sample

@@ -5,8 +5,8 @@ frame count travels in ``cross_attention_kwargs["num_frames"]``, which diffusers
 transformer block and attention processor. Pieces:
 
 - :class:`CrossFrameAttnProcessor` for ``attn1``: queries from frame ``i``, keys and values from
-  frame 0 and frame ``i-1`` concatenated along tokens (frame 0 attends to itself, its keys doubled,
-  which softmax makes identical to plain self-attention).
+  frame 0 and frame ``i-1`` concatenated along tokens (frames 0 and 1 attend to frame 0 alone: plain
+  self-attention for frame 0).
 - :class:`FrameAttnProcessor` for ``attn2`` (text cross-attention): plain SDPA that accepts the
   ``num_frames`` keyword so the shared kwargs reach ``attn1`` without warnings.
 - :class:`TemporalAttention`: pre-LayerNorm self-attention over frames at each spatial position,
@@ -37,18 +37,22 @@ from diffusers.models.attention_processor import Attention
 from torch import nn
 
 
-def _sdpa(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask=None) -> torch.Tensor:
-    """Multi-head SDPA of ``(N, Lq, C)`` queries on ``(N, Lk, C)`` keys/values, then the output projection."""
+def _heads(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask=None) -> torch.Tensor:
+    """Multi-head SDPA of ``(N, Lq, C)`` queries on ``(N, Lk, C)`` keys/values, before the output projection."""
     n = query.shape[0]
     head_dim = key.shape[-1] // attn.heads
-    query, key, value = (x.view(n, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
+    query, key, value = (x.reshape(n, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
     if attn.norm_q is not None:
         query = attn.norm_q(query)
     if attn.norm_k is not None:
         key = attn.norm_k(key)
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False)
-    out = out.transpose(1, 2).reshape(n, -1, attn.heads * head_dim).to(query.dtype)
-    return attn.to_out[1](attn.to_out[0](out))
+    return out.transpose(1, 2).reshape(n, -1, attn.heads * head_dim).to(query.dtype)
+
+
+def _sdpa(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask=None) -> torch.Tensor:
+    """:func:`_heads`, then the output projection."""
+    return attn.to_out[1](attn.to_out[0](_heads(attn, query, key, value, mask)))
 
 
 def _prepare(attn: Attention, hidden_states: torch.Tensor, temb):
@@ -111,11 +115,15 @@ class FrameAttnProcessor:
 class CrossFrameAttnProcessor(FrameAttnProcessor):
     """Self-attention whose keys/values for frame ``i`` are those of frame 0 and frame ``i-1``.
 
-    Every frame attends to ``2 x tokens`` keys in one batched call, frames 0 and 1 included (they see frame 0's keys
-    twice, which softmax makes identical to seeing them once): a still clip's frames then stay bit-identical, which
-    the clip-wide GroupNorm of the release's design needs (its low-resolution groups amplify any frame-to-frame
-    rounding difference).
+    Frames 0 and 1 see frame 0's keys twice, which softmax makes identical to seeing them once. By default every
+    frame still attends to ``2 x tokens`` keys in one batched call: a still clip's frames then stay bit-identical,
+    which the clip-wide GroupNorm of the release's design needs (its low-resolution groups amplify any
+    frame-to-frame rounding difference). ``first_frames_once=True`` gives frames 0 and 1 frame 0's keys once, in a
+    second call: the same result up to float rounding, ``1/F`` less attention work.
     """
+
+    def __init__(self, first_frames_once: bool = False) -> None:
+        self.first_frames_once = first_frames_once
 
     def attend(
         self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None,
@@ -130,16 +138,20 @@ class CrossFrameAttnProcessor(FrameAttnProcessor):
         bf, tokens, _ = hidden_states.shape
         if bf % num_frames:
             raise ValueError(f"batch {bf} is not a multiple of num_frames={num_frames}")
+        clips = bf // num_frames
+        query, key, value = (p(hidden_states).view(clips, num_frames, tokens, -1) for p in (attn.to_q, attn.to_k, attn.to_v))
+        later = 2 if self.first_frames_once and num_frames > 2 else 0  # frames from here on see two frames' keys
 
         def first_and_previous(x: torch.Tensor) -> torch.Tensor:  # slices and one concatenation, no index gather
-            x = x.view(bf // num_frames, num_frames, tokens, -1)
-            first = x[:, :1].expand(-1, num_frames, -1, -1)
-            previous = torch.cat([x[:, :1], x[:, :-1]], dim=1)
+            first = x[:, :1].expand(-1, num_frames - later, -1, -1)
+            previous = x[:, later - 1 : -1] if later else torch.cat([x[:, :1], x[:, :-1]], dim=1)
             return torch.cat([first, previous], dim=2).flatten(0, 1)
 
-        key, value = first_and_previous(attn.to_k(hidden_states)), first_and_previous(attn.to_v(hidden_states))
-        out = _sdpa(attn, attn.to_q(hidden_states), key, value)
-        return _finish(attn, out, residual, shape)
+        out = _heads(attn, query[:, later:].flatten(0, 1), first_and_previous(key), first_and_previous(value))
+        if later:  # frames 0 and 1, their queries as one sequence, on frame 0's keys once
+            early = _heads(attn, query[:, :2].flatten(1, 2), key[:, 0], value[:, 0]).view(clips, 2, tokens, -1)
+            out = torch.cat([early, out.view(clips, num_frames - 2, tokens, -1)], dim=1).flatten(0, 1)
+        return _finish(attn, attn.to_out[1](attn.to_out[0](out)), residual, shape)
 
 
 MANUAL_ATTENTION_MAX_FRAMES = 32

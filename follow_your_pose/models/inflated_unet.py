@@ -166,20 +166,24 @@ class InflatedUNet(UNet2DConditionModel):
         if config.clip_group_norm:
             self.clip_frames = FrameCount()  # the clip norms read it; forward sets it
             use_clip_norms(self, self.clip_frames)
-        self.set_frame_processors(cross_frame=config.cross_frame_attention, from_level=config.cross_frame_from_level)
         self.register_to_config(inflation=asdict(config))
+        self.set_frame_processors(cross_frame=config.cross_frame_attention, from_level=config.cross_frame_from_level)
         return self
 
     def set_frame_processors(self, *, cross_frame: bool = True, from_level: int = 0) -> None:
         """SDPA processors everywhere; cross-frame attention on the ``attn1`` of every transformer block at resolution
-        level ``from_level`` or deeper (:meth:`level_of`); attention over frames in the temporal attentions."""
+        level ``from_level`` or deeper (:meth:`level_of`); attention over frames in the temporal attentions.
+
+        Frames 0 and 1 attend to frame 0's keys once (:class:`CrossFrameAttnProcessor` ``first_frames_once``) unless
+        the UNet has the release's clip-wide GroupNorm, which needs a still clip's frames bit-identical."""
+        first_frames_once = not (self.inflation and self.inflation.clip_group_norm)
         processors = {}
         for name in self.attn_processors:
             is_self = name.endswith("attn1.processor") and "transformer_blocks" in name
             if ".temporal_attention." in name:
                 processors[name] = TemporalAttnProcessor()
             elif cross_frame and is_self and self.level_of(name) >= from_level:
-                processors[name] = CrossFrameAttnProcessor()
+                processors[name] = CrossFrameAttnProcessor(first_frames_once)
             else:
                 processors[name] = FrameAttnProcessor()
         self.set_attn_processor(processors)
