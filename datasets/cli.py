@@ -197,7 +197,9 @@ def _as_tokens(value: Any) -> list[str]:
 
 
 def read_config_file(path: str | Path) -> dict:
-    """A YAML (or JSON) config file as a mapping; a saved config's ``kind`` key is dropped."""
+    """A YAML (or JSON) config file as a mapping; a saved config's ``kind`` key is dropped, and a builder's run record
+    (``config.json`` beside its shards: ``schema_version`` with the command's settings under ``config``) gives those
+    settings."""
     import yaml
 
     path = Path(path)
@@ -212,6 +214,12 @@ def read_config_file(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigFileError(f"config file {path} must hold a mapping of option names to values, not {type(data).__name__}")
     data.pop("kind", None)
+    if "schema_version" in data:  # a run record: the command's settings are one section of it
+        if not isinstance(data.get("config"), dict):
+            raise ConfigFileError(
+                f"{path} records a run but not its command's settings (an older version wrote it): pass them as flags"
+            )
+        return data["config"]
     return data
 
 

@@ -104,6 +104,7 @@ def test_a_saved_training_config_is_a_config_file(tmp_path):
         ([], "optim:\n  learning_rate: 1\n", "unrecognized arguments: --optim.learning_rate 1"),
         ([], "- a list\n", "must hold a mapping of option names to values, not list"),
         ([], "steps: [unclosed\n", "is not valid YAML"),
+        ([], '{"schema_version": 1, "job": {"steps": 2}}', "records a run but not its command's settings"),
         (["--preset", "huge"], None, "unknown preset 'huge'; valid: default"),
     ],
 )
@@ -116,6 +117,23 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, file_text, nee
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("job: error: "), err
     assert needle in err, err
+
+
+def test_a_run_record_gives_its_commands_settings(tmp_path):
+    """A builder's config.json records a run (resume signature and all) with the command's settings under ``config``."""
+    (tmp_path / "config.json").write_text('{"kind": "x", "schema_version": 1, "job": {"a": 1}, "config": {"steps": 2}}')
+    assert parse(["--config", str(tmp_path / "config.json")]) == Job(steps=2)
+
+
+def test_the_clip_builders_run_record_is_a_config_file(tmp_path):
+    from pipelines.hdvila.config import PROFILES, HdvilaConfig
+    from pipelines.hdvila.job import check_and_write_config
+
+    options = dict(prog="build_hdvila_clips.py", description="", presets=PROFILES, preset_flag="--profile", default_preset="default")
+    argv = ["--source.metadata", "/m.jsonl", "--source.videos", "/v", "--output", "/o", "--cut.crf", "30", "--profile", "train512-8fps"]
+    config = cli.parse(HdvilaConfig, argv, **options)
+    check_and_write_config(config, tmp_path)
+    assert cli.parse(HdvilaConfig, ["--config", str(tmp_path / "config.json")], **options) == config
 
 
 def test_a_missing_config_file_is_one_line(tmp_path, capsys):

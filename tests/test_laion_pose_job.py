@@ -196,6 +196,9 @@ def test_no_arguments_build_the_bundled_sample(ray_cluster, tmp_path, monkeypatc
     before = sorted((p.name, p.stat().st_mtime_ns) for p in output.glob("0*"))
     assert main([]) == 0  # a rerun finds every shard finished and redoes nothing
     assert sorted((p.name, p.stat().st_mtime_ns) for p in output.glob("0*")) == before
+    monkeypatch.chdir(output)  # config.json is a --config file for the same job, from any folder: it resumes
+    assert main(["--config", str(output / "config.json")]) == 0
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in output.glob("0*")) == before
 
 
 def _expected(status):

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(2) from None
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        totals = run_job(config)
+        totals = run_job(config, command.saved(config))
     except (ValueError, FileNotFoundError) as err:
         logging.getLogger("build_laion_pose").error("%s", err)
         return 2

@@ -257,7 +257,7 @@ class CommandConfig:
         if Path(inputs.path) == SAMPLE_PARQUET:
             if inputs.url_base is None:
                 inputs = dataclasses.replace(inputs, url_base=SAMPLE_DIR.as_uri() + "/")
-            roots += (str(SAMPLE_DIR),)
+            roots += () if str(SAMPLE_DIR) in roots else (str(SAMPLE_DIR),)
             output = output or str(SAMPLE_OUTPUT)
         elif not output:
             raise ValueError("--output is required with --input")
@@ -271,6 +271,13 @@ class CommandConfig:
             input=inputs, output=_absolute(output), download=dataclasses.replace(download, allowed_file_roots=roots),
             stage=stage, resources=self.resources, ray=self.ray,
         )
+
+
+    def saved(self, job: JobConfig) -> dict:
+        """This command as plain JSON values, with the paths ``job`` resolved (absolute; the sample's URL base and file
+        root filled in): what ``config.json`` records, a ``--config`` file that reruns the same job from any folder."""
+        resolved = dataclasses.replace(self, input=job.input, output=job.output, download=job.download)
+        return json.loads(json.dumps(dataclasses.asdict(resolved), default=str))
 
 
 def _absolute(path: str) -> str:

@@ -50,8 +50,9 @@ QUIET_NATIVE_LOGS = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
 """Environment of the pose actors: MediaPipe/TFLite's C++ INFO/WARNING lines would flood the driver's log."""
 
 
-def prepare_output(output: Path, config: JobConfig) -> None:
-    """Create ``output`` and its ``config.json``, or check that an earlier run there used the same settings."""
+def prepare_output(output: Path, config: JobConfig, command: dict | None = None) -> None:
+    """Create ``output`` and its ``config.json``, or check that an earlier run there used the same settings.
+    ``command``: the command line's settings, recorded under ``config`` so the file is a ``--config`` file."""
     prepare_output_folder(output)
     path = output / CONFIG_NAME
     signature = config.output_signature()
@@ -69,9 +70,8 @@ def prepare_output(output: Path, config: JobConfig) -> None:
             )
         _log.info("resuming in %s (same settings as %s)", output, path)
         return
-    write_json_atomic(
-        path, {"kind": KIND, "schema_version": SCHEMA_VERSION, "job": config.to_dict(), "output_signature": signature}
-    )
+    record = {"kind": KIND, "schema_version": SCHEMA_VERSION, "job": config.to_dict(), "output_signature": signature}
+    write_json_atomic(path, record if command is None else {**record, "config": command})
 
 
 def _with_defaults(previous: dict, defaults: dict) -> dict:
@@ -86,17 +86,18 @@ def _with_defaults(previous: dict, defaults: dict) -> dict:
     return filled
 
 
-def run_job(config: JobConfig) -> dict:
-    """Build (or finish building) LAION-Pose into ``config.output``; returns the totals of ``stats.json``."""
+def run_job(config: JobConfig, command: dict | None = None) -> dict:
+    """Build (or finish building) LAION-Pose into ``config.output``; returns the totals of ``stats.json``. ``command``:
+    the command line's settings, for ``config.json`` (:func:`prepare_output`)."""
     plan = plan_input(config.input)
     output = Path(config.output)
     prepare_output_folder(output)
     with OutputLock(output, workers=True) as lock:
-        return _run_locked(plan, output, config, lock.run_id)
+        return _run_locked(plan, output, config, lock.run_id, command)
 
 
-def _run_locked(plan: InputPlan, output: Path, config: JobConfig, run_id: str) -> dict:
-    prepare_output(output, config)
+def _run_locked(plan: InputPlan, output: Path, config: JobConfig, run_id: str, command: dict | None = None) -> dict:
+    prepare_output(output, config, command)
     remove_partial_files(output)
     done = finished_shards(output)
     todo = [spec for spec in plan.shards if spec.stem not in done]
