@@ -160,6 +160,13 @@ def test_stage_captions_kept_clips_records_sources_and_gates(tiny_models, cut_ro
     rejected = batch_to_rows(strict(rows_to_batch([dict(r) for r in cut_rows[:2]])))
     assert [r["status"] for r in rejected] == ["caption_mismatch"] * 2 and all("< min_similarity 1.0" in r["error"] for r in rejected)
     assert all(r["mp4"] is None and r["generated_caption"] for r in rejected)
+    fall_back = ClipCaptioner(_test_config(tiny_models["blip"], clip_model=str(tiny_models["clip"]), min_similarity=1.0, on_reject="file"))
+    with_file, without = batch_to_rows(fall_back(rows_to_batch([dict(r) for r in cut_rows[:2]])))  # good-A_0 has file text
+    annotation = json.loads(with_file["annotation"])
+    assert with_file["status"] == KEPT and with_file["mp4"] and with_file["caption"] == annotation["caption"] == "a counter on blue"
+    assert with_file["caption_source"] == annotation["caption_source"] == FILE_SOURCE and annotation["captions"] == {FILE_SOURCE: "a counter on blue"}
+    assert annotation["rejected_caption"]["status"] == "caption_mismatch" and annotation["rejected_caption"]["text"] == with_file["generated_caption"]
+    assert without["status"] == "caption_mismatch" and without["mp4"] is None  # no file text to fall back on
     cut_off = ClipCaptioner(CaptionConfig(enabled=True, model=str(tiny_models["blip"]), max_new_tokens=3, max_repeats=8))
     assert {r["status"] for r in batch_to_rows(cut_off(rows_to_batch([dict(cut_rows[0])])))} == {"caption_too_long"}
 
@@ -262,3 +269,21 @@ def test_job_captions_every_kept_clip_on_ray_resumes_then_caption_only_mode(tmp_
     tables_stats = json.loads((tmp_path / "tables" / "stats.json").read_text())
     assert tables_stats["input_rows"] == 12 == sum(tables_stats["counts"].values()) and not list((tmp_path / "tables").glob("*.tar"))
     assert main(["recaption", "--clips", str(out), "--output", str(out), *llava]) == 2  # never into the source
+
+
+def test_an_output_captioned_before_on_reject_existed_resumes_at_its_default(tmp_path):
+    from datasets import cli
+    from pipelines.hdvila.config import HdvilaConfig
+    from pipelines.hdvila.job import check_and_write_config
+
+    argv = ["--source.metadata", "/m.jsonl", "--source.videos", "/v", "--output", str(tmp_path), "--caption.enabled", "true"]
+    config = cli.parse(HdvilaConfig, argv, prog="build_hdvila_clips.py", description="")
+    check_and_write_config(config, tmp_path)
+    record = json.loads((tmp_path / "config.json").read_text())
+    del record["shaping"]["caption"]["on_reject"]  # as an output captioned before the setting existed records it
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    (tmp_path / "00000.stats.json").write_text("{}")  # a finished shard: resuming checks the settings
+    check_and_write_config(config, tmp_path)  # the setting at its default: resumes
+    other = cli.parse(HdvilaConfig, [*argv, "--caption.on-reject", "file"], prog="build_hdvila_clips.py", description="")
+    with pytest.raises(ValueError, match=r"other settings \(caption\.on_reject\)"):
+        check_and_write_config(other, tmp_path)

@@ -209,7 +209,7 @@ class ClipCaptioner:
             text, truncated = result
             status, reason = check_text(text, truncated=truncated and self.config.reject_cut_off, max_words=self.config.max_words, max_repeats=self.config.max_repeats)
             if status is not None:
-                self._reject(row, status, reason, text)
+                self._refuse(row, status, reason, text)
             else:
                 passed.append((row, frames, text))
         scores: list[float | None] = [None] * len(passed)
@@ -217,7 +217,7 @@ class ClipCaptioner:
             scores = self.similarity([text for _, _, text in passed], [frames for _, frames, _ in passed])
         for (row, _, text), score in zip(passed, scores):
             if score is not None and score < self.config.min_similarity:
-                self._reject(row, "caption_mismatch", f"CLIP similarity {score:.3f} < min_similarity {self.config.min_similarity}", text, score)
+                self._refuse(row, "caption_mismatch", f"CLIP similarity {score:.3f} < min_similarity {self.config.min_similarity}", text, score)
             else:
                 self._accept(row, text, score)
         self.timing.update(
@@ -243,6 +243,22 @@ class ClipCaptioner:
     @staticmethod
     def _reject(row: dict, status: str, reason: str, text: str | None, score: float | None = None) -> None:
         row.update(status=status, error=reason, generated_caption=text, caption_similarity=score, mp4=None, annotation=None)
+
+    def _refuse(self, row: dict, status: str, reason: str, text: str, score: float | None = None) -> None:
+        """The gate rejected ``text``: drop the clip, or with ``on_reject="file"`` keep it with its caption-file text
+        (when it has one), recording the rejected generation in the annotation."""
+        annotation = json.loads(row["annotation"])
+        from_file = caption_sources(annotation).get(FILE_SOURCE)
+        if self.config.on_reject != "file" or not from_file:
+            return self._reject(row, status, reason, text, score)
+        annotation.update(
+            caption=from_file, caption_source=FILE_SOURCE, captions={FILE_SOURCE: from_file},
+            rejected_caption={"source": self.source, "text": text, "status": status, "reason": reason, "similarity": score},
+        )  # fmt: skip
+        row.update(
+            annotation=json.dumps(annotation, ensure_ascii=False).encode("utf-8"), caption=from_file,
+            caption_source=FILE_SOURCE, caption_sources=[FILE_SOURCE], generated_caption=text, caption_similarity=score,
+        )  # fmt: skip
 
     def _accept(self, row: dict, text: str, score: float | None) -> None:
         annotation = json.loads(row["annotation"])

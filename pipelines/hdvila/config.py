@@ -173,6 +173,10 @@ class CaptionConfig:
     stored: Literal["model", "file"] = "model"
     """Which caption becomes the clip's ``txt`` when it has both a caption from the caption file and a generated one
     (both are kept in the annotation's ``captions``; training can choose either with ``caption_source``)."""
+    on_reject: Literal["drop", "file"] = "drop"
+    """When the gate rejects a generated caption: ``drop`` the clip (a row with the rejection's status), or keep it
+    with its caption-file text when it has one (``file``; the rejected generation and why are recorded in the
+    annotation's ``rejected_caption``; clips without file text are still dropped)."""
     clip_model: str | None = None
     """CLIP model (hub id or local folder) scoring each caption against the sampled frames (the LAION recipe); None: no
     similarity check. ``openai/clip-vit-base-patch32`` is the model LAION filtered with."""
@@ -202,6 +206,8 @@ class CaptionConfig:
             raise ValueError(f"caption dtype must be auto, float32, float16 or bfloat16, got {self.dtype!r}")
         if self.stored not in ("model", "file"):
             raise ValueError(f"caption stored must be 'model' or 'file', got {self.stored!r}")
+        if self.on_reject not in ("drop", "file"):
+            raise ValueError(f"caption on_reject must be 'drop' or 'file', got {self.on_reject!r}")
         if not -1.0 <= self.min_similarity <= 1.0:
             raise ValueError("caption min_similarity must be in [-1, 1] (a cosine similarity)")
         if self.max_words < 1 or self.max_repeats < 2:

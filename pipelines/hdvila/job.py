@@ -69,6 +69,17 @@ def _shaping_settings(config: HdvilaConfig) -> dict:
     return {section: {k: v for k, v in values.items() if k not in _RESUMABLE_SETTINGS} for section, values in settings.items()}
 
 
+def _field_defaults(cls) -> dict:
+    """The defaults of ``cls``'s fields as JSON values: a setting an older ``config.json`` does not record (it was
+    added since) was at its default then, so an output resumes when the setting is left at it."""
+    values = {
+        f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(cls)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
+    return json.loads(json.dumps(values, default=str))
+
+
 def check_and_write_config(config: HdvilaConfig, output: Path) -> None:
     """Refuse to resume into an output built with other settings; then (re)write ``config.json``."""
     path = output / CONFIG_NAME
@@ -78,11 +89,12 @@ def check_and_write_config(config: HdvilaConfig, output: Path) -> None:
             previous = json.loads(path.read_text()).get("shaping", {})
         except (ValueError, AttributeError) as error:
             raise ValueError(f"{path} is not a clip-builder config ({error}); use another output folder") from None
+        defaults = {section: _field_defaults(type(getattr(config, section))) for section in current}
         differing = sorted(
             f"{section}.{name}"
             for section in current
             for name in set(current[section]) | set(previous.get(section, {}))
-            if current[section].get(name) != previous.get(section, {}).get(name)
+            if current[section].get(name) != previous.get(section, {}).get(name, defaults[section].get(name))
         )
         if differing and not config.ignore_config_mismatch:
             raise ValueError(
