@@ -34,7 +34,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from benchmarks.timing import RoundsConfig
-from benchmarks.tiny_pipeline import SHAPES
+from benchmarks.tiny_pipeline import check_shape
 
 @dataclass(frozen=True, kw_only=True)
 class Settings(RoundsConfig):
@@ -69,8 +69,7 @@ class Settings(RoundsConfig):
             raise ValueError("frames >= 2, size a multiple of 64, steps, pairs, context stride >= 1, window >= 2")
         if self.window_batch < 0 or self.threads < 1:
             raise ValueError("window batch >= 0 (0: automatic), threads >= 1")
-        if self.shape not in SHAPES:
-            raise ValueError(f"shape must be one of {', '.join(SHAPES)}, not {self.shape!r}")
+        check_shape(self.shape)
         if self.overlap is not None and not 0 <= self.overlap < self.window:
             raise ValueError(f"overlap must be in 0..{self.window - 1}")
 

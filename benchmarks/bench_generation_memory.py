@@ -39,10 +39,9 @@ class BenchConfig:
     """Torch device; auto picks cuda when available."""
 
     def __post_init__(self) -> None:
-        from benchmarks.tiny_pipeline import SHAPES
+        from benchmarks.tiny_pipeline import check_shape
 
-        if self.shape not in SHAPES:
-            raise ValueError(f"shape must be one of {', '.join(SHAPES)}, not {self.shape!r}")
+        check_shape(self.shape)
 
 
 def generation_run(setup: str, base: str, config: BenchConfig):

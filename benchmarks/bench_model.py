@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.tiny_pipeline import SHAPES
+from benchmarks.tiny_pipeline import check_shape
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,8 +72,7 @@ class BenchConfig:
             raise ValueError("latent sizes must be multiples of 8")
         if self.repeats < 5 or self.steps < 1 or self.window < 2:
             raise ValueError("repeats must be >= 5 (interleaved pairs), steps positive, window >= 2")
-        if self.shape not in SHAPES:
-            raise ValueError(f"shape must be one of {', '.join(SHAPES)}, not {self.shape!r}")
+        check_shape(self.shape)
 
 
 def _device(name: str):

@@ -20,12 +20,17 @@ SHAPES = {
 """
 
 
+def check_shape(shape: str) -> None:
+    """Refuse a ``shape`` that is not in :data:`SHAPES` (a benchmark config's own check)."""
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {', '.join(SHAPES)}, not {shape!r}")
+
+
 def save_base(folder, shape: str, sample_size: int):
     """A random SD-shaped model folder of ``shape`` (:data:`SHAPES`) for ``sample_size``-pixel images; its path."""
     from follow_your_pose.tiny import TinySDConfig, save_tiny_sd
 
-    if shape not in SHAPES:
-        raise ValueError(f"shape must be one of {', '.join(SHAPES)}, not {shape!r}")
+    check_shape(shape)
     return save_tiny_sd(folder, TinySDConfig(**SHAPES[shape], sample_size=sample_size))
 
 

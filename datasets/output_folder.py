@@ -72,6 +72,19 @@ def prepare_output_folder(path: str | os.PathLike, *, flag: str = "--output") ->
     return folder
 
 
+def with_defaults(previous: dict, defaults: dict) -> dict:
+    """The settings an earlier run recorded in an output folder (``previous``, nested mappings), with those it does
+    not record (added since it was written) at their ``defaults``: an output built before a setting existed resumes
+    when the setting is left at its default."""
+    filled = dict(previous)
+    for name, value in defaults.items():
+        if name not in filled:
+            filled[name] = value
+        elif isinstance(value, dict) and isinstance(filled[name], dict):
+            filled[name] = with_defaults(filled[name], value)
+    return filled
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

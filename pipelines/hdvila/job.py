@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from datasets.clips import KIND, SCHEMA_VERSION, STATUSES
-from datasets.output_folder import OutputLock, prepare_output_folder, shared_lock
+from datasets.output_folder import OutputLock, prepare_output_folder, shared_lock, with_defaults
 from pipelines.hdvila.caption_workers import CutShard, run_feeding, start_workers, stop_workers
 from pipelines.hdvila.captioning import check_model_folder
 from pipelines.hdvila.config import HdvilaConfig
@@ -70,12 +70,14 @@ def _shaping_settings(config: HdvilaConfig) -> dict:
 
 
 def _field_defaults(cls) -> dict:
-    """The defaults of ``cls``'s fields as JSON values: a setting an older ``config.json`` does not record (it was
-    added since) was at its default then, so an output resumes when the setting is left at it."""
+    """The defaults of ``cls``'s shaping fields (not :data:`_RESUMABLE_SETTINGS`) as JSON values, for
+    :func:`datasets.output_folder.with_defaults` (a section's config cannot be built whole without its required
+    fields)."""
     values = {
         f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
         for f in dataclasses.fields(cls)
-        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        if f.name not in _RESUMABLE_SETTINGS
+        and (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)
     }
     return json.loads(json.dumps(values, default=str))
 
@@ -89,12 +91,13 @@ def check_and_write_config(config: HdvilaConfig, output: Path) -> None:
             previous = json.loads(path.read_text()).get("shaping", {})
         except (ValueError, AttributeError) as error:
             raise ValueError(f"{path} is not a clip-builder config ({error}); use another output folder") from None
-        defaults = {section: _field_defaults(type(getattr(config, section))) for section in current}
+        defaults = {section: _field_defaults(type(getattr(config, section))) for section in current if section in previous}
+        previous = with_defaults(previous, defaults)
         differing = sorted(
             f"{section}.{name}"
             for section in current
             for name in set(current[section]) | set(previous.get(section, {}))
-            if current[section].get(name) != previous.get(section, {}).get(name, defaults[section].get(name))
+            if current[section].get(name) != previous.get(section, {}).get(name)
         )
         if differing and not config.ignore_config_mismatch:
             raise ValueError(

@@ -28,7 +28,7 @@ from collections import Counter, deque
 from pathlib import Path
 
 from datasets.laion_pose import KIND, SCHEMA_VERSION, STATUSES
-from datasets.output_folder import OutputLock, prepare_output_folder
+from datasets.output_folder import OutputLock, prepare_output_folder, with_defaults
 from pipelines.laion_pose.config import JobConfig, ResourcesConfig
 from pipelines.laion_pose.inputs import InputPlan, plan_input
 from pipelines.laion_pose.workers import DownloadWorker, PoseWorker, plan_workers
@@ -61,7 +61,7 @@ def prepare_output(output: Path, config: JobConfig, command: dict | None = None)
             previous = json.loads(path.read_text()).get("output_signature") or {}
         except (ValueError, AttributeError) as error:
             raise ValueError(f"{path} is not a LAION-Pose config ({error}); use another --output") from None
-        previous = _with_defaults(previous, JobConfig(input=config.input, output=config.output).output_signature())
+        previous = with_defaults(previous, JobConfig(input=config.input, output=config.output).output_signature())
         if previous != signature:
             differing = sorted(k for k in set(signature) | set(previous) if previous.get(k) != signature.get(k))
             raise ValueError(
@@ -72,18 +72,6 @@ def prepare_output(output: Path, config: JobConfig, command: dict | None = None)
         return
     record = {"kind": KIND, "schema_version": SCHEMA_VERSION, "job": config.to_dict(), "output_signature": signature}
     write_json_atomic(path, record if command is None else {**record, "config": command})
-
-
-def _with_defaults(previous: dict, defaults: dict) -> dict:
-    """``previous`` with the settings it does not record (added since it was written) at their defaults, so an
-    output built before a setting existed resumes when that setting is left at its default."""
-    filled = dict(previous)
-    for name, value in defaults.items():
-        if name not in filled:
-            filled[name] = value
-        elif isinstance(value, dict) and isinstance(filled[name], dict):
-            filled[name] = _with_defaults(filled[name], value)
-    return filled
 
 
 def run_job(config: JobConfig, command: dict | None = None) -> dict:
